@@ -1,0 +1,31 @@
+"""mamba_ode — token dynamics of deep selective state-space models (Mamba) in continuous time.
+
+Implements Vo, Pham, Tong & Nguyen, *Demystifying the Token Dynamics of Deep Selective State
+Space Models* (ICLR 2025). Shape letters (B, L, Dm, E, N, R, K) are declared in
+:mod:`mamba_ode.shapes`.
+"""
+
+from .checkpoints import read_checkpoint
+from .config import MambaConfig
+from .model import MambaBlock, MambaLM, MambaMixer, MambaOutput, load
+from .params import S6Internals, SSMParams
+from .scan import cuda_kernel_available, selective_scan
+from .tokenizer import ByteTokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ByteTokenizer",
+    "MambaBlock",
+    "MambaConfig",
+    "MambaLM",
+    "MambaMixer",
+    "MambaOutput",
+    "S6Internals",
+    "SSMParams",
+    "cuda_kernel_available",
+    "load",
+    "read_checkpoint",
+    "selective_scan",
+    "__version__",
+]

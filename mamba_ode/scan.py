@@ -1,0 +1,334 @@
+"""The selective scan — the one place in mamba_ode where the S6 recurrence is written.
+
+Every part of the toolkit that needs a scan (the discrete model, the vector fields, the
+refinements, training) calls :func:`selective_scan`. Its signature and semantics follow
+mamba-ssm's ``selective_scan_fn``; the layout is (B, E, L) as in mamba-ssm.
+
+Shapes (see :mod:`mamba_ode.shapes`): B batch, E channels (``d_inner``), L tokens, N state size,
+G groups of B/C (Mamba-2; G = 1 for Mamba-1).
+
+For each channel d the recurrence is::
+
+    h_l = exp(Δ_l^d A_d) ⊙ h_{l-1} + Δ_l^d u_l^d B_l        (h_0 = 0, h ∈ R^N)
+    y_l^d = <C_l, h_l> + D_d u_l^d
+    y_l^d ← y_l^d · SiLU(z_l^d)                              (if z is given)
+
+with ``Δ = softplus(delta + delta_bias)`` when ``delta_softplus`` is true.
+
+Backends:
+
+* ``"reference"`` — the plain recurrence written as directly as possible, differentiated by
+  autograd. Slow; the oracle for the others.
+* ``"fast"`` — the default off CUDA. Works in chunks of tokens with a (B, L, E, N)-contiguous
+  layout, never holding a (B, E, L, N) tensor for the whole sequence, and has a hand-written
+  backward pass that recomputes each chunk from the saved chunk-boundary states.
+* ``"cuda"`` — mamba-ssm's fused kernel, chosen automatically for CUDA tensors when mamba-ssm
+  is importable; otherwise ``"fast"`` is used with one warning naming the install command.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["selective_scan", "BACKENDS", "cuda_kernel_available"]
+
+BACKENDS = ("auto", "reference", "fast", "cuda")
+Backend = Literal["auto", "reference", "fast", "cuda"]
+
+#: Tokens per chunk in the fast backend (chosen by ``benchmarks/bench_scan.py``).
+DEFAULT_CHUNK = 32
+
+_CUDA_WARNED = False
+INSTALL_HINT = "pip install 'mamba_ode[cuda]' (builds mamba-ssm's CUDA kernel)"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                  D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None) -> int:
+    """Validate shapes; return the number of groups G."""
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"selective_scan: argument {name!r} must be a torch.Tensor, "
+                            f"got {type(t).__name__}")
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan: argument 'u' must have shape (B, E, L), got {tuple(u.shape)}")
+    b, e, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"selective_scan: argument 'delta' must have the shape of u {tuple(u.shape)}, "
+                         f"got {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != e:
+        raise ValueError(f"selective_scan: argument 'A' must have shape (E, N) = ({e}, N), got {tuple(A.shape)}")
+    n = A.shape[1]
+    groups = None
+    for name, t in (("B", B), ("C", C)):
+        if t.dim() == 3 and t.shape == (b, n, length):
+            g = 1
+        elif t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (n, length):
+            g = t.shape[1]
+            if g < 1 or e % g:
+                raise ValueError(f"selective_scan: argument {name!r} has {g} groups, which must divide E={e}")
+        else:
+            raise ValueError(f"selective_scan: argument {name!r} must have shape (B, N, L) = ({b}, {n}, {length}) "
+                             f"or (B, G, N, L), got {tuple(t.shape)}")
+        if groups is not None and g != groups:
+            raise ValueError(f"selective_scan: arguments 'B' and 'C' have different group counts ({groups} vs {g})")
+        groups = g
+    if D is not None and D.shape != (e,):
+        raise ValueError(f"selective_scan: argument 'D' must have shape (E,) = ({e},), got {tuple(D.shape)}")
+    if delta_bias is not None and delta_bias.shape != (e,):
+        raise ValueError(f"selective_scan: argument 'delta_bias' must have shape (E,) = ({e},), "
+                         f"got {tuple(delta_bias.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"selective_scan: argument 'z' must have the shape of u {tuple(u.shape)}, got {tuple(z.shape)}")
+    return groups
+
+
+def _as_groups(t: Tensor) -> Tensor:
+    """(B, N, L) or (B, G, N, L) → (B, G, N, L)."""
+    return t.unsqueeze(1) if t.dim() == 3 else t
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+    """Plain recurrence. u, delta (B, E, L); A (E, N); B, C (B, G, N, L). Returns y (B, E, L), h (B, E, N)."""
+    b, e, length = u.shape
+    g = B.shape[1]
+    Bx = B.repeat_interleave(e // g, dim=1)  # (B, E, N, L)
+    Cx = C.repeat_interleave(e // g, dim=1)
+    h = u.new_zeros(b, e, A.shape[1])
+    ys = []
+    for t in range(length):
+        dA = torch.exp(delta[:, :, t, None] * A)
+        h = dA * h + (delta[:, :, t] * u[:, :, t])[:, :, None] * Bx[:, :, :, t]
+        ys.append((h * Cx[:, :, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1) if ys else u.new_zeros(b, e, 0)
+    return y, h
+
+
+# ----------------------------------------------------------------------------- fast (chunked)
+
+
+def _expand_groups(x: Tensor, e: int) -> Tensor:
+    """(B, T, G, N) → broadcastable (B, T, E, N) view (no copy when G == 1)."""
+    g = x.shape[2]
+    if g == 1:
+        return x
+    return x.repeat_interleave(e // g, dim=2)
+
+
+def _chunk_forward(h: Tensor, u: Tensor, dt: Tensor, A: Tensor, Bc: Tensor) -> tuple[Tensor, Tensor]:
+    """Scan one chunk. h (B, E, N) start state; u, dt (B, T, E); A (E, N); Bc (B, T, G, N).
+
+    Returns hs (B, T, E, N) — the states after each token — and dA (B, T, E, N).
+    """
+    dA = torch.exp(dt.unsqueeze(-1) * A)  # (B, T, E, N)
+    hs = (dt * u).unsqueeze(-1) * _expand_groups(Bc, u.shape[-1])  # dBu, scanned in place below
+    hs[:, 0].addcmul_(dA[:, 0], h)
+    for t in range(1, hs.shape[1]):
+        hs[:, t].addcmul_(dA[:, t], hs[:, t - 1])
+    return hs, dA
+
+
+def _contract_C(hs: Tensor, Cc: Tensor) -> Tensor:
+    """y[b, t, e] = Σ_n hs[b, t, e, n] C[b, t, g(e), n]. hs (B, T, E, N); Cc (B, T, G, N)."""
+    b, t, e, n = hs.shape
+    g = Cc.shape[2]
+    return torch.einsum("btgpn,btgn->btgp", hs.view(b, t, g, e // g, n), Cc).reshape(b, t, e)
+
+
+class _FastScan(torch.autograd.Function):
+    """Chunked scan with a recomputing backward pass. Internal layout (B, L, E) / (B, L, G, N)."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, Bm, Cm, chunk):  # u, dt (B, L, E); A (E, N); Bm, Cm (B, L, G, N)
+        b, length, e = u.shape
+        n = A.shape[1]
+        y = u.new_empty(b, length, e)
+        h = u.new_zeros(b, e, n)
+        starts = list(range(0, length, chunk))
+        h_starts = u.new_empty(len(starts), b, e, n)
+        for i, s in enumerate(starts):
+            sl = slice(s, min(s + chunk, length))
+            h_starts[i] = h
+            hs, _ = _chunk_forward(h, u[:, sl], dt[:, sl], A, Bm[:, sl])
+            y[:, sl] = _contract_C(hs, Cm[:, sl])
+            h = hs[:, -1].clone()
+        ctx.save_for_backward(u, dt, A, Bm, Cm, h_starts)
+        ctx.chunk = chunk
+        return y, h
+
+    @staticmethod
+    def backward(ctx, gy, gh_last):
+        u, dt, A, Bm, Cm, h_starts = ctx.saved_tensors
+        chunk = ctx.chunk
+        b, length, e = u.shape
+        n = A.shape[1]
+        g = Bm.shape[2]
+        gu = torch.zeros_like(u)
+        gdt = torch.zeros_like(dt)
+        gA = torch.zeros_like(A)
+        gB = torch.zeros_like(Bm)
+        gC = torch.zeros_like(Cm)
+        # carry = dL/dh_{s-1} contributed through the chunk that starts at s (i.e. dA_s * G_s)
+        carry = gh_last.clone() if gh_last is not None else u.new_zeros(b, e, n)
+        gy = gy if gy is not None else torch.zeros_like(u)
+        starts = list(range(0, length, chunk))
+        for i in reversed(range(len(starts))):
+            s = starts[i]
+            sl = slice(s, min(s + chunk, length))
+            uc, dtc, Bc, Cc, gyc = u[:, sl], dt[:, sl], Bm[:, sl], Cm[:, sl], gy[:, sl]
+            hs, dA = _chunk_forward(h_starts[i], uc, dtc, A, Bc)
+            Cx = _expand_groups(Cc, e)
+            # G_t = gy_t ⊗ C_t + dA_{t+1} ⊙ G_{t+1}; scanned in place, last step gets the carry
+            G = gyc.unsqueeze(-1) * Cx
+            G[:, -1].add_(carry)
+            for t in range(G.shape[1] - 2, -1, -1):
+                G[:, t].addcmul_(dA[:, t + 1], G[:, t + 1])
+            carry = dA[:, 0] * G[:, 0]
+            # h_{t-1} for each t in the chunk
+            hprev = torch.cat([h_starts[i].unsqueeze(1), hs[:, :-1]], dim=1)
+            # grad through dA = exp(dt A): dL/d(dt A) = G ⊙ h_{t-1} ⊙ dA
+            gdA = G * hprev
+            gdA.mul_(dA)
+            gdt[:, sl] = torch.einsum("bten,en->bte", gdA, A)
+            gA += torch.einsum("bten,bte->en", gdA, dtc)
+            del gdA, hprev, dA
+            # grad through dBu = dt u B
+            Bx = _expand_groups(Bc, e)
+            GB = torch.einsum("bten,bten->bte", G, Bx) if g > 1 else torch.einsum("bten,btn->bte", G, Bc[:, :, 0])
+            gdt[:, sl] += GB * uc
+            gu[:, sl] = GB * dtc
+            dtu = dtc * uc
+            gB[:, sl] = torch.einsum("btgpn,btgp->btgn", G.view(b, -1, g, e // g, n), dtu.view(b, -1, g, e // g))
+            gC[:, sl] = torch.einsum("btgpn,btgp->btgn", hs.view(b, -1, g, e // g, n), gyc.view(b, -1, g, e // g))
+        return gu, gdt, gA, gB, gC, None
+
+
+def _scan_fast(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+    """u, delta (B, E, L); A (E, N); B, C (B, G, N, L) → y (B, E, L), h (B, E, N)."""
+    ut = u.transpose(1, 2).contiguous()
+    dtt = delta.transpose(1, 2).contiguous()
+    Bt = B.permute(0, 3, 1, 2).contiguous()  # (B, L, G, N)
+    Ct = C.permute(0, 3, 1, 2).contiguous()
+    if u.shape[-1] == 0:
+        return u.new_zeros(u.shape), u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    y, h = _FastScan.apply(ut, dtt, A, Bt, Ct, chunk)
+    return y.transpose(1, 2), h
+
+
+# ----------------------------------------------------------------------------- cuda
+
+
+def cuda_kernel_available() -> bool:
+    """True when mamba-ssm's compiled selective-scan kernel can be imported.
+
+    mamba-ssm is imported lazily here and nowhere at module import time: on a machine without
+    CUDA its package init fails, which this function reports as ``False``.
+    """
+    try:
+        from mamba_ssm.ops import selective_scan_interface as ssi  # noqa: PLC0415
+    except Exception:  # ImportError, or the CUDA extension failing to load
+        return False
+    return getattr(ssi, "selective_scan_cuda", None) is not None
+
+
+def _scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: PLC0415
+
+    return selective_scan_fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                             delta_softplus=delta_softplus, return_last_state=return_last_state)
+
+
+def _warn_no_cuda_kernel() -> None:
+    global _CUDA_WARNED
+    if not _CUDA_WARNED:
+        _CUDA_WARNED = True
+        warnings.warn("mamba-ssm's CUDA selective-scan kernel is not available; using the PyTorch "
+                      f"'fast' scan instead. To use the kernel: {INSTALL_HINT}", RuntimeWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: Backend = "auto",
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Run the selective scan (S6 recurrence), with mamba-ssm's ``selective_scan_fn`` semantics.
+
+    Arguments:
+        u: (B, E, L) input tokens of the SSM, one channel per row.
+        delta: (B, E, L) step sizes before ``delta_bias`` and softplus.
+        A: (E, N) state matrix (diagonal per channel; negative for a stable scan).
+        B: (B, N, L) input matrix per token, or (B, G, N, L) with G groups dividing E
+            (channel d uses group ``d // (E // G)``, like ``repeat_interleave``).
+        C: (B, N, L) or (B, G, N, L) output matrix per token, grouped like ``B``.
+        D: (E,) skip connection, optional.
+        z: (B, E, L) gate, optional; the output is multiplied by ``SiLU(z)``.
+        delta_bias: (E,) added to ``delta`` before the softplus, optional.
+        delta_softplus: apply softplus to ``delta + delta_bias``.
+        return_last_state: also return the state after the last token.
+        backend: ``"auto"`` (``"cuda"`` for CUDA tensors when mamba-ssm is importable, else
+            ``"fast"``), ``"reference"``, ``"fast"`` or ``"cuda"``.
+        chunk_size: tokens per chunk of the ``"fast"`` backend.
+
+    Returns:
+        y (B, E, L) in the dtype of ``u``; with ``return_last_state`` the pair
+        ``(y, last_state)`` where ``last_state`` is (B, E, N).
+
+    Raises:
+        ValueError: on inconsistent shapes (the message names the argument) or an unknown backend.
+        TypeError: when an argument is not a tensor.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {BACKENDS}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"selective_scan: argument 'chunk_size' must be a positive int, got {chunk_size!r}")
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+
+    if backend in ("auto", "cuda"):
+        if u.is_cuda and cuda_kernel_available():
+            return _scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        if backend == "cuda" or u.is_cuda:
+            _warn_no_cuda_kernel()
+        backend = "fast"
+
+    dtype_out = u.dtype
+    if delta_bias is not None:
+        delta = delta + delta_bias[None, :, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    # compute in a common float dtype, at least float32 (mamba-ssm keeps its state in float32)
+    wd = torch.promote_types(torch.promote_types(u.dtype, delta.dtype), torch.promote_types(A.dtype, B.dtype))
+    wd = torch.promote_types(torch.promote_types(wd, C.dtype), torch.float32)
+    u_w, delta, A = u.to(wd), delta.to(wd), A.to(wd)
+    Bg, Cg = _as_groups(B).to(wd), _as_groups(C).to(wd)
+    if backend == "reference":
+        y, h = _scan_reference(u_w, delta, A, Bg, Cg)
+    else:
+        y, h = _scan_fast(u_w, delta, A, Bg, Cg, chunk_size)
+    if D is not None:
+        y = y + D.to(wd)[None, :, None] * u_w
+    if z is not None:
+        y = y * F.silu(z.to(wd))
+    y = y.to(dtype_out)
+    return (y, h) if return_last_state else y
