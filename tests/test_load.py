@@ -1,0 +1,445 @@
+"""Loading checkpoints: the transformers oracle, the native layout, the Hub cache and every bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mamba_ode
+from mamba_ode.checkpoints import read_checkpoint, write_checkpoint
+from mamba_ode.config import MambaConfig
+
+from .conftest import hf_mamba
+
+CONFIGS = [
+    # odd sizes, biases on, conv bias off, untied
+    dict(vocab_size=37, hidden_size=40, state_size=5, num_hidden_layers=3, time_step_rank=3, conv_kernel=3,
+         use_bias=True, use_conv_bias=False, tie_word_embeddings=False, expand=2),
+    # defaults-like, tied
+    dict(vocab_size=64, hidden_size=32, state_size=16, num_hidden_layers=2, tie_word_embeddings=True),
+    # expand 3, rank auto, conv kernel 2, bias on, conv bias on
+    dict(vocab_size=50, hidden_size=24, state_size=3, num_hidden_layers=4, expand=3, conv_kernel=2,
+         use_bias=True, use_conv_bias=True, tie_word_embeddings=True, time_step_rank="auto"),
+    # one layer, state 1, rank 1, untied, epsilon changed
+    dict(vocab_size=11, hidden_size=8, state_size=1, num_hidden_layers=1, time_step_rank=1, conv_kernel=4,
+         tie_word_embeddings=False, layer_norm_epsilon=1e-3),
+]
+
+
+@pytest.mark.parametrize("i", range(len(CONFIGS)))
+def test_transformers_oracle_float32(tmp_path, i):
+    """Residual states, final normed state and logits match transformers to ≤ 1e-5 (float32)."""
+    hf, d = hf_mamba(tmp_path, seed=i, **CONFIGS[i])
+    ours = mamba_ode.load(d)
+    ids = torch.randint(0, CONFIGS[i]["vocab_size"], (2, 13), generator=torch.Generator().manual_seed(i))
+    with torch.no_grad():
+        o = hf(ids, output_hidden_states=True)
+        p = ours(ids, output_hidden_states=True)
+    k = ours.config.n_layer
+    assert len(p.hidden_states) == k + 1
+    # transformers 5.x: hidden_states[j] is the residual after layer j, the last entry is after norm_f
+    assert len(o.hidden_states) == k + 1
+    torch.testing.assert_close(p.hidden_states[0], hf.backbone.embeddings(ids), rtol=0, atol=0)
+    for j in range(k):
+        assert (p.hidden_states[j + 1] - o.hidden_states[j]).abs().max() <= 1e-5
+    assert (p.last_hidden_state - o.hidden_states[-1]).abs().max() <= 1e-5
+    assert (p.logits - o.logits).abs().max() <= 1e-5
+    assert ours.config.d_inner == hf.config.intermediate_size
+    assert ours.config.dt_rank == hf.config.time_step_rank
+
+
+def _spec_forward_float64(state, cfg: MambaConfig, ids):
+    """SPEC §2 transcribed from the raw state dict in float64, one token at a time."""
+    sd = {k: v.double() for k, v in state.items()}
+    e, n, r, kc = cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv
+
+    def norm(x, w, b=None):
+        if cfg.rms_norm:
+            return w * x / torch.sqrt((x * x).mean(-1, keepdim=True) + cfg.norm_eps)
+        mu = x.mean(-1, keepdim=True)
+        var = ((x - mu) ** 2).mean(-1, keepdim=True)
+        return w * (x - mu) / torch.sqrt(var + cfg.norm_eps) + b
+
+    x = sd["backbone.embeddings.weight"][ids]  # (B, L, Dm)
+    hs = [x]
+    for k in range(cfg.n_layer):
+        p = f"backbone.layers.{k}."
+        h = norm(x, sd[p + "norm.weight"], sd.get(p + "norm.bias"))
+        m = p + "mixer."
+        xz = h @ sd[m + "in_proj.weight"].T + sd.get(m + "in_proj.bias", 0.0)
+        xi, z = xz[..., :e], xz[..., e:]
+        w = sd[m + "conv1d.weight"][:, 0, :]  # (E, kc)
+        length = xi.shape[1]
+        conv = torch.zeros_like(xi)
+        for t in range(length):
+            for j in range(kc):
+                src = t - (kc - 1) + j
+                if src >= 0:
+                    conv[:, t] += w[:, j] * xi[:, src]
+        conv = conv + sd.get(m + "conv1d.bias", 0.0)
+        u = conv * torch.sigmoid(conv)
+        xp = u @ sd[m + "x_proj.weight"].T
+        dt, Bm, Cm = xp[..., :r], xp[..., r:r + n], xp[..., r + n:]
+        delta = F.softplus(dt @ sd[m + "dt_proj.weight"].T + sd[m + "dt_proj.bias"])
+        A = -torch.exp(sd[m + "A_log"])
+        y = torch.zeros_like(u)
+        state_h = torch.zeros(u.shape[0], e, n, dtype=torch.float64)
+        for t in range(length):
+            state_h = torch.exp(delta[:, t, :, None] * A) * state_h + \
+                (delta[:, t] * u[:, t])[:, :, None] * Bm[:, t, None, :]
+            y[:, t] = (state_h * Cm[:, t, None, :]).sum(-1) + sd[m + "D"] * u[:, t]
+        y = y * z * torch.sigmoid(z)
+        x = x + y @ sd[m + "out_proj.weight"].T + sd.get(m + "out_proj.bias", 0.0)
+        hs.append(x)
+    last = norm(x, sd["backbone.norm_f.weight"], sd.get("backbone.norm_f.bias"))
+    head = sd.get("lm_head.weight", sd["backbone.embeddings.weight"])
+    return hs, last, last @ head.T
+
+
+@pytest.mark.parametrize("i", [0, 2])
+def test_float64_matches_spec_transcription(tmp_path, i):
+    _, d = hf_mamba(tmp_path, seed=10 + i, **CONFIGS[i])
+    ours = mamba_ode.load(d, dtype=torch.float64)
+    cfg, state, _ = read_checkpoint(d)
+    ids = torch.randint(0, cfg.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    hs, last, logits = _spec_forward_float64(state, cfg, ids)
+    with torch.no_grad():
+        p = ours(ids, output_hidden_states=True)
+    for a, b in zip(p.hidden_states, hs):
+        assert (a - b).abs().max() <= 1e-10
+    assert (p.last_hidden_state - last).abs().max() <= 1e-10
+    assert (p.logits - logits).abs().max() <= 1e-10
+
+
+def _native_copy(tmp_path, hf_dir, name="native", pad_multiple=None, weights="bin"):
+    """Rewrite a transformers checkpoint in mamba-ssm's native layout (config + key names)."""
+    cfg, state, _ = read_checkpoint(hf_dir)
+    out = tmp_path / name
+    write_checkpoint(out, cfg, state, layout="native")
+    if pad_multiple is not None:
+        raw = json.loads((out / "config.json").read_text())
+        raw["pad_vocab_size_multiple"] = pad_multiple
+        (out / "config.json").write_text(json.dumps(raw))
+    if weights == "safetensors":
+        from safetensors.torch import save_file
+
+        sd = torch.load(out / "pytorch_model.bin", weights_only=True)
+        (out / "pytorch_model.bin").unlink()
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "model.safetensors"))
+    return out
+
+
+@pytest.mark.parametrize("weights", ["bin", "safetensors"])
+@pytest.mark.parametrize("i", [0, 1])
+def test_native_layout_loads_to_identical_model(tmp_path, i, weights):
+    _, d = hf_mamba(tmp_path, seed=20 + i, **CONFIGS[i])
+    nat = _native_copy(tmp_path, d, weights=weights)
+    raw = json.loads((nat / "config.json").read_text())
+    assert "d_model" in raw and "ssm_cfg" in raw
+    keys = (torch.load(nat / "pytorch_model.bin", weights_only=True).keys() if weights == "bin" else
+            __import__("safetensors.torch").torch.load_file(str(nat / "model.safetensors")).keys())
+    assert "backbone.embedding.weight" in keys
+    a, b = mamba_ode.load(d), mamba_ode.load(nat)
+    assert a.config.layout == "hf" and b.config.layout == "native"
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    ids = torch.randint(0, a.config.vocab_size, (1, 7))
+    with torch.no_grad():
+        assert torch.equal(a(ids).logits, b(ids).logits)
+
+
+def test_native_vocab_padding_and_layernorm(tmp_path):
+    """A native LayerNorm model with a padded vocabulary (mamba-ssm layout written by hand)."""
+    cfg = MambaConfig(d_model=16, n_layer=2, vocab_size=24, vocab_size_unpadded=21, d_state=4, rms_norm=False,
+                      layout="native")
+    model = mamba_ode.MambaLM(cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    d = model.save_pretrained(tmp_path / "ln", layout="native")
+    raw = json.loads((d / "config.json").read_text())
+    assert raw["vocab_size"] == 21 and raw["pad_vocab_size_multiple"] == 8 and raw["rms_norm"] is False
+    loaded = mamba_ode.load(d)
+    assert loaded.config.vocab_size == 24 and loaded.config.vocab_size_unpadded == 21
+    assert isinstance(loaded.layers[0].norm, torch.nn.LayerNorm)
+    ids = torch.randint(0, 21, (2, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+    # independent float64 transcription handles the LayerNorm branch
+    c, state, _ = read_checkpoint(d)
+    hs, last, logits = _spec_forward_float64(state, c, ids)
+    with torch.no_grad():
+        out = mamba_ode.load(d, dtype=torch.float64)(ids, output_hidden_states=True)
+    assert (out.logits - logits).abs().max() <= 1e-10
+
+
+def test_ssm_parameters_in_paper_notation(tmp_path):
+    hf, d = hf_mamba(tmp_path, seed=3, **CONFIGS[0])
+    model = mamba_ode.load(d, dtype=torch.float64)
+    mixer = hf.backbone.layers[1].mixer
+    ssm = model.layers[1].ssm
+    r, n = model.config.dt_rank, model.config.d_state
+    xw = mixer.x_proj.weight.double()
+    torch.testing.assert_close(ssm.S_B, xw[r:r + n])
+    torch.testing.assert_close(ssm.S_C, xw[r + n:])
+    torch.testing.assert_close(ssm.A, -torch.exp(mixer.A_log.double()))
+    torch.testing.assert_close(ssm.D, mixer.D.double())
+    torch.testing.assert_close(ssm.delta_bias, mixer.dt_proj.bias.double())
+    torch.testing.assert_close(ssm.S_delta, mixer.dt_proj.weight.double() @ xw[:r])
+    assert ssm.S_delta.shape == (model.config.d_inner,) * 2
+    m = ssm.input_output_matrix()
+    torch.testing.assert_close(m, xw[r + n:].T @ xw[r:r + n])
+    torch.testing.assert_close(ssm.diag_M(), torch.diagonal(m))
+    torch.testing.assert_close(ssm.diag_S_delta(), torch.diagonal(ssm.S_delta))
+
+
+def test_internals_reproduce_transformers_s6(tmp_path):
+    """Per-layer S6 internals (u, Δ, B, C, y) equal transformers' intermediate tensors."""
+    hf, d = hf_mamba(tmp_path, seed=4, **CONFIGS[2])
+    model = mamba_ode.load(d)
+    ids = torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True, internals=[1])
+        mixer = hf.backbone.layers[1].mixer
+        x = hf.backbone.layers[1].norm(out.hidden_states[1])
+        xz = mixer.in_proj(x).transpose(1, 2)
+        xi, z = xz.chunk(2, dim=1)
+        u = mixer.act(mixer.conv1d(xi)[..., :10])
+        ssm_p = mixer.x_proj(u.transpose(1, 2))
+        r, n = mixer.time_step_rank, mixer.ssm_state_size
+        dt = F.softplus(mixer.dt_proj(ssm_p[..., :r]))
+    it = out.internals[1]
+    assert set(out.internals) == {1}
+    torch.testing.assert_close(it.u, u.transpose(1, 2), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(it.delta, dt, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(it.B, ssm_p[..., r:r + n], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(it.C, ssm_p[..., r + n:], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(it.z, z.transpose(1, 2), rtol=1e-5, atol=1e-6)
+    assert it.y.shape == it.u.shape
+
+
+def test_model_causality(tmp_path):
+    _, d = hf_mamba(tmp_path, seed=5, **CONFIGS[1])
+    model = mamba_ode.load(d, dtype=torch.float64)
+    ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(2))
+    ids2 = ids.clone()
+    ids2[0, 7] = (ids[0, 7] + 1) % 64
+    with torch.no_grad():
+        a, b = model(ids).logits, model(ids2).logits
+    assert torch.equal(a[:, :7], b[:, :7])
+    assert (a[:, 7:] - b[:, 7:]).abs().max() > 0
+
+
+def test_hub_id_from_offline_cache(tmp_path, monkeypatch):
+    """A Hub id resolves through huggingface_hub's cache with HF_HUB_OFFLINE=1 (cache laid out by the test)."""
+    _, d = hf_mamba(tmp_path, seed=6, **CONFIGS[1])
+    cache = tmp_path / "hub"
+    repo = cache / "models--state-spaces--mamba-tiny-hf"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for f in d.iterdir():
+        shutil.copy(f, snap / f.name)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    model = mamba_ode.load("state-spaces/mamba-tiny-hf")
+    assert model.checkpoint.source == "state-spaces/mamba-tiny-hf"
+    assert model.checkpoint.directory == snap
+    ref = mamba_ode.load(d)
+    ids = torch.randint(0, 64, (1, 5))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, ref(ids).logits)
+    with pytest.raises(FileNotFoundError, match="state-spaces/mamba-missing.*not in the local"):
+        mamba_ode.load("state-spaces/mamba-missing")
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    _, d = hf_mamba(tmp_path, seed=7, **CONFIGS[0])
+    return d
+
+
+def _edit_state(d, fn):
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(d / "model.safetensors"))
+    fn(sd)
+    save_file(sd, str(d / "model.safetensors"))
+
+
+def test_missing_directory():
+    with pytest.raises(FileNotFoundError, match="no checkpoint at './nowhere/at/all'"):
+        mamba_ode.load("./nowhere/at/all")
+
+
+def test_missing_config(ckpt):
+    (ckpt / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        mamba_ode.load(ckpt)
+
+
+def test_missing_weights(ckpt):
+    (ckpt / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no weights found.*model.safetensors"):
+        mamba_ode.load(ckpt)
+
+
+def test_unknown_layout(ckpt):
+    (ckpt / "config.json").write_text(json.dumps({"foo": 1}))
+    with pytest.raises(ValueError, match=r"config.json: unknown layout"):
+        mamba_ode.load(ckpt)
+
+
+def test_unknown_model_type(ckpt):
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
+    with pytest.raises(ValueError, match=r"config.json: unknown model_type 'llama'"):
+        mamba_ode.load(ckpt)
+
+
+def test_missing_config_field(ckpt):
+    raw = json.loads((ckpt / "config.json").read_text())
+    del raw["num_hidden_layers"]
+    (ckpt / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"config.json: missing required field 'num_hidden_layers'"):
+        mamba_ode.load(ckpt)
+
+
+def test_invalid_json(ckpt):
+    (ckpt / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config.json: not valid JSON"):
+        mamba_ode.load(ckpt)
+
+
+def test_missing_key(ckpt):
+    _edit_state(ckpt, lambda sd: sd.pop("backbone.layers.1.mixer.A_log"))
+    with pytest.raises(ValueError, match=r"model.safetensors: missing key 'backbone.layers.1.mixer.A_log'"):
+        mamba_ode.load(ckpt)
+
+
+def test_unexpected_key(ckpt):
+    _edit_state(ckpt, lambda sd: sd.__setitem__("backbone.layers.7.mixer.D", torch.ones(80)))
+    with pytest.raises(ValueError, match=r"model.safetensors: unexpected key 'backbone.layers.7.mixer.D'"):
+        mamba_ode.load(ckpt)
+
+
+def test_wrong_shape(ckpt):
+    _edit_state(ckpt, lambda sd: sd.__setitem__("backbone.layers.0.mixer.x_proj.weight", torch.zeros(3, 80)))
+    with pytest.raises(ValueError, match=r"key 'backbone.layers.0.mixer.x_proj.weight' has shape \(3, 80\), "
+                                         r"expected \(13, 80\)"):
+        mamba_ode.load(ckpt)
+
+
+def test_non_finite_weight(ckpt):
+    def poison(sd):
+        sd["backbone.layers.2.mixer.dt_proj.bias"][3] = float("nan")
+
+    _edit_state(ckpt, poison)
+    with pytest.raises(ValueError, match=r"key 'backbone.layers.2.mixer.dt_proj.bias' has non-finite"):
+        mamba_ode.load(ckpt)
+
+
+def test_native_missing_key_uses_native_name(tmp_path, ckpt):
+    nat = _native_copy(tmp_path, ckpt)
+    sd = torch.load(nat / "pytorch_model.bin", weights_only=True)
+    del sd["backbone.embedding.weight"]
+    torch.save(sd, nat / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pytorch_model.bin: missing key 'backbone.embedding.weight'"):
+        mamba_ode.load(nat)
+
+
+class _Evil:
+    """An arbitrary Python object: torch.load(weights_only=True) must refuse to build it."""
+
+
+def test_bin_is_never_unpickled(tmp_path, ckpt):
+    """A .bin holding an arbitrary Python object is refused by weights_only=True."""
+    nat = _native_copy(tmp_path, ckpt)
+    torch.save({"x": _Evil()}, nat / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pytorch_model.bin: cannot read weights with torch.load\(weights_only"):
+        mamba_ode.load(nat)
+
+
+def test_tied_head_must_equal_embedding(tmp_path):
+    _, d = hf_mamba(tmp_path, seed=8, **CONFIGS[1])
+    nat = _native_copy(tmp_path, d)
+    sd = torch.load(nat / "pytorch_model.bin", weights_only=True)
+    sd["lm_head.weight"] = sd["lm_head.weight"] + 1
+    torch.save(sd, nat / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="'lm_head.weight' differs from the embedding"):
+        mamba_ode.load(nat)
+
+
+def test_mamba2_refused(tmp_path, ckpt):
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "mamba2", "hidden_size": 8}))
+    with pytest.raises(ValueError, match=r"config.json: model_type 'mamba2' is a Mamba-2 checkpoint"):
+        mamba_ode.load(ckpt)
+    nat = tmp_path / "m2native"
+    nat.mkdir()
+    (nat / "config.json").write_text(json.dumps({"d_model": 8, "n_layer": 1, "vocab_size": 8,
+                                                   "ssm_cfg": {"layer": "Mamba2"}}))
+    with pytest.raises(ValueError, match=r"ssm_cfg.layer 'Mamba2' is a Mamba-2 checkpoint"):
+        mamba_ode.load(nat)
+
+
+def test_hybrid_refused(tmp_path):
+    nat = tmp_path / "hybrid"
+    nat.mkdir()
+    (nat / "config.json").write_text(json.dumps({"d_model": 8, "n_layer": 2, "vocab_size": 8,
+                                                   "attn_layer_idx": [1]}))
+    with pytest.raises(ValueError, match="'attn_layer_idx'"):
+        mamba_ode.load(nat)
+
+
+def test_bad_dtype_and_source_type(ckpt):
+    with pytest.raises(TypeError, match="'dtype'"):
+        mamba_ode.load(ckpt, dtype=torch.int32)
+    with pytest.raises(TypeError, match="'source'"):
+        mamba_ode.load(12)
+
+
+def test_sharded_safetensors(tmp_path, ckpt):
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(ckpt / "model.safetensors"))
+    keys = sorted(sd)
+    half = len(keys) // 2
+    shards = {"model-00001-of-00002.safetensors": keys[:half], "model-00002-of-00002.safetensors": keys[half:]}
+    out = tmp_path / "sharded"
+    out.mkdir()
+    shutil.copy(ckpt / "config.json", out / "config.json")
+    wmap = {}
+    for fname, ks in shards.items():
+        save_file({k: sd[k] for k in ks}, str(out / fname))
+        wmap.update({k: fname for k in ks})
+    (out / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wmap}))
+    a, b = mamba_ode.load(ckpt), mamba_ode.load(out)
+    ids = torch.randint(0, 37, (1, 4))
+    with torch.no_grad():
+        assert torch.equal(a(ids).logits, b(ids).logits)
+    (out / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="shard 'model-00002-of-00002.safetensors'"):
+        mamba_ode.load(out)
+
+
+def test_bad_input_ids(ckpt):
+    model = mamba_ode.load(ckpt)
+    with pytest.raises(ValueError, match="input_ids"):
+        model(torch.tensor([[0, 99]]))
+    with pytest.raises(TypeError, match="input_ids"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="'internals'"):
+        model(torch.tensor([[1, 2]]), internals=[5])

@@ -1,0 +1,227 @@
+"""The shared selective scan: backends agree on outputs, last state and gradients; causality; errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from mamba_ode import scan as scan_mod
+from mamba_ode.scan import cuda_kernel_available, selective_scan
+
+# relative tolerance between backends, per dtype
+REL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def _inputs(b, e, n, length, groups=1, dtype=torch.float64, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype).to(device)
+
+    bshape = (b, n, length) if groups == 1 else (b, groups, n, length)
+    return dict(
+        u=r(b, e, length),
+        delta=r(b, e, length, scale=0.5),
+        A=(-torch.rand(e, n, generator=g, dtype=torch.float64) * 2 - 0.05).to(dtype).to(device),
+        B=r(*bshape),
+        C=r(*bshape),
+        D=r(e),
+        z=r(b, e, length),
+        delta_bias=r(e, scale=0.3),
+    )
+
+
+def _plain_recurrence(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """SPEC §2 written out per channel and token in float64, independent of mamba_ode.scan."""
+    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
+    b, e, length = u.shape
+    n = A.shape[1]
+    if B.dim() == 3:
+        B, C = B[:, None], C[:, None]
+    per = e // B.shape[1]
+    if delta_bias is not None:
+        delta = delta + delta_bias.double()[None, :, None]
+    if delta_softplus:
+        delta = torch.log1p(torch.exp(delta))
+    y = torch.zeros(b, e, length, dtype=torch.float64)
+    hlast = torch.zeros(b, e, n, dtype=torch.float64)
+    for bi in range(b):
+        for d in range(e):
+            h = torch.zeros(n, dtype=torch.float64)
+            for t in range(length):
+                h = torch.exp(delta[bi, d, t] * A[d]) * h + delta[bi, d, t] * u[bi, d, t] * B[bi, d // per, :, t]
+                y[bi, d, t] = (h * C[bi, d // per, :, t]).sum()
+            hlast[bi, d] = h
+    if D is not None:
+        y = y + D.double()[None, :, None] * u
+    if z is not None:
+        y = y * z.double() * torch.sigmoid(z.double())
+    return y, hlast
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("b,e,n,length,groups", [(1, 1, 1, 1, 1), (2, 3, 4, 9, 1), (2, 4, 3, 17, 2)])
+def test_scan_matches_plain_recurrence_float64(backend, b, e, n, length, groups):
+    x = _inputs(b, e, n, length, groups)
+    y, h = selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend, chunk_size=4)
+    y0, h0 = _plain_recurrence(**x, delta_softplus=True)
+    torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h, h0, rtol=1e-12, atol=1e-12)
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 64, 1000, 4096])
+@pytest.mark.parametrize("options", ["plain", "full"])
+def test_fast_equals_reference_float32_values_state_grads(length, options):
+    """≤ 1e-5 relative in float32, outputs, last state and every gradient (issue 2)."""
+    b, e, n = (2, 3, 4) if length <= 1000 else (1, 2, 3)
+    x = _inputs(b, e, n, length, dtype=torch.float32, seed=length)
+    kw = dict(delta_softplus=True) if options == "full" else {}
+    if options == "plain":
+        for k in ("D", "z", "delta_bias"):
+            x.pop(k)
+    results = {}
+    for backend in ("reference", "fast"):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+        y, h = selective_scan(**leaves, return_last_state=True, backend=backend, **kw)
+        g = torch.Generator().manual_seed(7)
+        wy = torch.randn(y.shape, generator=g)
+        wh = torch.randn(h.shape, generator=g)
+        ((y * wy).sum() + (h * wh).sum()).backward()
+        results[backend] = (y.detach(), h.detach(), {k: v.grad for k, v in leaves.items()})
+    (yr, hr, gr), (yf, hf, gf) = results["reference"], results["fast"]
+    assert _rel(yf, yr) <= REL[torch.float32]
+    assert _rel(hf, hr) <= REL[torch.float32]
+    for k in gr:
+        assert _rel(gf[k], gr[k]) <= REL[torch.float32], k
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("e,n,groups,chunk", [(4, 2, 1, 3), (6, 5, 3, 16), (8, 16, 2, 64)])
+def test_fast_gradients_match_reference(dtype, e, n, groups, chunk):
+    x = _inputs(2, e, n, 37, groups, dtype=dtype, seed=e + n)
+    grads = {}
+    for backend in ("reference", "fast"):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+        y, h = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend=backend,
+                              chunk_size=chunk)
+        (y.pow(2).sum() + h.sin().sum()).backward()
+        grads[backend] = {k: v.grad for k, v in leaves.items()}
+    for k in grads["reference"]:
+        assert _rel(grads["fast"][k], grads["reference"][k]) <= REL[dtype], k
+
+
+def test_fast_gradcheck_float64():
+    x = _inputs(1, 2, 2, 5, dtype=torch.float64, seed=3)
+    args = tuple(x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C"))
+
+    def f(u, delta, A, B, C):
+        return selective_scan(u, delta, A, B, C, return_last_state=True, backend="fast", chunk_size=2)
+
+    assert torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_causality(backend):
+    """Perturbing token j changes no output at positions < j."""
+    x = _inputs(2, 5, 3, 20, dtype=torch.float64, seed=11)
+    y = selective_scan(**x, delta_softplus=True, backend=backend, chunk_size=8)
+    j = 13
+    x2 = {k: v.clone() for k, v in x.items()}
+    for k in ("u", "delta", "z"):
+        x2[k][..., j] += 1.0
+    x2["B"][..., j] += 1.0
+    x2["C"][..., j] += 1.0
+    y2 = selective_scan(**x2, delta_softplus=True, backend=backend, chunk_size=8)
+    assert torch.equal(y[..., :j], y2[..., :j])
+    assert (y[..., j:] - y2[..., j:]).abs().max() > 1e-3
+
+
+def test_half_precision_inputs_compute_in_float32():
+    x = _inputs(1, 3, 2, 11, dtype=torch.float32, seed=5)
+    y32 = selective_scan(**x, delta_softplus=True)
+    y16 = selective_scan(**{k: v.to(torch.bfloat16) for k, v in x.items()}, delta_softplus=True)
+    assert y16.dtype == torch.bfloat16
+    assert _rel(y16.float(), y32) < 0.05
+
+
+@pytest.mark.parametrize(
+    "change,arg",
+    [
+        (lambda x: x.update(u=x["u"][0]), "'u'"),
+        (lambda x: x.update(delta=x["delta"][..., :-1]), "'delta'"),
+        (lambda x: x.update(A=x["A"][:-1]), "'A'"),
+        (lambda x: x.update(B=x["B"][..., :-1]), "'B'"),
+        (lambda x: x.update(C=x["C"][:, :-1]), "'C'"),
+        (lambda x: x.update(D=x["D"][:-1]), "'D'"),
+        (lambda x: x.update(z=x["z"][..., :-1]), "'z'"),
+        (lambda x: x.update(delta_bias=x["delta_bias"][None]), "'delta_bias'"),
+        (lambda x: x.update(B=x["B"][:, None].expand(-1, 3, -1, -1)), "groups"),
+    ],
+)
+def test_bad_shapes_name_the_argument(change, arg):
+    x = _inputs(2, 4, 3, 6)
+    change(x)
+    with pytest.raises(ValueError, match=arg):
+        selective_scan(**x)
+
+
+def test_bad_backend_and_types():
+    x = _inputs(1, 2, 2, 3)
+    with pytest.raises(ValueError, match="backend"):
+        selective_scan(**x, backend="triton")
+    with pytest.raises(ValueError, match="chunk_size"):
+        selective_scan(**x, chunk_size=0)
+    x["u"] = x["u"].numpy()
+    with pytest.raises(TypeError, match="'u'"):
+        selective_scan(**x)
+
+
+def test_mamba_ssm_never_imported_at_import_time():
+    import subprocess
+    import sys
+
+    code = "import sys, mamba_ode, mamba_ode.scan, mamba_ode.model; print('mamba_ssm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cuda_backend_falls_back_with_one_warning(monkeypatch):
+    """Without the kernel, backend='cuda' uses the fast scan and warns once, naming the install command."""
+    monkeypatch.setattr(scan_mod, "cuda_kernel_available", lambda: False)
+    monkeypatch.setattr(scan_mod, "_CUDA_WARNED", False)
+    x = _inputs(1, 2, 2, 5)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        y1 = selective_scan(**x, backend="cuda")
+        y2 = selective_scan(**x, backend="cuda")
+    msgs = [str(w.message) for w in rec if issubclass(w.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "pip install" in msgs[0] and "mamba_ode[cuda]" in msgs[0]
+    torch.testing.assert_close(y1, selective_scan(**x, backend="fast"))
+    torch.testing.assert_close(y1, y2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("length", [1, 7, 64, 1000, 4096])
+def test_cuda_backends_agree(length):
+    """reference vs fast vs (when importable) mamba-ssm's kernel on the GPU."""
+    x = _inputs(2, 8, 4, length, dtype=torch.float32, seed=length, device="cuda")
+    out = {}
+    backends = ["reference", "fast"] + (["cuda"] if cuda_kernel_available() else [])
+    for backend in backends:
+        leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+        y, h = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend=backend)
+        (y.pow(2).sum() + h.sum()).backward()
+        out[backend] = (y.detach(), h.detach(), {k: v.grad for k, v in leaves.items()})
+    ref = out["reference"]
+    for backend in backends[1:]:
+        y, h, g = out[backend]
+        assert _rel(y, ref[0]) <= 1e-5 and _rel(h, ref[1]) <= 1e-5
+        for k in g:
+            assert _rel(g[k], ref[2][k]) <= 1e-4, (backend, k)
