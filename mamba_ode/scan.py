@@ -41,7 +41,7 @@ BACKENDS = ("auto", "reference", "fast", "cuda")
 Backend = Literal["auto", "reference", "fast", "cuda"]
 
 #: Tokens per chunk in the fast backend (chosen by ``benchmarks/bench_scan.py``).
-DEFAULT_CHUNK = 32
+DEFAULT_CHUNK = 16
 
 _CUDA_WARNED = False
 INSTALL_HINT = "pip install 'mamba_ode[cuda]' (builds mamba-ssm's CUDA kernel)"
@@ -75,8 +75,8 @@ def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
             if g < 1 or e % g:
                 raise ValueError(f"selective_scan: argument {name!r} has {g} groups, which must divide E={e}")
         else:
-            raise ValueError(f"selective_scan: argument {name!r} must have shape (B, N, L) = ({b}, {n}, {length}) "
-                             f"or (B, G, N, L), got {tuple(t.shape)}")
+            raise ValueError(f"selective_scan: argument {name!r} must have shape (B, N, L) = "
+                             f"({b}, {n}, {length}) or (B, G, N, L), got {tuple(t.shape)}")
         if groups is not None and g != groups:
             raise ValueError(f"selective_scan: arguments 'B' and 'C' have different group counts ({groups} vs {g})")
         groups = g
@@ -86,7 +86,8 @@ def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         raise ValueError(f"selective_scan: argument 'delta_bias' must have shape (E,) = ({e},), "
                          f"got {tuple(delta_bias.shape)}")
     if z is not None and z.shape != u.shape:
-        raise ValueError(f"selective_scan: argument 'z' must have the shape of u {tuple(u.shape)}, got {tuple(z.shape)}")
+        raise ValueError(f"selective_scan: argument 'z' must have the shape of u {tuple(u.shape)}, "
+                         f"got {tuple(z.shape)}")
     return groups
 
 

@@ -225,3 +225,22 @@ def test_cuda_backends_agree(length):
         assert _rel(y, ref[0]) <= 1e-5 and _rel(h, ref[1]) <= 1e-5
         for k in g:
             assert _rel(g[k], ref[2][k]) <= 1e-4, (backend, k)
+
+
+def test_fast_never_holds_a_whole_sequence_BELN_tensor():
+    """The fast backend works in chunks: no op ever sees a (B, E, L, N)-sized tensor (profiler shapes)."""
+    import math
+
+    from torch.profiler import ProfilerActivity, profile
+
+    b, e, n, length = 2, 8, 4, 256
+    x = _inputs(b, e, n, length, dtype=torch.float32)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        y = selective_scan(**leaves, delta_softplus=True, backend="fast", chunk_size=16)
+        y.sum().backward()
+    biggest = max(math.prod(s) for ev in prof.events() for s in (ev.input_shapes or [])
+                  if isinstance(s, (list, tuple)) and s and all(isinstance(v, int) for v in s))
+    assert biggest <= b * e * length  # the size of u itself; (B, E, L, N) would be N times more
+    # and the reference backend, which materialises per-step (B, E, N) slices, is not what ran
+    assert biggest < b * e * length * n
