@@ -1,0 +1,460 @@
+"""Matplotlib figures of the toolkit's result objects.
+
+Every function takes a result object (or a tensor where the result *is* a tensor), an optional
+``ax`` to draw into, and returns the :class:`matplotlib.figure.Figure`. Nothing here computes
+dynamics: solving, classifying and comparing happen in :mod:`mamba_ode.solve`,
+:mod:`mamba_ode.regimes` and :mod:`mamba_ode.compare`; the one exception is
+:func:`plot_phase_portrait`, which evaluates a field on a grid (that *is* the picture).
+
+matplotlib is imported lazily, so ``import mamba_ode`` stays light. Shape letters as in
+:mod:`mamba_ode.shapes`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "REGIME_COLORS",
+    "plot_trajectories",
+    "plot_phase_portrait",
+    "plot_spectrum",
+    "plot_regime_map",
+    "plot_hidden_attention",
+    "plot_comparison",
+    "plot_regime_diagram",
+]
+
+#: One colour per regime label, shared by every figure and the HTML report.
+REGIME_COLORS: dict[str, str] = {
+    "convergent": "#2b6cb0",
+    "static": "#718096",
+    "bounded": "#38a169",
+    "divergent": "#dd6b20",
+    "divergent-slow": "#dd6b20",
+    "divergent-fast": "#c53030",
+    "divergent-finite-time": "#c53030",
+    "undetermined": "#a0aec0",
+}
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 4.0)) -> tuple[Figure, Axes]:
+    """(figure, axes): a new figure when ``ax`` is None, else ax's figure."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        return fig, ax
+    return ax.get_figure(), ax
+
+
+def _require(obj: Any, attrs: Sequence[str], name: str) -> None:
+    """TypeError unless obj has every attribute in attrs."""
+    missing = [a for a in attrs if not hasattr(obj, a)]
+    if missing:
+        raise TypeError(f"argument {name!r} must have attributes {', '.join(attrs)} "
+                        f"({type(obj).__name__} lacks {', '.join(missing)})")
+
+
+def _seq_index(seq: int, n: int) -> int:
+    if not isinstance(seq, int) or not -n <= seq < n:
+        raise ValueError(f"argument 'seq' must be an int in [{-n}, {n}), got {seq!r}")
+    return seq % n
+
+
+# ============================================================================ trajectories
+
+
+def plot_trajectories(solution: Any, *, seq: int = 0, tokens: Sequence[int] | None = None, ax: Axes | None = None,
+                      logx: bool | None = None, logy: bool = True, title: str | None = None) -> Figure:
+    """Token norms ``|u_l(t)|`` against t for one sequence of a solve result, blow-up marked.
+
+    Arguments:
+        solution: a :class:`mamba_ode.solve.Solution` (``ts`` (T,), ``ys`` (T, B, L, E),
+            ``t_blowup`` (B,), ``status``).
+        seq: which sequence b of the batch.
+        tokens: token indices to draw (default: all, at most 12 evenly spaced).
+        ax: axes to draw into (default: a new figure).
+        logx: log time axis (default: when the time span covers more than two decades).
+        logy: log norm axis.
+        title: axes title (default: the trajectory's status).
+
+    Returns:
+        The figure.
+
+    Raises:
+        TypeError: if ``solution`` lacks ``ts``/``ys``/``t_blowup``.
+        ValueError: for an out-of-range ``seq`` or token index.
+    """
+    _require(solution, ("ts", "ys", "t_blowup"), "solution")
+    ts = solution.ts.detach().double().cpu()
+    ys = solution.ys.detach().double().cpu()
+    b = _seq_index(seq, ys.shape[1])
+    L = ys.shape[2]
+    if tokens is None:
+        tokens = sorted({round(i) for i in torch.linspace(0, L - 1, min(L, 12)).tolist()})
+    for tok in tokens:
+        if not isinstance(tok, int) or not 0 <= tok < L:
+            raise ValueError(f"argument 'tokens' holds {tok!r}, outside [0, {L})")
+    norms = ys[:, b].norm(dim=-1)  # (T, L)
+    fig, ax = _axes(ax)
+    positive = ts[ts > 0]
+    if logx is None:
+        logx = positive.numel() > 1 and float(positive.max() / positive.min()) > 100
+    cmap = __import__("matplotlib").colormaps["viridis"]
+    for i, tok in enumerate(tokens):
+        keep = torch.isfinite(norms[:, tok])
+        if logx:
+            keep &= ts > 0
+        ax.plot(ts[keep].numpy(), norms[keep, tok].numpy(), color=cmap(i / max(len(tokens) - 1, 1)),
+                label=f"token {tok + 1}")
+    tb = float(solution.t_blowup[b])
+    if math.isfinite(tb):
+        ax.axvline(tb, color=REGIME_COLORS["divergent-fast"], ls="--", lw=1)
+        ax.annotate(f"blow-up t≈{tb:.5g}", (tb, 0.95), xycoords=("data", "axes fraction"), ha="right",
+                    va="top", color=REGIME_COLORS["divergent-fast"], fontsize=8)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("‖u_l(t)‖")
+    status = getattr(solution, "status", None)
+    default_title = f"sequence {b}: {status[b].value}" if isinstance(status, list) and status else f"sequence {b}"
+    ax.set_title(title if title is not None else default_title)
+    ax.legend(fontsize=7, ncols=2 if len(tokens) > 6 else 1)
+    return fig
+
+
+# ============================================================================ phase portrait
+
+
+def plot_phase_portrait(field: Any, *, lim: float = 2.0, n: int = 25, trajectories: Any = None, ax: Axes | None = None,
+                        title: str | None = None) -> Figure:
+    """Phase portrait of a one-dimensional system with two tokens, ``(u_1, u_2)``.
+
+    Arguments:
+        field: a callable ``f(t, u)`` on (B, 2, 1) tokens, e.g. :class:`mamba_ode.OneDimField`.
+        lim: the plane ``[-lim, lim]²`` is drawn.
+        n: grid points per axis for the stream plot.
+        trajectories: optional solve result on (B, 2, 1) tokens, drawn on top.
+        ax: axes to draw into.
+        title: axes title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: for ``lim`` ≤ 0 or ``n`` < 2, or trajectories not on two one-dimensional tokens.
+    """
+    if not lim > 0:
+        raise ValueError(f"argument 'lim' must be > 0, got {lim!r}")
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"argument 'n' must be an int >= 2, got {n!r}")
+    g = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    U1, U2 = torch.meshgrid(g, g, indexing="xy")
+    u = torch.stack([U1.reshape(-1), U2.reshape(-1)], dim=-1).unsqueeze(-1)  # (n², 2, 1)
+    with torch.no_grad():
+        du = field(0.0, u).reshape(n, n, 2).double()
+    fig, ax = _axes(ax, (5.0, 5.0))
+    speed = du.norm(dim=-1)
+    ax.streamplot(U1.numpy(), U2.numpy(), du[..., 0].numpy(), du[..., 1].numpy(),
+                  color=torch.log1p(speed).numpy(), cmap="Greys", density=1.0, linewidth=0.8)
+    if trajectories is not None:
+        _require(trajectories, ("ys",), "trajectories")
+        ys = trajectories.ys.detach().double().cpu()
+        if ys.dim() != 4 or ys.shape[2] != 2 or ys.shape[3] != 1:
+            raise ValueError(f"argument 'trajectories' must hold (T, B, 2, 1) states, got {tuple(ys.shape)}")
+        for b in range(ys.shape[1]):
+            path = ys[:, b, :, 0]
+            path = path[torch.isfinite(path).all(dim=1) & (path.abs() <= 3 * lim).all(dim=1)]
+            ax.plot(path[:, 0].numpy(), path[:, 1].numpy(), color=REGIME_COLORS["divergent-fast"], lw=1.2)
+            if path.shape[0]:
+                ax.plot(path[0, 0], path[0, 1], "o", color="k", ms=3)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_xlabel("u_1")
+    ax.set_ylabel("u_2")
+    ax.set_aspect("equal")
+    ax.set_title(title if title is not None else "phase portrait (two tokens, E = 1)")
+    return fig
+
+
+# ============================================================================ spectra and regime maps
+
+
+def _records(table: Any, name: str) -> list[Any]:
+    records = list(getattr(table, "records", table))
+    if not records:
+        raise ValueError(f"argument {name!r} holds no layer records")
+    return records
+
+
+def _get(rec: Any, key: str, default: Any = None) -> Any:
+    if isinstance(rec, dict):
+        return rec.get(key, default)
+    return getattr(rec, key, default)
+
+
+def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, title: str | None = None) -> Figure:
+    """The non-zero spectrum of Sym(M) per layer: one column of dots per layer.
+
+    Arguments:
+        table: the result of :func:`mamba_ode.regime_table` (or a list of its records / of
+            their ``to_dict()``), each with ``layer`` and ``eigenvalues`` (≤ 2N values).
+        ax: axes to draw into.
+        symlog: symmetric-log value axis (eigenvalues span decades).
+        title: axes title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: for an empty table.
+        TypeError: for records without eigenvalues.
+    """
+    records = _records(table, "table")
+    fig, ax = _axes(ax, (max(5.0, 0.35 * len(records) + 2), 4.0))
+    vmax = 0.0
+    for i, rec in enumerate(records):
+        ev = _get(rec, "eigenvalues")
+        if ev is None:
+            raise TypeError(f"argument 'table': record {i} has no 'eigenvalues'")
+        ev = torch.as_tensor(ev, dtype=torch.float64).reshape(-1)
+        layer = _get(rec, "layer", i)
+        pos, neg = ev[ev > 0], ev[ev <= 0]
+        ax.scatter([layer] * pos.numel(), pos.numpy(), s=10, color=REGIME_COLORS["divergent"], alpha=0.8)
+        ax.scatter([layer] * neg.numel(), neg.numpy(), s=10, color=REGIME_COLORS["convergent"], alpha=0.8)
+        if ev.numel():
+            vmax = max(vmax, float(ev.abs().max()))
+    ax.axhline(0, color="k", lw=0.6)
+    if symlog and vmax > 0:
+        ax.set_yscale("symlog", linthresh=max(vmax * 1e-3, 1e-12))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("eigenvalues of Sym(M)")
+    ax.set_title(title if title is not None else "spectrum of Sym(S_Cᵀ S_B) per layer (orange > 0, blue ≤ 0)")
+    return fig
+
+
+def plot_regime_map(table: Any, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Heat map of the per-channel 1-D regime fractions, one row per layer.
+
+    Arguments:
+        table: the result of :func:`mamba_ode.regime_table` (or its records / dicts), each with
+            ``layer`` and ``channel_fractions`` (regime label → fraction of the E channels).
+        ax: axes to draw into.
+        title: axes title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: for an empty table.
+        TypeError: for records without channel fractions.
+    """
+    records = _records(table, "table")
+    fracs = []
+    for i, rec in enumerate(records):
+        f = _get(rec, "channel_fractions")
+        if f is None:
+            raise TypeError(f"argument 'table': record {i} has no 'channel_fractions'")
+        fracs.append(dict(f))
+    labels = [k for k in REGIME_COLORS if any(k in f for f in fracs)]
+    labels += sorted({k for f in fracs for k in f} - set(labels))
+    data = torch.tensor([[f.get(k, 0.0) for k in labels] for f in fracs], dtype=torch.float64)
+    fig, ax = _axes(ax, (1.2 * len(labels) + 3, 0.3 * len(records) + 1.8))
+    im = ax.imshow(data.numpy(), aspect="auto", cmap="magma", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(records)), [str(_get(r, "layer", i)) for i, r in enumerate(records)])
+    ax.set_ylabel("layer")
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            v = float(data[i, j])
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+    fig.colorbar(im, ax=ax, label="fraction of channels")
+    ax.set_title(title if title is not None else "per-channel 1-D regimes")
+    return fig
+
+
+# ============================================================================ hidden attention
+
+
+def plot_hidden_attention(P: Tensor, *, channel: int = 0, seq: int = 0, scale: str = "row", ax: Axes | None = None,
+                          title: str | None = None) -> Figure:
+    """The hidden-attention matrix ``P[:, :, channel]`` of one sequence (lower triangular).
+
+    Arguments:
+        P: (B, L, L, E) from :func:`mamba_ode.hidden_attention` (or (L, L, E) for one sequence).
+        channel: channel d in [0, E).
+        seq: sequence b in [0, B).
+        scale: ``"row"`` — |P| divided by each row's maximum; ``"minmax"`` — |P| min-max scaled
+            over the matrix; ``"signed"`` — P itself on a diverging colour map.
+        ax: axes to draw into.
+        title: axes title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        TypeError: if P is not a tensor.
+        ValueError: for a wrong shape, index or scale.
+    """
+    if not isinstance(P, Tensor):
+        raise TypeError(f"argument 'P' must be a torch.Tensor, got {type(P).__name__}")
+    if P.dim() == 3:
+        P = P.unsqueeze(0)
+    if P.dim() != 4 or P.shape[1] != P.shape[2]:
+        raise ValueError(f"argument 'P' must have shape (B, L, L, E), got {tuple(P.shape)}")
+    b = _seq_index(seq, P.shape[0])
+    E = P.shape[3]
+    if not isinstance(channel, int) or not -E <= channel < E:
+        raise ValueError(f"argument 'channel' must be an int in [{-E}, {E}), got {channel!r}")
+    if scale not in ("row", "minmax", "signed"):
+        raise ValueError(f"argument 'scale' must be 'row', 'minmax' or 'signed', got {scale!r}")
+    m = P[b, :, :, channel].detach().double().cpu()
+    L = m.shape[0]
+    mask = torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1)
+    if scale == "signed":
+        vmax = float(m.abs().max()) or 1.0
+        img, cmap, vmin = m, "RdBu_r", -vmax
+    else:
+        a = m.abs()
+        if scale == "row":
+            img = a / a.amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+        else:
+            lo, hi = float(a[~mask].min()), float(a[~mask].max())
+            img = (a - lo) / (hi - lo if hi > lo else 1.0)
+        cmap, vmin, vmax = "viridis", 0.0, 1.0
+    img = img.masked_fill(mask, float("nan"))
+    fig, ax = _axes(ax, (5.0, 4.2))
+    im = ax.imshow(img.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label={"row": "|P| / row max", "minmax": "|P| (min-max)", "signed": "P"}[scale])
+    ax.set_xlabel("source token j")
+    ax.set_ylabel("target token l")
+    ax.set_title(title if title is not None else f"hidden attention, channel {channel % E}")
+    return fig
+
+
+# ============================================================================ discrete vs continuous
+
+
+def plot_comparison(comparison: Any, *, seq: int = 0, token: int = -1, ax: Axes | None = None,
+                    title: str | None = None) -> Figure:
+    """Discrete (Euler) and continuous (adaptive) trajectories of one token, overlaid.
+
+    Arguments:
+        comparison: a :class:`mamba_ode.compare.Comparison` (``ts`` (T,), ``discrete`` and
+            ``continuous`` (T, B, L, ·), ``error`` (T,)).
+        seq: sequence b.
+        token: token index l (default: the last token).
+        ax: axes to draw into.
+        title: axes title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        TypeError: for an object without those attributes.
+        ValueError: for out-of-range indices.
+    """
+    _require(comparison, ("ts", "discrete", "continuous"), "comparison")
+    ts = comparison.ts.detach().double().cpu()
+    disc = comparison.discrete.detach().double().cpu()
+    cont = comparison.continuous.detach().double().cpu()
+    b = _seq_index(seq, disc.shape[1])
+    L = disc.shape[2]
+    if not isinstance(token, int) or not -L <= token < L:
+        raise ValueError(f"argument 'token' must be an int in [{-L}, {L}), got {token!r}")
+    nd = disc[:, b, token].norm(dim=-1)
+    nc = cont[:, b, token].norm(dim=-1)
+    fig, ax = _axes(ax)
+    ax.plot(ts.numpy(), nc.numpy(), "-", color=REGIME_COLORS["convergent"], label="continuous (adaptive)")
+    ax.plot(ts.numpy(), nd.numpy(), "o--", ms=4, color=REGIME_COLORS["divergent"], label="discrete (Euler)")
+    err = getattr(comparison, "error", None)
+    if err is not None:
+        ax2 = ax.twinx()
+        ax2.plot(ts.numpy(), torch.as_tensor(err).detach().double().cpu().numpy(), ":", color="k", lw=1,
+                 label="relative error")
+        ax2.set_ylabel("relative error (all tokens)")
+    ax.set_xlabel("t (depth)")
+    ax.set_ylabel(f"‖x_l(t)‖, token {token % L + 1}")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title if title is not None else "discrete vs continuous")
+    return fig
+
+
+# ============================================================================ regime diagram
+
+
+def plot_regime_diagram(mu: Tensor | Sequence[float], s_delta: Tensor | Sequence[float], *, u0: float = 0.5,
+                        a: float = 1.0, b_delta: float = 0.0, ax: Axes | None = None,
+                        title: str | None = None) -> Figure:
+    """The 1-D regime of token 1 over a (μ, s_Δ) grid, coloured by :func:`mamba_ode.criteria_1d`.
+
+    Finite blow-up times are drawn as contours (log₁₀ T*).
+
+    Arguments:
+        mu: (Gμ,) grid of μ values.
+        s_delta: (Gs,) grid of s_Δ values.
+        u0: initial value of token 1.
+        a: decay rate.
+        b_delta: Δ bias.
+        ax: axes to draw into.
+        title: axes title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: for empty grids or u0 = 0.
+    """
+    from matplotlib.colors import ListedColormap
+
+    from .regimes import criteria_1d
+
+    mu = torch.as_tensor(mu, dtype=torch.float64).reshape(-1)
+    s_delta = torch.as_tensor(s_delta, dtype=torch.float64).reshape(-1)
+    if mu.numel() == 0 or s_delta.numel() == 0:
+        raise ValueError("arguments 'mu' and 's_delta' must be non-empty grids")
+    if u0 == 0:
+        raise ValueError("argument 'u0' must be non-zero (zero is a fixed point)")
+    names: list[str] = []
+    lab = torch.zeros(s_delta.numel(), mu.numel())
+    tstar = torch.full((s_delta.numel(), mu.numel()), float("nan"), dtype=torch.float64)
+    for i, s in enumerate(s_delta.tolist()):
+        for j, m in enumerate(mu.tolist()):
+            crit = criteria_1d(m, s, a, [u0], b_delta=b_delta)
+            name = _get(crit, "labels", [None])[0] if not isinstance(crit, dict) else crit["labels"][0]
+            name = str(name)
+            if name not in names:
+                names.append(name)
+            lab[i, j] = names.index(name)
+            tb = _get(crit, "t_blowup", float("nan")) if not isinstance(crit, dict) else crit.get("t_blowup")
+            if tb is not None and math.isfinite(float(tb)):
+                tstar[i, j] = float(tb)
+    fig, ax = _axes(ax, (6.0, 4.5))
+    cmap = ListedColormap([REGIME_COLORS.get(n, "#a0aec0") for n in names])
+    extent = (float(mu[0]), float(mu[-1]), float(s_delta[0]), float(s_delta[-1]))
+    ax.imshow(lab.numpy(), origin="lower", extent=extent, aspect="auto", cmap=cmap, vmin=-0.5,
+              vmax=len(names) - 0.5, interpolation="nearest")
+    if torch.isfinite(tstar).sum() > 3:
+        M, S = torch.meshgrid(mu, s_delta, indexing="xy")
+        cs = ax.contour(M.numpy(), S.numpy(), torch.log10(tstar).numpy(), colors="w", linewidths=0.7)
+        ax.clabel(cs, fontsize=7, fmt=lambda v: f"T*=1e{v:.1f}")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=REGIME_COLORS.get(n, "#a0aec0"), label=n) for n in names], fontsize=8,
+              loc="lower left")
+    ax.set_xlabel("μ = S_Cᵀ S_B")
+    ax.set_ylabel("s_Δ")
+    ax.set_title(title if title is not None else f"regime of token 1 (u_1(0) = {u0}, a = {a})")
+    return fig
