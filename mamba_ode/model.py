@@ -252,6 +252,64 @@ class MambaLM(nn.Module):
         return MambaOutput(logits=logits, last_hidden_state=last,
                            hidden_states=tuple(hs) if hs is not None else None, internals=got)
 
+    def encode(self, prompt: str | list[int] | Tensor) -> Tensor:
+        """Token ids (1, L) (or (B, L)) for a prompt: text through ``self.tokenizer``, or ids as given.
+
+        Arguments:
+            prompt: a string (needs a tokenizer), a list of ids, or an integer tensor (L,) / (B, L).
+
+        Returns:
+            (B, L) int64 ids on the model's device.
+
+        Raises:
+            ValueError: for text without a tokenizer, an empty prompt, or ids outside [0, V).
+            TypeError: for any other prompt type.
+        """
+        device = self.lm_head.weight.device
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("argument 'prompt' is text but this model has no tokenizer; pass token ids")
+            prompt = list(self.tokenizer.encode(prompt))
+        if isinstance(prompt, (list, tuple)):
+            if not all(isinstance(i, int) for i in prompt):
+                raise TypeError("argument 'prompt' as a list must hold ints (token ids)")
+            prompt = torch.tensor(prompt, dtype=torch.int64)
+        if not isinstance(prompt, Tensor):
+            raise TypeError(f"argument 'prompt' must be a str, a list of ids or a tensor, got {type(prompt).__name__}")
+        ids = prompt.unsqueeze(0) if prompt.dim() == 1 else prompt
+        if ids.numel() == 0:
+            raise ValueError("argument 'prompt' is empty: need at least one token")
+        if ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
+            raise ValueError(f"argument 'prompt' must be integer ids of shape (L,) or (B, L), got {ids.dtype} "
+                             f"{tuple(ids.shape)}")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise ValueError(f"argument 'prompt' has ids outside [0, {self.config.vocab_size})")
+        return ids.to(device=device, dtype=torch.int64)
+
+    @torch.no_grad()
+    def token_states(self, prompt: str | list[int] | Tensor, k: int) -> Tensor:
+        """The tokens u (B, L, E) entering layer k's selective SSM for a prompt (the S6 input).
+
+        These are the "real token states" the idealised field of layer k is started from:
+        ``SiLU(conv(in_proj(Norm_k(x^k))))`` of the discrete network.
+
+        Arguments:
+            prompt: text, ids, or an id tensor, as for :meth:`encode`.
+            k: layer index in [0, K) (negative counts from the end).
+
+        Returns:
+            (B, L, E) tensor in the model's dtype.
+
+        Raises:
+            ValueError: for a bad prompt or layer index.
+        """
+        K = self.config.n_layer
+        if not isinstance(k, int) or not -K <= k < K:
+            raise ValueError(f"argument 'k' must be a layer index in [{-K}, {K}), got {k!r}")
+        k %= K
+        out = self.forward(self.encode(prompt), internals=[k])
+        return out.internals[k].u
+
     def save_pretrained(self, directory: str | os.PathLike, layout: str = "hf", extra_config: dict | None = None):
         """Write the model as a checkpoint (transformers ``model.safetensors`` or native ``.bin``).
 

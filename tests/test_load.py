@@ -221,6 +221,20 @@ def test_internals_reproduce_transformers_s6(tmp_path):
     torch.testing.assert_close(it.C, ssm_p[..., r + n:], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(it.z, z.transpose(1, 2), rtol=1e-5, atol=1e-6)
     assert it.y.shape == it.u.shape
+    # token_states is the same S6 input, from a prompt
+    torch.testing.assert_close(model.token_states(ids, 1), u.transpose(1, 2), rtol=1e-5, atol=1e-6)
+    k_neg = 1 - model.config.n_layer  # the same layer, counted from the end
+    torch.testing.assert_close(model.token_states(ids[0].tolist(), k_neg), out.internals[1].u[:1])
+
+
+@pytest.mark.parametrize(("prompt", "k", "exc", "match"), [
+    ("text", 0, ValueError, "no tokenizer"), ([], 0, ValueError, "empty"), ([1, 999], 0, ValueError, "outside"),
+    ([1.5], 0, TypeError, "ints"), (3.0, 0, TypeError, "prompt"), ([1, 2], 7, ValueError, "'k'"),
+])
+def test_token_states_bad_input(prompt, k, exc, match):
+    model = mamba_ode.MambaLM(MambaConfig(d_model=8, n_layer=3, vocab_size=64, d_state=2))
+    with pytest.raises(exc, match=match):
+        model.token_states(prompt, k)
 
 
 def test_model_causality(tmp_path):
