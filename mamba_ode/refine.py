@@ -29,7 +29,6 @@ Shape letters (B, L, Dm, E, N, R) are those of :mod:`mamba_ode.shapes`.
 
 from __future__ import annotations
 
-import copy
 from typing import Literal
 
 import torch
@@ -415,7 +414,9 @@ def export_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]
 
     Sign constraints are folded in (the **effective** ``x_proj.weight`` is stored, so a plain
     load reproduces the model) and :class:`TokenReorder` wrappers are unwrapped (their inner
-    mixer's keys come back to ``...mixer.*``); the score vectors K go to the extras.
+    mixer's keys come back to ``...mixer.*``); the score vectors K go to the extras. The model
+    itself is not modified (no copy is made either: removing a parametrisation from a deep copy
+    would also strip it from the original, whose dynamically created class the copy shares).
 
     Arguments:
         model: a (possibly constrained / reordered) model.
@@ -423,15 +424,26 @@ def export_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]
     Returns:
         ``(state, extras)``: state uses the unrefined model's key names; extras maps
         ``"<mixer path>.K"`` → (E,).
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
     """
-    clone = copy.deepcopy(model)
-    unconstrain_input_output(clone)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"export_state: argument 'model' must be an nn.Module, got {type(model).__name__}")
+    raw = model.state_dict()
+    state: dict[str, Tensor] = {}
+    for key, value in raw.items():
+        if ".parametrizations.weight." in key:
+            continue  # replaced by the effective weight below
+        state[key] = value.detach().clone()
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear) and parametrize.is_parametrized(mod, "weight"):
+            state[f"{name}.weight" if name else "weight"] = mod.weight.detach().clone()
     extras: dict[str, Tensor] = {}
-    wrapped = [(name, mod) for name, mod in clone.named_modules() if isinstance(mod, TokenReorder)]
-    for name, mod in wrapped:
-        extras[f"{name}.K"] = mod.K.detach().clone()
-        parent_name, _, attr = name.rpartition(".")
-        parent = clone.get_submodule(parent_name) if parent_name else clone
-        setattr(parent, attr, mod.mixer)
-    state = {k: v.detach().clone() for k, v in clone.state_dict().items()}
+    wrapped = sorted((name for name, mod in model.named_modules() if isinstance(mod, TokenReorder)),
+                     key=len, reverse=True)
+    for name in wrapped:
+        extras[f"{name}.K"] = state.pop(f"{name}.K")
+        prefix = f"{name}.mixer."
+        state = {(f"{name}." + k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
     return state, extras

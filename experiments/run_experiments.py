@@ -1,0 +1,168 @@
+"""Run Experiment A (input–output matrix sign) and Experiment B (token reordering) → raw JSON.
+
+Each run is one ``python -m mamba_ode.train {lm,digits}`` process with one torch thread;
+``--jobs`` of them (default 1) run side by side. A finished run's raw results go to
+``experiments/results/exp_a/<variant>_seed<s>.json`` / ``exp_b/<arm>_seed<s>.json``; run
+directories (checkpoints, logs, resumable trainer state) stay outside the repository, under
+``--runs-dir``. Re-running skips finished runs and resumes interrupted ones.
+
+Usage::
+
+    python experiments/run_experiments.py                 # both experiments, default seeds
+    python experiments/run_experiments.py --only a --ship # A only, then install the seed-0 LMs
+    python experiments/make_report.py                     # raw JSON → docs/results.md + plots
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+sys.path.insert(0, str(ROOT))
+
+from mamba_ode.train import CACHE_DIR, SHIPPED_VARIANTS, shakespeare_corpus, ship_run  # noqa: E402
+
+VARIANTS = ("baseline", "positive", "negative", "mixed")
+
+
+def layer_spectra(model, rel_tol: float = 1e-6) -> list[dict]:
+    """Per layer: eigenvalues of Sym(M), M = S_Cᵀ S_B, and the sign label.
+
+    E is small here (128), so the dense symmetric eigenproblem is solved directly (the
+    low-rank route of :mod:`mamba_ode.regimes` gives the same non-zero eigenvalues).
+    Label: ``positive semi-definite`` (no negative eigenvalue), ``negative semi-definite`` (no
+    positive one) or ``indefinite``; eigenvalues with |λ| ≤ rel_tol·max|λ| count as zero.
+    """
+    out = []
+    for k, block in enumerate(model.layers):
+        ssm = block.ssm.detach()
+        m = ssm.input_output_matrix().double()
+        eig = torch.linalg.eigvalsh((m + m.T) / 2)
+        tol = rel_tol * float(eig.abs().max())
+        n_pos, n_neg = int((eig > tol).sum()), int((eig < -tol).sum())
+        label = ("positive semi-definite" if n_neg == 0 and n_pos > 0 else
+                 "negative semi-definite" if n_pos == 0 and n_neg > 0 else
+                 "zero" if n_pos == n_neg == 0 else "indefinite")
+        nz = eig[eig.abs() > tol]
+        out.append({"layer": k, "n_positive": n_pos, "n_negative": n_neg, "label": label,
+                    "eig_max": float(eig.max()), "eig_min": float(eig.min()),
+                    "nonzero_eigenvalues": [round(float(v), 6) for v in nz]})
+    return out
+
+
+def _subsample(history: list[dict], every: int) -> list[dict]:
+    return [h for h in history if h["step"] % every == 0 or h["step"] == history[-1]["step"]]
+
+
+def run_job(kind: str, arm: str, seed: int, steps: int, runs_dir: Path) -> dict:
+    """Run one training process (or resume it) and write its raw result JSON."""
+    from mamba_ode.train import load_run_checkpoint  # noqa: PLC0415
+
+    res_path = RESULTS / f"exp_{kind}" / f"{arm}_seed{seed}.json"
+    if res_path.is_file():
+        return json.loads(res_path.read_text())
+    run_dir = runs_dir / f"exp_{kind}" / f"{arm}_seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "a":
+        cmd = [sys.executable, "-m", "mamba_ode.train", "lm", "--variant", arm, "--seed", str(seed),
+               "--out", str(run_dir), "--steps", str(steps)]
+    else:
+        cmd = [sys.executable, "-m", "mamba_ode.train", "digits", "--seed", str(seed), "--out", str(run_dir),
+               "--steps", str(steps)] + (["--reorder"] if arm == "reorder" else [])
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.time()
+    with open(run_dir / "log.txt", "a") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    wall = time.time() - t0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    meta = json.loads((run_dir / "checkpoint" / "meta.json").read_text())
+    result = {"experiment": kind.upper(), "arm": arm, "seed": seed, "run": meta["run"],
+              "command": " ".join(["python"] + cmd[1:]).replace(str(run_dir), f"<runs>/exp_{kind}/{arm}_seed{seed}"),
+              "final": metrics["final"], "evals": metrics["evals"], "train_seconds": metrics["train_seconds"],
+              "wall_seconds_last_invocation": wall,
+              "history": _subsample(metrics["history"], 10 if kind == "a" else 5)}
+    if kind == "a":
+        result["spectra"] = layer_spectra(load_run_checkpoint(run_dir / "checkpoint"))
+    res_path.parent.mkdir(parents=True, exist_ok=True)
+    res_path.write_text(json.dumps(result, indent=1))
+    print(f"[{time.strftime('%H:%M:%S')}] done {kind} {arm} seed {seed}: {metrics['final']} "
+          f"({metrics['train_seconds']:.0f} s)", flush=True)
+    return result
+
+
+def hardware() -> dict:
+    """A description of the machine the runs used."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": None, "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", choices=("a", "b", "all"), default="all")
+    p.add_argument("--seeds-a", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds-b", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--steps-a", type=int, default=None, help="default: LM_DEFAULTS['steps']")
+    p.add_argument("--steps-b", type=int, default=None, help="default: DIGITS_DEFAULTS['steps']")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--runs-dir", default=str(CACHE_DIR / "runs"))
+    p.add_argument("--ship", action="store_true", help="install the seed-0 LMs as the shipped models")
+    args = p.parse_args(argv)
+    from mamba_ode.train import DIGITS_DEFAULTS, LM_DEFAULTS  # noqa: PLC0415
+
+    steps_a = args.steps_a or LM_DEFAULTS["steps"]
+    steps_b = args.steps_b or DIGITS_DEFAULTS["steps"]
+    runs_dir = Path(args.runs_dir)
+    jobs = []
+    if args.only in ("a", "all"):
+        jobs += [("a", v, s, steps_a) for s in args.seeds_a for v in args.variants]
+    if args.only in ("b", "all"):
+        jobs += [("b", arm, s, steps_b) for s in args.seeds_b for arm in ("baseline", "reorder")]
+    n_new = sum(not (RESULTS / f"exp_{k}" / f"{arm}_seed{s}.json").is_file() for k, arm, s, _ in jobs)
+    t0 = time.time()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_job, k, arm, s, n, runs_dir) for k, arm, s, n in jobs]
+        for f in futures:
+            f.result()
+    wall = time.time() - t0
+    if n_new:  # a re-run that only skipped finished runs keeps the recorded timing
+        timing_path = RESULTS / "timing.json"
+        timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+        timing[f"only={args.only}"] = {
+            "wall_seconds": wall, "jobs": args.jobs, "n_runs": len(jobs), "n_new_runs": n_new,
+            "command": "python experiments/run_experiments.py " + " ".join(argv or sys.argv[1:]),
+            "hardware": hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        timing_path.parent.mkdir(parents=True, exist_ok=True)
+        timing_path.write_text(json.dumps(timing, indent=1))
+    if args.ship and args.only in ("a", "all") and 0 in args.seeds_a:
+        corpus = shakespeare_corpus()
+        for v in args.variants:
+            d = ship_run(runs_dir / "exp_a" / f"{v}_seed0", SHIPPED_VARIANTS[v], corpus=corpus,
+                         command="python experiments/run_experiments.py --only a --ship")
+            print("shipped", d)
+    print(f"all done in {wall / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
