@@ -939,6 +939,9 @@ def main(argv: list[str] | None = None) -> int:
         names = [args.name] if args.name else [DEFAULT_MODEL]
         if args.name == "all":
             names = [n for n in shipped_names() if n.startswith("tiny-shakespeare")]
+            if not names:
+                print("no shipped models in this installation", file=sys.stderr)
+                return 1
         for name in names:
             try:
                 res = evaluate_shipped(name, small=not args.full, tol=args.tol)
