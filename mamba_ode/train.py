@@ -73,8 +73,8 @@ REFINE_FILE = "refine.json"
 
 #: Experiment A model/training defaults (scaled for a 2-core CPU; see docs/results.md).
 LM_DEFAULTS: dict[str, Any] = dict(d_model=64, n_layer=4, d_state=16, expand=2, seq_len=128, batch_size=16,
-                                   steps=600, lr=3e-3, warmup=50, weight_decay=0.1, grad_clip=1.0,
-                                   eval_every=200, eval_windows=64, small_windows=8)
+                                   steps=500, lr=3e-3, warmup=50, weight_decay=0.1, grad_clip=1.0,
+                                   eval_every=100, eval_windows=64, small_windows=8)
 #: Experiment B defaults.
 DIGITS_DEFAULTS: dict[str, Any] = dict(d_model=32, n_layer=2, d_state=8, expand=2, batch_size=64, steps=400,
                                        lr=3e-3, warmup=20, weight_decay=0.05, grad_clip=1.0, eval_every=20)
@@ -217,6 +217,15 @@ def shakespeare_corpus(cache_dir: str | os.PathLike | None = None, *, val_every:
 def lm_batch(data: Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> Tensor:
     """Random windows of L+1 bytes: (B, L+1) int64 (inputs ``[:, :-1]``, targets ``[:, 1:]``).
 
+    Arguments:
+        data: (T,) bytes.
+        batch_size: B.
+        seq_len: L.
+        generator: the sampler's random generator (advanced by one draw).
+
+    Returns:
+        (B, L+1) int64.
+
     Raises:
         ValueError: if the data are shorter than one window.
     """
@@ -312,6 +321,13 @@ def digits_logits(model: nn.Module, pixels: Tensor) -> Tensor:
 
     The classifier is a plain :class:`MambaLM` (vocabulary 32: 17 intensity levels + 10 classes),
     so its checkpoint is an ordinary causal-LM checkpoint.
+
+    Arguments:
+        model: the classifier.
+        pixels: (B, 64) int64 pixel ids 0..16.
+
+    Returns:
+        (B, 10) logits.
     """
     logits = model(pixels).logits[..., DIGIT_LEVELS:DIGIT_LEVELS + DIGIT_CLASSES]
     return logits.mean(dim=1)
@@ -319,7 +335,17 @@ def digits_logits(model: nn.Module, pixels: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate_digits(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> dict[str, float]:
-    """``{"accuracy", "loss"}`` of the classifier on (n, 64) pixels and (n,) labels."""
+    """Accuracy and mean cross-entropy of the classifier.
+
+    Arguments:
+        model: the classifier.
+        x: (n, 64) pixel ids.
+        y: (n,) labels 0..9.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``{"accuracy", "loss"}`` (loss accumulated in float64).
+    """
     was_training = model.training
     model.eval()
     correct, loss = 0, 0.0
@@ -501,7 +527,15 @@ class TrainConfig:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate after ``step`` steps: linear warm-up, then cosine decay to ``min_lr_ratio·lr``."""
+    """Learning rate of step ``step`` (0-based): linear warm-up, then cosine decay to ``min_lr_ratio·lr``.
+
+    Arguments:
+        step: the step index.
+        cfg: the schedule's options.
+
+    Returns:
+        The learning rate.
+    """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     span = max(1, cfg.steps - cfg.warmup)
@@ -510,6 +544,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on matrices (raw parametrised weights included), none on the rest."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
