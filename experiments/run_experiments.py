@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from mamba_ode.train import CACHE_DIR, SHIPPED_VARIANTS, shakespeare_corpus, ship_run  # noqa: E402
 
 VARIANTS = ("baseline", "positive", "negative", "mixed")
+ARMS_B = ("baseline", "reorder", "reorder-hard")
 
 
 def layer_spectra(model, rel_tol: float = 1e-6) -> list[dict]:
@@ -79,7 +80,8 @@ def run_job(kind: str, arm: str, seed: int, steps: int, runs_dir: Path) -> dict:
                "--out", str(run_dir), "--steps", str(steps)]
     else:
         cmd = [sys.executable, "-m", "mamba_ode.train", "digits", "--seed", str(seed), "--out", str(run_dir),
-               "--steps", str(steps)] + (["--reorder"] if arm == "reorder" else [])
+               "--steps", str(steps)] + (["--reorder"] if arm.startswith("reorder") else []) + (
+                   ["--hard"] if arm == "reorder-hard" else [])
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.time()
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds-a", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--seeds-b", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--arms-b", nargs="+", default=["baseline", "reorder"], choices=ARMS_B,
+                   help="reorder: soft SoftSort (the paper's); reorder-hard: straight-through hard permutation")
     p.add_argument("--steps-a", type=int, default=None, help="default: LM_DEFAULTS['steps']")
     p.add_argument("--steps-b", type=int, default=None, help="default: DIGITS_DEFAULTS['steps']")
     p.add_argument("--jobs", type=int, default=1)
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("a", "all"):
         jobs += [("a", v, s, steps_a) for s in args.seeds_a for v in args.variants]
     if args.only in ("b", "all"):
-        jobs += [("b", arm, s, steps_b) for s in args.seeds_b for arm in ("baseline", "reorder")]
+        jobs += [("b", arm, s, steps_b) for s in args.seeds_b for arm in args.arms_b]
     n_new = sum(not (RESULTS / f"exp_{k}" / f"{arm}_seed{s}.json").is_file() for k, arm, s, _ in jobs)
     t0 = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if n_new:  # a re-run that only skipped finished runs keeps the recorded timing
         timing_path = RESULTS / "timing.json"
         timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-        timing[f"only={args.only}"] = {
+        timing[" ".join(argv if argv is not None else sys.argv[1:]) or "(defaults)"] = {
             "wall_seconds": wall, "jobs": args.jobs, "n_runs": len(jobs), "n_new_runs": n_new,
             "command": "python experiments/run_experiments.py " + " ".join(argv or sys.argv[1:]),
             "hardware": hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
