@@ -439,7 +439,7 @@ def _run_scipy(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs: list
 def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequence[float], *,
           t_eval: Sequence[float] | Tensor | None = None, method: str = "dopri5", rtol: float = 1e-6,
           atol: float = 1e-8, backend: str = "torchdiffeq", log_time: bool = False, n_eval: int = 101,
-          blowup_threshold: float = 1e8, max_steps: int = 100_000, min_step_rel: float = 1e-12,
+          blowup_threshold: float = 1e8, max_steps: int = 100_000, min_step_rel: float = 1e-10,
           jump_times: Sequence[float] | None = None, options: dict | None = None,
           progress: bool = False) -> Solution:
     """Integrate ``du/dt = field(t, u)`` from ``u(t0) = u0`` over ``t_span``, trajectory by trajectory.
