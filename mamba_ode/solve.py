@@ -471,8 +471,10 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
     Returns:
         A :class:`Solution`: ``ts`` (T,), ``ys`` (T, B, L, E) (NaN after a trajectory stops),
         per-trajectory ``status``, ``messages``, ``t_blowup`` (B,) (NaN where none),
-        ``t_final`` (B,) and ``stats`` (``nfev``, ``n_accepted``, ``n_rejected`` — None for
-        scipy —, ``n_steps``, ``n_runs``, ``n_replays``).
+        ``t_final`` (B,) and ``stats``: ``nfev`` (field evaluations, including the probe and any
+        replays), ``n_accepted``, ``n_rejected`` (None for scipy, which does not report them),
+        ``n_steps`` (step attempts begun), ``n_runs`` (solver runs: pieces × groups) and
+        ``n_replays``. No autograd graph is kept (the solve runs under ``torch.no_grad``).
 
     Raises:
         TypeError: if field is not callable or u0 not a tensor.
@@ -552,6 +554,9 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
             while queue:
                 idx, ta, y, hist = queue.pop(0)
                 outs_i = [i for i, s in enumerate(out_list) if ta < s <= tau_b]
+                if ta >= tau_b:  # stopped exactly at the end of the piece: nothing left to integrate
+                    state[idx] = y.to(state.dtype)
+                    continue
                 budget = max_steps - stats["n_steps"]
                 if budget <= 0:
                     for b in idx:
