@@ -65,11 +65,14 @@ def test_convergent_scenario_rate_and_monotonicity():
     assert ((tail > 0.05) & (tail < 5)).all()
 
 
-def test_blowup_time_mu1_s1():
+@pytest.mark.parametrize("kwargs", [{}, dict(log_time=True), dict(method="dopri8"),
+                                    dict(backend="scipy", method="DOP853"),
+                                    dict(backend="scipy", method="RK45", log_time=True)])
+def test_blowup_time_mu1_s1(kwargs):
     """μ = 1, s = 1, u_1(0) = 0.5: status blow-up, t_blowup within 1e-4 of quadrature 1.676939…"""
     tq = blowup_time_quad(1.0, 1.0, 0.5)
     assert tq == pytest.approx(1.676939, abs=1e-6)
-    sol = solve(OneDimField(1.0, 1.0, 1.0), tokens(0.5), (0.0, 3.0))
+    sol = solve(OneDimField(1.0, 1.0, 1.0), tokens(0.5), (0.0, 3.0), **kwargs)
     assert sol.status == [Status.BLOWUP]
     assert abs(sol.t_blowup[0].item() - tq) <= 1e-4 * tq
     assert "blow-up" in sol.messages[0] and "t*=" in sol.messages[0]
@@ -153,10 +156,11 @@ def test_mixed_batch_statuses_and_values():
     assert (sol.t_final[[0, 2]] == 4.0).all()
 
 
-def test_threshold_event_without_singularity():
+@pytest.mark.parametrize("kwargs", [{}, dict(backend="scipy", method="DOP853")])
+def test_threshold_event_without_singularity(kwargs):
     """Exponential growth passes the norm threshold: blow-up at t = ln(threshold / u0), no singularity."""
     sol = solve(lambda t, u: u, torch.tensor([[[1.0]], [[-1e-6]]], dtype=F64), (0.0, 20.0), blowup_threshold=1e4,
-                rtol=1e-10, atol=1e-12)
+                rtol=1e-10, atol=1e-12, **kwargs)
     assert sol.status == [Status.BLOWUP, Status.SUCCESS]
     assert sol.t_blowup[0].item() == pytest.approx(math.log(1e4), rel=1e-6)
     assert "threshold" in sol.messages[0]
