@@ -135,7 +135,8 @@ class S6Field(VectorField):
             k: layer index in [0, K) (negative indices count from the end).
             use_D: include the D term.
             backend: scan backend.
-            detach: cut the parameters from the model's autograd graph (a snapshot of the weights).
+            detach: take a copy of the weights cut from the autograd graph (a snapshot); False keeps
+                differentiable views of the model's parameters.
 
         Returns:
             An :class:`S6Field` with E = d_inner, N = d_state.
@@ -149,7 +150,9 @@ class S6Field(VectorField):
             raise TypeError(f"argument 'model' must be a MambaLM (with .layers), got {type(model).__name__}")
         k = _layer_index(k, len(layers), "k")
         params = layers[k].ssm
-        return cls(params.detach() if detach else params, use_D=use_D, backend=backend)
+        if detach:  # a copy: later changes to the model's weights do not move the field
+            params = SSMParams(**{name: getattr(params, name).detach().clone() for name in params.__dataclass_fields__})
+        return cls(params, use_D=use_D, backend=backend)
 
     # ------------------------------------------------------------------ sizes
 

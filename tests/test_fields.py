@@ -203,6 +203,18 @@ def test_s6_field_from_layer(model64):
     # the S6 layer really is the raw-weight recurrence: D term and matrix form from the checkpoint weights
     assert (f.matrix_form()(0.0, u) - f(0.0, u)).abs().max() <= 1e-12
     assert not f.params.A.requires_grad
+    # from_layer takes a snapshot; detach=False follows the model's weights
+    live = S6Field.from_layer(model64, k, detach=False)
+    with torch.no_grad():
+        before = f(0.0, u)
+        w = model64.layers[k].mixer.x_proj.weight
+        saved = w.clone()
+        w.mul_(2.0)
+        try:
+            assert torch.equal(f(0.0, u), before)
+            assert not torch.allclose(live(0.0, u), before)
+        finally:
+            w.copy_(saved)
     assert S6Field.from_layer(model64, -1).params.A.shape == (e, CFG["state_size"])
     with pytest.raises(ValueError, match="'k'"):
         S6Field.from_layer(model64, 3)
