@@ -442,6 +442,12 @@ def test_two_dim_mixed_spectrum_depends_on_tokens():
     tok1 = [c for c in rep.cases if c.token == 0]
     assert all(c.decided and c.agree for c in tok1), str(rep)
     assert {c.observed for c in tok1} == {"convergent", "divergent-finite-time"}
+    # finding: unlike the 1-D dichotomy (all tokens → 0 or all → ∞), one sequence can mix outcomes —
+    # token 1 converges (u_1ᵀ M u_1 < 0) while token 2 blows up in finite time
+    pairs = [(rep.cases[i].observed, rep.cases[i + 1].observed) for i in range(0, len(rep.cases), 2)]
+    mixed = sum(p == ("convergent", "divergent-finite-time") for p in pairs)
+    print(f"sequences with token 1 convergent and token 2 blowing up: {mixed}/{len(pairs)}")
+    assert mixed > 0
     assert rep.token1_blowup and max(r[3] for r in rep.token1_blowup) < 1e-4
 
 
