@@ -5,17 +5,36 @@ Space Models* (ICLR 2025). Shape letters (B, L, Dm, E, N, R, K) are declared in
 :mod:`mamba_ode.shapes`.
 """
 
+from .analysis import Analysis, analyze
 from .checkpoints import read_checkpoint
+from .compare import DiscreteComparison, compare_discrete
 from .config import MambaConfig
+from .fields import DepthField, MatrixS6Field, OneDimField, S6Field, VectorField, hidden_attention, matrix_s6
 from .model import MambaBlock, MambaLM, MambaMixer, MambaOutput, load
 from .params import S6Internals, SSMParams
 from .scan import cuda_kernel_available, selective_scan
+from .solve import Solution, Status, euler, solve
 from .tokenizer import ByteTokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Analysis",
     "ByteTokenizer",
+    "DepthField",
+    "DiscreteComparison",
+    "MatrixS6Field",
+    "OneDimField",
+    "S6Field",
+    "Solution",
+    "Status",
+    "VectorField",
+    "analyze",
+    "compare_discrete",
+    "euler",
+    "hidden_attention",
+    "matrix_s6",
+    "solve",
     "MambaBlock",
     "MambaConfig",
     "MambaLM",

@@ -12,6 +12,10 @@ import tempfile
 __all__ = ["main"]
 
 
+class UsageError(ValueError):
+    """Bad arguments or input: reported in one line with exit code 2."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
         print(f"mamba-ode: error: {message}", file=sys.stderr)
@@ -50,6 +54,73 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    """Load a model, analyse its token dynamics on a prompt, print a table, write the report."""
+    import time  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from .analysis import DEFAULT_PROMPT, analyze  # noqa: PLC0415
+    from .model import load  # noqa: PLC0415
+    from .report import write_report  # noqa: PLC0415
+
+    if args.prompt_file is not None:
+        try:
+            prompt = Path(args.prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise UsageError(f"cannot read prompt file {args.prompt_file!r}: {why}") from None
+    else:
+        prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("argument --device: cuda requested but torch sees no CUDA device")
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"[mamba-ode] {msg}", file=sys.stderr, flush=True))
+    start = time.perf_counter()
+    say(f"loading {args.model or 'the embedded default model'}")
+    try:
+        model = load(args.model, dtype=dtype, device=args.device)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
+    K = model.config.n_layer
+    for k in args.layers or ():
+        if not -K <= k < K:
+            raise UsageError(f"argument --layers: layer index {k} outside [{-K}, {K}) for this {K}-layer model")
+    if args.prompt_ids is not None:
+        prompt = [int(t) for t in args.prompt_ids]
+        if min(prompt) < 0 or max(prompt) >= model.config.vocab_size:
+            raise UsageError(f"argument --prompt-ids: ids must lie in [0, {model.config.vocab_size})")
+    elif model.tokenizer is None:
+        raise UsageError(f"model {args.model!r} ships no tokenizer: give token ids with --prompt-ids")
+    if isinstance(prompt, str) and not prompt:
+        raise UsageError("the prompt is empty")
+    result = analyze(model, prompt, layers=args.layers, t_max=args.t_max, model_name=args.model or "tiny-shakespeare",
+                     progress=say)
+    say(f"writing the report to {args.out}")
+    page = write_report(result, args.out)
+    summary = result.summary()
+    print(f"{'layer':>5}  {'eig +/-/0':>10}  {'from parameters':<26} {'from trajectories':<24} agreement")
+    for rec in summary["layers"]:
+        sp = rec["spectrum"]
+        print(f"{rec['layer']:>5}  {sp['n_positive']:>3}/{sp['n_negative']:>2}/{sp['n_zero']:<3}  "
+              f"{rec['parameter_regime']:<26} {rec['trajectory_regime']:<24} {rec['agreement']}")
+    cmp_ = summary["comparison"]
+    print(f"discrete network vs depth-time ODE: max relative error {cmp_['max_relative_error']:.3g}")
+    print(f"report: {page}  ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mamba-ode``."""
     p = _Parser(prog="mamba-ode", description="Token dynamics of deep selective state-space models (Mamba).")
@@ -58,6 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prompt", default="To be, or not to be", help="text to run (byte tokens)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo)
+    a = sub.add_parser("analyze", help="classify every layer's token dynamics and write an HTML report",
+                       description="Run a prompt through the model, derive each layer's ODE, classify regimes from "
+                                   "parameters and from integrated trajectories, compare the discrete network "
+                                   "with its continuous limit, and write DIR/report.html, DIR/summary.json and "
+                                   "the figures.")
+    a.add_argument("model", nargs="?", default=None,
+                   help="checkpoint directory, cached Hub id or shipped model name (default: the embedded model)")
+    src = a.add_mutually_exclusive_group()
+    src.add_argument("--prompt", default=None, help="prompt text")
+    src.add_argument("--prompt-file", default=None, metavar="F", help="read the prompt from a UTF-8 text file")
+    src.add_argument("--prompt-ids", nargs="+", type=int, default=None, metavar="ID",
+                     help="token ids, for models without a tokenizer")
+    a.add_argument("--layers", nargs="+", type=int, default=None, metavar="K",
+                   help="layers to integrate (default: all)")
+    a.add_argument("--t-max", type=_positive_float, default=1e4, metavar="T",
+                   help="end time of the S6 trajectories (default 1e4)")
+    a.add_argument("--out", default="mamba-ode-report", metavar="DIR", help="output directory")
+    a.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    a.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="dtype of the weights")
+    a.add_argument("--quiet", action="store_true", help="no progress messages")
+    a.set_defaults(func=_analyze)
     return p
 
 
@@ -66,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
+    except UsageError as exc:
         print(f"mamba-ode: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

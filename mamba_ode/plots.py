@@ -43,7 +43,9 @@ REGIME_COLORS: dict[str, str] = {
     "divergent-slow": "#dd6b20",
     "divergent-fast": "#c53030",
     "divergent-finite-time": "#c53030",
+    "divergent-logarithmic": "#dd6b20",
     "undetermined": "#a0aec0",
+    "undecided": "#a0aec0",
 }
 
 
@@ -249,8 +251,9 @@ def plot_regime_map(table: Any, *, ax: Axes | None = None, title: str | None = N
     """Heat map of the per-channel 1-D regime fractions, one row per layer.
 
     Arguments:
-        table: the result of :func:`mamba_ode.regime_table` (or its records / dicts), each with
-            ``layer`` and ``channel_fractions`` (regime label → fraction of the E channels).
+        table: the result of :func:`mamba_ode.regime_table` (its records have ``frac_convergent``,
+            ``frac_static``, ``frac_divergent``), or a list of dicts with ``layer`` and
+            ``channel_fractions`` (regime label → fraction of the E channels).
         ax: axes to draw into.
         title: axes title.
 
@@ -265,6 +268,9 @@ def plot_regime_map(table: Any, *, ax: Axes | None = None, title: str | None = N
     fracs = []
     for i, rec in enumerate(records):
         f = _get(rec, "channel_fractions")
+        if f is None and _get(rec, "frac_convergent") is not None:  # a LayerRegime record
+            f = {"convergent": _get(rec, "frac_convergent"), "static": _get(rec, "frac_static"),
+                 "divergent": _get(rec, "frac_divergent")}
         if f is None:
             raise TypeError(f"argument 'table': record {i} has no 'channel_fractions'")
         fracs.append(dict(f))
@@ -352,8 +358,8 @@ def plot_comparison(comparison: Any, *, seq: int = 0, token: int = -1, ax: Axes 
     """Discrete (Euler) and continuous (adaptive) trajectories of one token, overlaid.
 
     Arguments:
-        comparison: a :class:`mamba_ode.compare.Comparison` (``ts`` (T,), ``discrete`` and
-            ``continuous`` (T, B, L, ·), ``error`` (T,)).
+        comparison: a :class:`mamba_ode.compare.DiscreteComparison` (``ts`` (T,), ``discrete`` and
+            ``continuous`` (T, B, L, ·), ``rel_error`` (T, B)).
         seq: sequence b.
         token: token index l (default: the last token).
         ax: axes to draw into.
@@ -379,11 +385,12 @@ def plot_comparison(comparison: Any, *, seq: int = 0, token: int = -1, ax: Axes 
     fig, ax = _axes(ax)
     ax.plot(ts.numpy(), nc.numpy(), "-", color=REGIME_COLORS["convergent"], label="continuous (adaptive)")
     ax.plot(ts.numpy(), nd.numpy(), "o--", ms=4, color=REGIME_COLORS["divergent"], label="discrete (Euler)")
-    err = getattr(comparison, "error", None)
+    err = getattr(comparison, "rel_error", None)
     if err is not None:
+        err = torch.as_tensor(err).detach().double().cpu()
+        err = err[:, b] if err.dim() == 2 else err
         ax2 = ax.twinx()
-        ax2.plot(ts.numpy(), torch.as_tensor(err).detach().double().cpu().numpy(), ":", color="k", lw=1,
-                 label="relative error")
+        ax2.plot(ts.numpy(), err.numpy(), ":", color="k", lw=1, label="relative error")
         ax2.set_ylabel("relative error (all tokens)")
     ax.set_xlabel("t (depth)")
     ax.set_ylabel(f"‖x_l(t)‖, token {token % L + 1}")
@@ -433,14 +440,13 @@ def plot_regime_diagram(mu: Tensor | Sequence[float], s_delta: Tensor | Sequence
     for i, s in enumerate(s_delta.tolist()):
         for j, m in enumerate(mu.tolist()):
             crit = criteria_1d(m, s, a, [u0], b_delta=b_delta)
-            name = _get(crit, "labels", [None])[0] if not isinstance(crit, dict) else crit["labels"][0]
-            name = str(name)
+            name = str(crit.regimes[0][0])
             if name not in names:
                 names.append(name)
             lab[i, j] = names.index(name)
-            tb = _get(crit, "t_blowup", float("nan")) if not isinstance(crit, dict) else crit.get("t_blowup")
-            if tb is not None and math.isfinite(float(tb)):
-                tstar[i, j] = float(tb)
+            tb = float(crit.t_blowup_token1[0])
+            if math.isfinite(tb):
+                tstar[i, j] = tb
     fig, ax = _axes(ax, (6.0, 4.5))
     cmap = ListedColormap([REGIME_COLORS.get(n, "#a0aec0") for n in names])
     extent = (float(mu[0]), float(mu[-1]), float(s_delta[0]), float(s_delta[-1]))
@@ -449,7 +455,7 @@ def plot_regime_diagram(mu: Tensor | Sequence[float], s_delta: Tensor | Sequence
     if torch.isfinite(tstar).sum() > 3:
         M, S = torch.meshgrid(mu, s_delta, indexing="xy")
         cs = ax.contour(M.numpy(), S.numpy(), torch.log10(tstar).numpy(), colors="w", linewidths=0.7)
-        ax.clabel(cs, fontsize=7, fmt=lambda v: f"T*=1e{v:.1f}")
+        ax.clabel(cs, fontsize=7, fmt=lambda v: f"T*={10 ** v:.2g}")
     from matplotlib.patches import Patch
 
     ax.legend(handles=[Patch(color=REGIME_COLORS.get(n, "#a0aec0"), label=n) for n in names], fontsize=8,

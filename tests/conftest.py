@@ -10,6 +10,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+# the suite runs on 2 cores with two xdist workers: one intra-op thread each avoids oversubscription,
+# which makes small-tensor tests tens of times slower
+torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*falling back to its reference PyTorch implementation.*")
 
 #: float32 / float64 tolerances used across tests.

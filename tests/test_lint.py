@@ -11,6 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff not installed")
 def test_ruff_clean():
-    out = subprocess.run(["ruff", "check", "mamba_ode", "tests", "benchmarks", "experiments"], cwd=ROOT,
+    out = subprocess.run(["ruff", "check", "mamba_ode", "tests", "benchmarks", "experiments", "notebooks"], cwd=ROOT,
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,295 @@
+"""End-to-end analysis of one model on one prompt — what ``mamba-ode analyze`` computes.
+
+:func:`analyze` chains the toolkit's pieces in the order of the data flow and keeps every
+intermediate result in an :class:`Analysis`:
+
+1. the prompt through the discrete network (:class:`mamba_ode.MambaLM`);
+2. the regime table from the parameters (:func:`mamba_ode.regime_table`);
+3. per analysed layer k, the idealised field ``du/dt = S6_θ(u)`` (:class:`mamba_ode.S6Field`)
+   started from the prompt's real token states at layer k (:meth:`MambaLM.token_states`),
+   integrated in log time (:func:`mamba_ode.solve`) and labelled per token
+   (:func:`mamba_ode.classify_trajectory`);
+4. the depth-time field of the whole network, Euler with step 1 (the network itself) against
+   the adaptive solution (:func:`mamba_ode.compare_discrete`);
+5. the hidden attention P of the first analysed layer (:func:`mamba_ode.hidden_attention`).
+
+No new numerics live here. Shape letters as in :mod:`mamba_ode.shapes`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .model import MambaLM
+
+__all__ = ["LayerDynamics", "Analysis", "analyze", "DEFAULT_PROMPT", "agreement"]
+
+DEFAULT_PROMPT = "To be, or not to be, that is the question."
+_MAX_ATTENTION_TOKENS = 64
+
+
+@dataclass
+class LayerDynamics:
+    """One layer's verdicts.
+
+    Attributes:
+        layer: index k.
+        record: the layer's regime record (from :func:`mamba_ode.regime_table`).
+        solution: the :class:`mamba_ode.solve.Solution` of ``du/dt = S6_θ(u)`` from the prompt's
+            token states, ys (T, 1, L, E).
+        classification: :func:`mamba_ode.classify_trajectory` of that solution.
+        token_labels: per token, its trajectory label (length L).
+        quadratic_form: ``u_1ᵀ M u_1`` at t = 0.
+    """
+
+    layer: int
+    record: Any
+    solution: Any
+    classification: Any
+    token_labels: list[str]
+    quadratic_form: float
+
+    @property
+    def trajectory_regime(self) -> str:
+        """The layer's verdict from its trajectories.
+
+        One diverging token makes the layer divergent (``divergent-finite-time`` when a token blows
+        up, else ``divergent``): once a token is unbounded the sequence is stopped, and the tokens
+        after it, which depend on it, are left ``undetermined``. Otherwise ``convergent`` when every
+        determined token converges, ``bounded`` when every determined token stays bounded, and
+        ``undetermined`` when no token could be labelled.
+        """
+        labels = set(self.token_labels)
+        for lab in ("divergent-finite-time", "divergent"):
+            if lab in labels:
+                return lab
+        determined = labels - {"undetermined"}
+        if not determined:
+            return "undetermined"
+        if determined == {"convergent"}:
+            return "convergent"
+        return "bounded"
+
+
+def agreement(parameter_label: str, trajectory_regime: str) -> str:
+    """How the parameter verdict and the trajectory verdict of one layer relate.
+
+    A positive semi-definite Sym(M) predicts divergence and a negative semi-definite one
+    convergence (SPEC §6, the paper's 2-D picture); an indefinite Sym(M) — the rule for real
+    layers, where rank(M) ≤ N ≪ E — predicts nothing by itself.
+
+    Arguments:
+        parameter_label: the spectrum label of the layer.
+        trajectory_regime: the layer's verdict from trajectories (:attr:`LayerDynamics.trajectory_regime`).
+
+    Returns:
+        ``"agree"``, ``"disagree"``, ``"no prediction (indefinite)"`` or ``"undetermined"``.
+    """
+    if trajectory_regime == "undetermined":
+        return "undetermined"
+    grows = trajectory_regime.startswith("divergent")
+    if parameter_label.startswith("positive"):
+        return "agree" if grows else "disagree"
+    if parameter_label.startswith("negative"):
+        return "agree" if trajectory_regime == "convergent" else "disagree"
+    return "no prediction (indefinite)"
+
+
+@dataclass
+class Analysis:
+    """Everything :func:`analyze` computed; :meth:`summary` gives the JSON-ready digest.
+
+    Attributes:
+        model_name: how the model was named (shipped name, path or Hub id).
+        model: the :class:`MambaLM`.
+        prompt: the prompt text (None when ids were given).
+        input_ids: (1, L) ids.
+        table: the regime table (all layers).
+        spectra: per layer, ``{"layer": k, "eigenvalues": [...]}`` — the ≤ 2N eigenvalues of Sym(M)
+            from the reduced problem (the rest are exactly zero).
+        layers: per analysed layer, a :class:`LayerDynamics`.
+        comparison: discrete vs continuous depth-time trajectories.
+        hidden_attention: (1, L', L', E) P of the first analysed layer at the first L' ≤ 64 tokens.
+        attention_channel: the channel drawn (the one with the largest |P|).
+        settings: t_max, rtol, atol, method, dtype, device.
+        timings: seconds per stage.
+    """
+
+    model_name: str
+    model: MambaLM
+    prompt: str | None
+    input_ids: Tensor
+    table: Any
+    spectra: list[dict]
+    layers: list[LayerDynamics]
+    comparison: Any
+    hidden_attention: Tensor
+    attention_channel: int
+    settings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """The digest written to ``summary.json`` (schema in :mod:`mamba_ode.report`)."""
+        cfg = self.model.config
+        ck = self.model.checkpoint
+        layers = []
+        for lay in self.layers:
+            rec = lay.record
+            sol = lay.solution
+            tb = float(sol.t_blowup[0])
+            layers.append({
+                "layer": lay.layer,
+                "spectrum": {"n_positive": int(rec.n_pos), "n_negative": int(rec.n_neg),
+                             "n_zero": int(rec.n_zero), "label": str(rec.label),
+                             "max": _finite(rec.eig_max), "min": _finite(rec.eig_min)},
+                "parameter_regime": str(rec.label),
+                "channel_fractions": {"convergent": float(rec.frac_convergent), "static": float(rec.frac_static),
+                                      "divergent": float(rec.frac_divergent)},
+                "trajectory": {"status": sol.status[0].value, "t_final": _finite(sol.t_final[0]),
+                               "t_blowup": tb if math.isfinite(tb) else None, "labels": list(lay.token_labels),
+                               "counts": dict(Counter(lay.token_labels))},
+                "trajectory_regime": lay.trajectory_regime,
+                "token1_quadratic_form": _finite(lay.quadratic_form),
+                "agreement": agreement(str(rec.label), lay.trajectory_regime),
+            })
+        cmp_ = self.comparison
+        err = [_finite(e) for e in cmp_.rel_error[:, 0].tolist()]
+        return {
+            "schema_version": 1,
+            "model": {"name": self.model_name, "source": str(ck.source) if ck else None,
+                      "layout": ck.layout if ck else "in-memory", "d_model": cfg.d_model, "n_layer": cfg.n_layer,
+                      "d_inner": cfg.d_inner, "d_state": cfg.d_state, "dt_rank": cfg.dt_rank},
+            "prompt": {"text": self.prompt, "n_tokens": int(self.input_ids.shape[-1])},
+            "settings": dict(self.settings),
+            "layers": layers,
+            "comparison": {"h": float(cmp_.h), "times": [float(t) for t in cmp_.ts.tolist()],
+                           "relative_error": err, "max_relative_error": max(err) if err else 0.0},
+            "figures": {},
+            "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
+        }
+
+
+def _finite(x: Any) -> float:
+    """A float for JSON: ±inf and NaN become ±1e308 / 0.0 are *not* silently produced — NaN raises."""
+    v = float(x)
+    if math.isnan(v):
+        raise ValueError("analysis produced NaN where a number was expected")
+    return max(min(v, 1.7976931348623157e308), -1.7976931348623157e308)
+
+
+def analyze(model: MambaLM, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *,
+            layers: Sequence[int] | None = None, t_max: float = 1e4, rtol: float = 1e-5, atol: float = 1e-8,
+            method: str = "dopri5", blowup_factor: float = 100.0, max_steps: int = 5000,
+            model_name: str | None = None,
+            progress: Callable[[str], None] | None = None) -> Analysis:
+    """Analyse a model's token dynamics on a prompt (the computation behind ``mamba-ode analyze``).
+
+    Arguments:
+        model: a loaded :class:`MambaLM`.
+        prompt: text (needs ``model.tokenizer``), a list of ids or an id tensor (L,) / (1, L).
+        layers: layer indices to integrate (default: all; negative indices count from the end).
+        t_max: end time of the idealised S6 trajectories (integrated in log time).
+        rtol, atol: solver tolerances.
+        method: torchdiffeq method name.
+        blowup_factor: a layer's trajectory is stopped as divergent once max|u| exceeds this multiple
+            of its initial max|u| (growing tokens make the field stiff: an explicit solver would
+            otherwise spend thousands of steps per layer).
+        max_steps: step budget per layer; a trajectory that exhausts it is labelled undetermined.
+        model_name: name recorded in the summary (default: the checkpoint source).
+        progress: called with a short message before each stage (the CLI prints it).
+
+    Returns:
+        :class:`Analysis`.
+
+    Raises:
+        TypeError: if model is not a MambaLM.
+        ValueError: for a bad prompt, layer index or t_max ≤ 0.
+    """
+    from .compare import compare_discrete
+    from .fields import DepthField, S6Field, hidden_attention
+    from .regimes import classify_trajectory, regime_table, sym_spectrum
+    from .solve import solve
+
+    if not isinstance(model, MambaLM):
+        raise TypeError(f"argument 'model' must be a mamba_ode.MambaLM, got {type(model).__name__}")
+    if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
+        raise ValueError(f"argument 't_max' must be a finite number > 0, got {t_max!r}")
+    K = model.config.n_layer
+    if layers is None:
+        layers = list(range(K))
+    chosen: list[int] = []
+    for k in layers:
+        if not isinstance(k, int) or not -K <= k < K:
+            raise ValueError(f"argument 'layers': layer index {k!r} outside [{-K}, {K}) for a {K}-layer model")
+        if k % K not in chosen:
+            chosen.append(k % K)
+    say = progress or (lambda msg: None)
+    timings: dict[str, float] = {}
+    ids = model.encode(prompt)[:1]
+    text = prompt if isinstance(prompt, str) else None
+
+    t0 = time.perf_counter()
+    say("regime table from parameters")
+    table = regime_table(model)
+    records = {int(r.layer): r for r in table}
+    spectra = [{"layer": k, "eigenvalues": sym_spectrum(block.ssm).eigenvalues.tolist()}
+               for k, block in enumerate(model.layers)]
+    timings["regime_table"] = time.perf_counter() - t0
+
+    results: list[LayerDynamics] = []
+    t_eval = torch.cat([torch.zeros(1), torch.logspace(-3, math.log10(t_max), 60)]).double()
+    t0 = time.perf_counter()
+    states = {}
+    with torch.no_grad():
+        out = model(ids, internals=chosen)
+    for k in chosen:
+        states[k] = out.internals[k].u.detach().double()
+    for k in chosen:
+        say(f"layer {k}: integrating du/dt = S6(u) to t = {t_max:g}")
+        fieldk = S6Field.from_layer(model, k)
+        u0 = states[k]
+        sol = solve(fieldk, u0, (0.0, float(t_max)), t_eval=t_eval, method=method, rtol=rtol, atol=atol,
+                    log_time=True, blowup_threshold=blowup_factor * float(u0.abs().max()), max_steps=max_steps)
+        cls = classify_trajectory(sol)
+        labels = _token_labels(cls, u0.shape[1])
+        p = fieldk.params_like(u0)
+        u1 = u0[0, 0]
+        q = float((p.S_C @ u1) @ (p.S_B @ u1))
+        results.append(LayerDynamics(k, records[k], sol, cls, labels, q))
+    timings["trajectories"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say("discrete network vs depth-time ODE")
+    depth = DepthField(model)
+    x0 = depth.initial_state(ids).detach()
+    comparison = compare_discrete(depth, x0, (0.0, float(K)), h=1.0, rtol=rtol, atol=atol, method=method)
+    timings["comparison"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    k0 = chosen[0]
+    u_att = states[k0][:, :_MAX_ATTENTION_TOKENS]
+    P = hidden_attention(S6Field.from_layer(model, k0).params_like(u_att), u_att)
+    channel = int(P.abs().amax(dim=(0, 1, 2)).argmax())
+    timings["hidden_attention"] = time.perf_counter() - t0
+
+    settings = {"layers": chosen, "t_max": float(t_max), "rtol": rtol, "atol": atol, "method": method,
+                "blowup_factor": float(blowup_factor), "max_steps": int(max_steps),
+                "dtype": "float64", "device": str(ids.device)}
+    name = model_name or (str(model.checkpoint.source) if model.checkpoint else "in-memory model")
+    return Analysis(name, model, text, ids, table, spectra, results, comparison, P, channel, settings, timings)
+
+
+def _token_labels(classification: Any, L: int) -> list[str]:
+    """Per-token labels of sequence 0 from a classify_trajectory result."""
+    out = [str(lab) for lab in classification.labels[0]]
+    if len(out) != L:
+        raise ValueError(f"classification has {len(out)} labels for {L} tokens")
+    return out

@@ -1,0 +1,186 @@
+"""`mamba-ode analyze` end to end: exit codes, summary schema, figure files, headless rendering."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+
+import mamba_ode
+from mamba_ode.cli import main
+from mamba_ode.report import FIGURE_NAMES, validate_summary
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    """One analyze run on the embedded default model (shared by the tests of this module)."""
+    out = tmp_path_factory.mktemp("report")
+    rc = main(["analyze", "--out", str(out), "--quiet", "--t-max", "1000", "--prompt", "To be, or not to be"])
+    assert rc == 0
+    return out
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_summary_schema_names_every_layer(report_dir):
+    summary = json.loads((report_dir / "summary.json").read_text())
+    validate_summary(summary)
+    model = mamba_ode.load()
+    K = model.config.n_layer
+    assert [rec["layer"] for rec in summary["layers"]] == list(range(K))
+    n_tokens = len(model.tokenizer.encode("To be, or not to be"))
+    assert summary["prompt"]["n_tokens"] == n_tokens
+    allowed = {"convergent", "divergent-finite-time", "divergent", "bounded", "undetermined"}
+    for rec in summary["layers"]:
+        assert rec["parameter_regime"] in {"positive semi-definite", "negative semi-definite", "indefinite"}
+        assert len(rec["trajectory"]["labels"]) == n_tokens
+        assert set(rec["trajectory"]["labels"]) <= allowed
+        assert sum(rec["trajectory"]["counts"].values()) == n_tokens
+        assert abs(sum(rec["channel_fractions"].values()) - 1.0) < 1e-9
+        sp = rec["spectrum"]
+        assert sp["n_positive"] + sp["n_negative"] + sp["n_zero"] >= 1
+    # the discrete network is Euler with step 1 of the depth field: its error must be finite and reported
+    assert len(summary["comparison"]["times"]) == K + 1
+
+
+def test_summary_quadratic_form_is_u1_M_u1(report_dir):
+    """The recorded u₁ᵀMu₁ equals a dense recomputation from the checkpoint weights."""
+    summary = json.loads((report_dir / "summary.json").read_text())
+    model = mamba_ode.load(dtype=torch.float64)
+    for rec in summary["layers"][:2]:
+        k = rec["layer"]
+        u1 = model.token_states("To be, or not to be", k)[0, 0]
+        W = model.layers[k].mixer.x_proj.weight.detach()
+        R, N = model.config.dt_rank, model.config.d_state
+        M = W[R + N:].T @ W[R:R + N]
+        assert rec["token1_quadratic_form"] == pytest.approx(float(u1 @ M @ u1), rel=1e-6, abs=1e-12)
+
+
+def test_every_figure_exists_and_is_an_image(report_dir):
+    summary = json.loads((report_dir / "summary.json").read_text())
+    names = set(summary["figures"])
+    assert set(FIGURE_NAMES) <= names
+    assert {f"trajectories_layer{rec['layer']}" for rec in summary["layers"]} <= names
+    for name, files in summary["figures"].items():
+        assert {Path(f).suffix for f in files} == {".png", ".svg"}, name
+        for rel in files:
+            path = report_dir / rel
+            assert path.is_file() and path.stat().st_size > 1000, rel
+            if path.suffix == ".png":
+                w, h = _png_size(path)
+                assert w > 100 and h > 100
+            else:
+                assert ET.parse(path).getroot().tag.endswith("svg")
+    html = (report_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(names)
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+    """Every embedded image decodes (naturalWidth > 0) in Chromium, and the screenshot is not blank."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    page = tmp_path / "check.html"
+    probe = ("<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
+             "document.body.setAttribute('data-broken',imgs.filter(i=>!(i.complete&&i.naturalWidth>0)).length);"
+             "document.body.setAttribute('data-images',imgs.length);});</script>")
+    page.write_text((report_dir / "report.html").read_text().replace("</body>", probe + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    found = re.search(r'data-broken="(\d+)" data-images="(\d+)"', dom)
+    assert found, "the page did not finish loading"
+    assert found.group(1) == "0" and int(found.group(2)) >= len(FIGURE_NAMES)
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,2400",
+                    (report_dir / "report.html").as_uri()], capture_output=True, timeout=120, check=True)
+    img = torch.tensor(__import__("matplotlib.image", fromlist=["imread"]).imread(shot))
+    assert img.shape[0] >= 2400 and img.std() > 0.05  # text and figures, not a blank page
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mamba_ode", *args], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["analyze", "/no/such/model/dir", "--quiet"], "/no/such/model/dir"),
+    (["analyze", "--prompt-file", "/no/such/prompt.txt", "--quiet"], "/no/such/prompt.txt"),
+    (["analyze", "--layers", "99", "--quiet"], "99"),
+    (["analyze", "--t-max", "0", "--quiet"], "--t-max"),
+    (["analyze", "--t-max", "-5", "--quiet"], "--t-max"),
+    (["analyze", "--dtype", "int8", "--quiet"], "--dtype"),
+])
+def test_bad_cli_input_exits_2_with_one_line(args, needle, tmp_path):
+    res = _run_cli(*args, "--out", str(tmp_path / "out"))
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if not ln.startswith("[mamba-ode]")]
+    assert len(lines) == 1, res.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_unreadable_prompt_file(tmp_path):
+    bad = tmp_path / "prompt.bin"
+    bad.write_bytes(b"\xff\xfe\xfa")
+    res = _run_cli("analyze", "--prompt-file", str(bad), "--quiet", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and str(bad) in res.stderr and "Traceback" not in res.stderr
+
+
+def test_analyze_api_rejects_bad_arguments():
+    model = mamba_ode.load()
+    with pytest.raises(ValueError, match="t_max"):
+        mamba_ode.analyze(model, "x", t_max=0.0)
+    with pytest.raises(ValueError, match="layers"):
+        mamba_ode.analyze(model, "x", layers=[model.config.n_layer])
+    with pytest.raises(TypeError, match="model"):
+        mamba_ode.analyze("tiny-shakespeare", "x")
+
+
+def test_internal_failure_exits_1(monkeypatch, tmp_path, capsys):
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("mamba_ode.analysis.analyze", boom)
+    assert main(["analyze", "--quiet", "--out", str(tmp_path)]) == 1
+    assert "internal error: RuntimeError: simulated bug" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("labels", "verdict"), [
+    (["divergent-finite-time", "undetermined"], "divergent-finite-time"),
+    (["convergent", "divergent", "undetermined"], "divergent"),
+    (["convergent", "convergent"], "convergent"),
+    (["convergent", "bounded", "undetermined"], "bounded"),
+    (["undetermined"], "undetermined"),
+])
+def test_layer_verdict_from_token_labels(labels, verdict):
+    from mamba_ode.analysis import LayerDynamics
+
+    assert LayerDynamics(0, None, None, None, labels, 0.0).trajectory_regime == verdict
+
+
+@pytest.mark.parametrize(("label", "verdict", "expect"), [
+    ("positive semi-definite", "divergent", "agree"), ("positive semi-definite", "convergent", "disagree"),
+    ("negative semi-definite", "convergent", "agree"), ("negative semi-definite", "divergent-finite-time", "disagree"),
+    ("indefinite", "divergent", "no prediction (indefinite)"), ("indefinite", "undetermined", "undetermined"),
+])
+def test_agreement_rule(label, verdict, expect):
+    from mamba_ode.analysis import agreement
+
+    assert agreement(label, verdict) == expect
