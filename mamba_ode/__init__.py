@@ -12,6 +12,22 @@ from .config import MambaConfig
 from .fields import DepthField, MatrixS6Field, OneDimField, S6Field, VectorField, hidden_attention, matrix_s6
 from .model import MambaBlock, MambaLM, MambaMixer, MambaOutput, load
 from .params import S6Internals, SSMParams
+from .regimes import (
+    Criteria1D,
+    LayerRegime,
+    RegimeTable,
+    SymSpectrum,
+    TrajectoryClassification,
+    blowup_time_1d,
+    channel_reductions,
+    classify_trajectory,
+    compare_theory_numerics,
+    criteria_1d,
+    criteria_nd,
+    importance_scores,
+    regime_table,
+    sym_spectrum,
+)
 from .scan import cuda_kernel_available, selective_scan
 from .solve import Solution, Status, euler, solve
 from .tokenizer import ByteTokenizer
@@ -29,6 +45,20 @@ __all__ = [
     "Solution",
     "Status",
     "VectorField",
+    "Criteria1D",
+    "LayerRegime",
+    "RegimeTable",
+    "SymSpectrum",
+    "TrajectoryClassification",
+    "blowup_time_1d",
+    "channel_reductions",
+    "classify_trajectory",
+    "compare_theory_numerics",
+    "criteria_1d",
+    "criteria_nd",
+    "importance_scores",
+    "regime_table",
+    "sym_spectrum",
     "analyze",
     "compare_discrete",
     "euler",

@@ -211,8 +211,9 @@ def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, ti
     """The non-zero spectrum of Sym(M) per layer: one column of dots per layer.
 
     Arguments:
-        table: the result of :func:`mamba_ode.regime_table` (or a list of its records / of
-            their ``to_dict()``), each with ``layer`` and ``eigenvalues`` (≤ 2N values).
+        table: per layer, an object or dict with ``eigenvalues`` (and optionally ``layer``, else
+            the position): e.g. ``[mamba_ode.sym_spectrum(b.ssm) for b in model.layers]`` (the
+            ≤ 2N eigenvalues of the reduced problem; the others are exactly zero).
         ax: axes to draw into.
         symlog: symmetric-log value axis (eigenvalues span decades).
         title: axes title.
