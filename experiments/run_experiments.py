@@ -10,6 +10,7 @@ Usage::
 
     python experiments/run_experiments.py                 # both experiments, default seeds
     python experiments/run_experiments.py --only a --ship # A only, then install the seed-0 LMs
+    python experiments/run_experiments.py --only b --arms-b reorder-hard  # B's extra hard-permutation arm
     python experiments/make_report.py                     # raw JSON → docs/results.md + plots
 """
 
