@@ -143,6 +143,7 @@ def test_shipped_models_signs():
     """Every shipped sign variant carries the promised spectrum in its stored weights."""
     from mamba_ode.model import load
     from mamba_ode.models import shipped_model_dir, shipped_names
+    from mamba_ode.regimes import sym_spectrum
 
     names = [n for n in shipped_names() if n.startswith("tiny-shakespeare")]
     if not names:
@@ -155,6 +156,11 @@ def test_shipped_models_signs():
             eig = sym_eigenvalues(m.x_proj.weight, m.dt_rank, m.d_state)
             if meta["variant"] in SIGNS:
                 assert sign_counts(eig) == expected_counts(meta["variant"], m.d_state), name
+            # the regime module's low-rank spectrum agrees with the dense oracle
+            spec = sym_spectrum(block.ssm, rtol=1e-6)
+            assert (spec.n_pos, spec.n_neg) == sign_counts(eig), name
+            if meta["variant"] in ("positive", "negative"):
+                assert spec.label == f"{meta['variant']} semi-definite", name
 
 
 # ----------------------------------------------------------------------------- SoftSort
