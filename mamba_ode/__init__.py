@@ -8,8 +8,9 @@ Space Models* (ICLR 2025). Shape letters (B, L, Dm, E, N, R, K) are declared in
 from .analysis import Analysis, analyze
 from .checkpoints import read_checkpoint
 from .compare import DiscreteComparison, compare_discrete
-from .config import MambaConfig
+from .config import Mamba2Config, MambaConfig
 from .fields import DepthField, MatrixS6Field, OneDimField, S6Field, VectorField, hidden_attention, matrix_s6
+from .mamba2 import Mamba2LM, Mamba2Params, head_regime_table
 from .model import MambaBlock, MambaLM, MambaMixer, MambaOutput, load
 from .params import S6Internals, SSMParams
 from .regimes import (
@@ -77,4 +78,8 @@ __all__ = [
     "read_checkpoint",
     "selective_scan",
     "__version__",
+    "Mamba2Config",
+    "Mamba2LM",
+    "Mamba2Params",
+    "head_regime_table",
 ]

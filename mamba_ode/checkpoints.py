@@ -6,6 +6,8 @@ A source is resolved to ``(MambaConfig, state dict, Checkpoint info)``:
   ``backbone.embedding.weight``), weights in ``model.safetensors``, ``pytorch_model.bin`` or
   their sharded ``*.index.json`` forms;
 * a directory in the transformers layout (``model_type: "mamba"``; key ``backbone.embeddings.weight``);
+* the same two layouts for Mamba-2 (``ssm_cfg.layer == "Mamba2"`` / ``model_type: "mamba2"``; SPEC §8),
+  read into a :class:`~mamba_ode.config.Mamba2Config`;
 * a Hugging Face Hub id (``state-spaces/mamba-130m-hf``), resolved through ``huggingface_hub``,
   local cache first;
 * a shipped model name (``"tiny-shakespeare"``…) from :mod:`mamba_ode.models`.
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import MambaConfig, config_from_dict, detect_layout
+from .config import Mamba2Config, MambaConfig, config_from_dict, detect_layout
 
 __all__ = ["Checkpoint", "read_checkpoint", "expected_shapes", "write_checkpoint", "resolve_source"]
 
@@ -57,11 +59,13 @@ class Checkpoint:
 # ----------------------------------------------------------------------------- shapes
 
 
-def expected_shapes(config: MambaConfig) -> dict[str, tuple[int, ...]]:
-    """Canonical (transformers) key → expected shape for a Mamba-1 config.
+def expected_shapes(config: MambaConfig | Mamba2Config) -> dict[str, tuple[int, ...]]:
+    """Canonical (transformers) key → expected shape for a Mamba-1 or Mamba-2 config.
 
     ``lm_head.weight`` is included only for untied models.
     """
+    if isinstance(config, Mamba2Config):
+        return _expected_shapes_mamba2(config)
     dm, e, n, r, kc, v = (config.d_model, config.d_inner, config.d_state, config.dt_rank,
                           config.d_conv, config.vocab_size)
     shapes: dict[str, tuple[int, ...]] = {"backbone.embeddings.weight": (v, dm), "backbone.norm_f.weight": (dm,)}
@@ -85,6 +89,31 @@ def expected_shapes(config: MambaConfig) -> dict[str, tuple[int, ...]]:
         shapes[m + "dt_proj.bias"] = (e,)
         shapes[m + "A_log"] = (e, n)
         shapes[m + "D"] = (e,)
+        shapes[m + "out_proj.weight"] = (dm, e)
+    if not config.tie_embeddings:
+        shapes["lm_head.weight"] = (v, dm)
+    return shapes
+
+
+def _expected_shapes_mamba2(config: Mamba2Config) -> dict[str, tuple[int, ...]]:
+    """Canonical key → shape for a Mamba-2 config (the same key names in both layouts but the embedding)."""
+    dm, e, h, kc, v = config.d_model, config.d_inner, config.n_heads, config.d_conv, config.vocab_size
+    shapes: dict[str, tuple[int, ...]] = {"backbone.embeddings.weight": (v, dm), "backbone.norm_f.weight": (dm,)}
+    for k in range(config.n_layer):
+        p = f"backbone.layers.{k}."
+        shapes[p + "norm.weight"] = (dm,)
+        m = p + "mixer."
+        shapes[m + "in_proj.weight"] = (config.in_proj_dim, dm)
+        if config.proj_bias:
+            shapes[m + "in_proj.bias"] = (config.in_proj_dim,)
+            shapes[m + "out_proj.bias"] = (dm,)
+        shapes[m + "conv1d.weight"] = (config.conv_dim, 1, kc)
+        if config.conv_bias:
+            shapes[m + "conv1d.bias"] = (config.conv_dim,)
+        shapes[m + "dt_bias"] = (h,)
+        shapes[m + "A_log"] = (h,)
+        shapes[m + "D"] = (h,)
+        shapes[m + "norm.weight"] = (e,)
         shapes[m + "out_proj.weight"] = (dm, e)
     if not config.tie_embeddings:
         shapes["lm_head.weight"] = (v, dm)
@@ -157,7 +186,7 @@ def _read_weights(directory: Path) -> tuple[dict[str, Tensor], tuple[str, ...]]:
                             f"{', '.join(WEIGHT_FILES + INDEX_FILES)}")
 
 
-def validate_state(state: dict[str, Tensor], config: MambaConfig, where: str) -> dict[str, Tensor]:
+def validate_state(state: dict[str, Tensor], config: MambaConfig | Mamba2Config, where: str) -> dict[str, Tensor]:
     """Check keys, shapes and finiteness; return the state with canonical keys and ``lm_head`` resolved.
 
     Raises:
@@ -258,20 +287,23 @@ def resolve_source(source: str | os.PathLike | None) -> tuple[Path, str]:
                             f"({', '.join(shipped_names()) or 'none shipped'}), not a Hub id (owner/name)")
 
 
-def read_checkpoint(source: str | os.PathLike | None) -> tuple[MambaConfig, dict[str, Tensor], Checkpoint]:
+def read_checkpoint(source: str | os.PathLike | None
+                    ) -> tuple[MambaConfig | Mamba2Config, dict[str, Tensor], Checkpoint]:
     """Read a checkpoint into (config, canonical state dict, provenance).
 
     Arguments:
         source: a directory, a Hub id, a shipped model name, or None for the shipped default.
 
     Returns:
-        ``(config, state, info)``; ``state`` maps canonical (transformers) keys to CPU tensors in
-        the dtype stored in the file.
+        ``(config, state, info)``; ``config`` is a :class:`MambaConfig` or, for a Mamba-2
+        checkpoint, a :class:`Mamba2Config`; ``state`` maps canonical (transformers) keys to CPU
+        tensors in the dtype stored in the file.
 
     Raises:
         FileNotFoundError: missing directory, config.json or weights; Hub id not cached offline.
-        ValueError: unknown layout, Mamba-2 checkpoint, bad config field, missing/unexpected key,
-            wrong shape, non-finite weight — the message names the file and the key or field.
+        ValueError: unknown layout, bad config field, missing/unexpected key, wrong shape,
+            non-finite weight, Mamba-2 weights under a Mamba-1 config — the message names the file
+            and the key or field.
     """
     directory, label = resolve_source(source)
     cfg_path = directory / CONFIG_FILE
@@ -281,14 +313,15 @@ def read_checkpoint(source: str | os.PathLike | None) -> tuple[MambaConfig, dict
     detect_layout(raw, str(cfg_path))
     config = config_from_dict(raw, str(cfg_path))
     state, files = _read_weights(directory)
-    if any(k.endswith("mixer.dt_bias") for k in state):
-        raise ValueError(f"{directory / files[0]}: key 'mixer.dt_bias' marks a Mamba-2 checkpoint; this release "
-                         "of mamba_ode loads Mamba-1 models only")
+    m2_key = next((k for k in state if k.endswith("mixer.dt_bias")), None)
+    if m2_key is not None and not isinstance(config, Mamba2Config):
+        raise ValueError(f"{directory / files[0]}: key {m2_key!r} marks a Mamba-2 checkpoint but {cfg_path} "
+                         "describes a Mamba-1 model (expected model_type 'mamba2' or ssm_cfg.layer 'Mamba2')")
     state = validate_state(state, config, str(directory / files[0]))
     return config, state, Checkpoint(str(label), directory, config.layout, files)
 
 
-def write_checkpoint(directory: str | os.PathLike, config: MambaConfig, state: dict[str, Tensor],
+def write_checkpoint(directory: str | os.PathLike, config: MambaConfig | Mamba2Config, state: dict[str, Tensor],
                      layout: str = "hf", extra_config: dict | None = None) -> Path:
     """Write ``config.json`` + weights in the transformers (``model.safetensors``) or native
     (``pytorch_model.bin``) layout.

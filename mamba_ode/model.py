@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoints import Checkpoint, read_checkpoint
-from .config import MambaConfig
+from .config import Mamba2Config, MambaConfig
 from .params import S6Internals, SSMParams
+
+if TYPE_CHECKING:
+    from .mamba2 import Mamba2LM
 
 __all__ = ["MambaLM", "MambaBlock", "MambaMixer", "RMSNorm", "MambaOutput", "load"]
 
@@ -322,7 +326,7 @@ class MambaLM(nn.Module):
 
 
 def load(source: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32,
-         device: str | torch.device = "cpu") -> MambaLM:
+         device: str | torch.device = "cpu") -> MambaLM | Mamba2LM:
     """Load a pretrained Mamba model.
 
     Arguments:
@@ -333,19 +337,24 @@ def load(source: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.
         device: where to put them.
 
     Returns:
-        A :class:`MambaLM` in eval mode, with ``.config``, ``.checkpoint`` and (for shipped
-        models) ``.tokenizer``.
+        A :class:`MambaLM` in eval mode — or a :class:`mamba_ode.mamba2.Mamba2LM` for a Mamba-2
+        checkpoint — with ``.config``, ``.checkpoint`` and (for shipped models) ``.tokenizer``.
 
     Raises:
         FileNotFoundError: missing directory, config or weights; uncached Hub id while offline.
-        ValueError: unknown layout, Mamba-2 checkpoint, bad config field, missing/unexpected
-            key, wrong shape or non-finite weight — naming the file and the key or field.
+        ValueError: unknown layout, bad config field, missing/unexpected key, wrong shape or
+            non-finite weight — naming the file and the key or field.
         TypeError: if dtype is not a floating torch dtype.
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"load: argument 'dtype' must be a floating torch.dtype, got {dtype!r}")
     config, state, info = read_checkpoint(source)
-    model = MambaLM(config)
+    if isinstance(config, Mamba2Config):
+        from .mamba2 import Mamba2LM  # noqa: PLC0415  (mamba2 imports this module)
+
+        model = Mamba2LM(config)
+    else:
+        model = MambaLM(config)
     if config.tie_embeddings:
         state = dict(state, **{"lm_head.weight": state["backbone.embeddings.weight"]})
     model.load_state_dict(state, strict=True)

@@ -657,16 +657,23 @@ def regime_table(model: Any, *, rtol: float | None = None, channel_rtol: float =
     """The regime record of every layer of a model.
 
     Arguments:
-        model: a :class:`mamba_ode.MambaLM` (anything with ``.layers[k].ssm``), or an iterable of :class:`SSMParams`.
+        model: a :class:`mamba_ode.MambaLM` (anything with ``.layers[k].ssm``), or an iterable of :class:`SSMParams`;
+            or a Mamba-2 model (``model.is_mamba2``), whose table has one row per layer and head
+            (:func:`mamba_ode.mamba2.head_regime_table`; ``channel_rtol`` is unused there).
         rtol, channel_rtol: zero tolerances (see :func:`layer_regime`).
 
     Returns:
-        A :class:`RegimeTable` (a list of :class:`LayerRegime`; ``to_dicts()``, ``to_dataframe()``).
+        A :class:`RegimeTable` (a list of :class:`LayerRegime`; ``to_dicts()``, ``to_dataframe()``), or for a
+        Mamba-2 model a :class:`mamba_ode.mamba2.Mamba2RegimeTable` of :class:`mamba_ode.mamba2.HeadRegime`.
 
     Raises:
         TypeError: if model has neither ``.layers`` nor yields :class:`SSMParams`.
         ValueError: for NaN/inf parameters (naming the layer).
     """
+    if getattr(model, "is_mamba2", False):
+        from .mamba2 import head_regime_table  # noqa: PLC0415  (mamba2 imports this module)
+
+        return head_regime_table(model, rtol=rtol)
     layers = getattr(model, "layers", None)
     if layers is not None:
         params_list = [blk.ssm for blk in layers]

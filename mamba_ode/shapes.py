@@ -12,6 +12,8 @@ R       Δ rank ``dt_rank`` / ``time_step_rank``                      48
 K       layers ``n_layer`` / ``num_hidden_layers``                   24
 V       vocabulary rows of the embedding (padded)                    50280
 G       groups of B/C (Mamba-2; 1 for Mamba-1)                       1
+H       heads (Mamba-2; E = H · P)                                   –
+P       head size ``head_dim`` / ``headdim`` (Mamba-2)               –
 T       time points of a trajectory                                  –
 ======  ===========================================================  ==========
 
@@ -29,5 +31,7 @@ SHAPE_LETTERS = {
     "K": "layers n_layer / num_hidden_layers",
     "V": "vocabulary rows of the embedding (padded)",
     "G": "groups of B/C (Mamba-2; 1 for Mamba-1)",
+    "H": "heads (Mamba-2; E = H * P)",
+    "P": "head size head_dim / headdim (Mamba-2)",
     "T": "time points of a trajectory",
 }

@@ -397,15 +397,24 @@ def test_tied_head_must_equal_embedding(tmp_path):
         mamba_ode.load(nat)
 
 
-def test_mamba2_refused(tmp_path, ckpt):
+def test_mamba2_recognised(tmp_path, ckpt):
+    # Mamba-2 configs now load (tests/test_mamba2.py); a Mamba-2 config over Mamba-1 weights is refused by key
+    from mamba_ode.config import Mamba2Config, config_from_dict
+
     (ckpt / "config.json").write_text(json.dumps({"model_type": "mamba2", "hidden_size": 8}))
-    with pytest.raises(ValueError, match=r"config.json: model_type 'mamba2' is a Mamba-2 checkpoint"):
+    with pytest.raises(ValueError, match=r"config.json: missing required field 'num_hidden_layers'"):
+        mamba_ode.load(ckpt)
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1,
+                                                  "vocab_size": 8, "num_heads": 4, "head_dim": 4, "n_groups": 1,
+                                                  "state_size": 4}))
+    with pytest.raises(ValueError, match=r"model.safetensors: missing key 'backbone.layers.0.mixer."):
         mamba_ode.load(ckpt)
     nat = tmp_path / "m2native"
     nat.mkdir()
-    (nat / "config.json").write_text(json.dumps({"d_model": 8, "n_layer": 1, "vocab_size": 8,
-                                                   "ssm_cfg": {"layer": "Mamba2"}}))
-    with pytest.raises(ValueError, match=r"ssm_cfg.layer 'Mamba2' is a Mamba-2 checkpoint"):
+    cfg = {"d_model": 8, "n_layer": 1, "vocab_size": 8, "ssm_cfg": {"layer": "Mamba2", "headdim": 4}}
+    (nat / "config.json").write_text(json.dumps(cfg))
+    assert isinstance(config_from_dict(cfg), Mamba2Config)
+    with pytest.raises(FileNotFoundError, match="no weights found"):
         mamba_ode.load(nat)
 
 
