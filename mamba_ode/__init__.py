@@ -13,6 +13,15 @@ from .fields import DepthField, MatrixS6Field, OneDimField, S6Field, VectorField
 from .mamba2 import Mamba2LM, Mamba2Params, head_regime_table
 from .model import MambaBlock, MambaLM, MambaMixer, MambaOutput, load
 from .params import S6Internals, SSMParams
+from .refine import (
+    InputOutputSign,
+    SoftSort,
+    TokenReorder,
+    constrain_input_output,
+    input_output_sign_of,
+    reorder_first_block,
+    unconstrain_input_output,
+)
 from .regimes import (
     Criteria1D,
     LayerRegime,
@@ -46,6 +55,13 @@ __all__ = [
     "Solution",
     "Status",
     "VectorField",
+    "InputOutputSign",
+    "SoftSort",
+    "TokenReorder",
+    "constrain_input_output",
+    "input_output_sign_of",
+    "reorder_first_block",
+    "unconstrain_input_output",
     "Criteria1D",
     "LayerRegime",
     "RegimeTable",

@@ -1200,7 +1200,7 @@ class AgreementReport:
 
     @property
     def confusion(self) -> dict[str, dict[str, int]]:
-        """counts[predicted regime][observed label] over all cases."""
+        """Counts ``table[predicted regime][observed label]`` over all cases."""
         table: dict[str, dict[str, int]] = {}
         for c in self.cases:
             table.setdefault(c.predicted, dict.fromkeys(TRAJECTORY_LABELS, 0))[c.observed] += 1

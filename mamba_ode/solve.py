@@ -691,8 +691,8 @@ def euler(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
         ``stats["nfev"] = n`` (per trajectory still running).
 
     Raises:
-        TypeError, ValueError: as for :func:`solve`, and for h that is not positive or does not
-        divide the span.
+        TypeError: as for :func:`solve`.
+        ValueError: as for :func:`solve`, and for h that is not positive or does not divide the span.
     """
     _check_field(field)
     u0 = _check_u0(u0)

@@ -34,7 +34,8 @@ def test_notebook_matches_its_source(src):
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
-def test_notebook_executes(src):
+def test_notebook_executes(src, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: no oversubscription beside xdist
     start = time.perf_counter()
     nb = build.execute(build.notebook_from_source(src), timeout=600)
     assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")

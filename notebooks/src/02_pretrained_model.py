@@ -9,6 +9,7 @@
 
 # %%
 import matplotlib.pyplot as plt
+import torch
 
 import mamba_ode as mo
 from mamba_ode import plots
@@ -51,17 +52,21 @@ print("scan vs matrix form:", float((field(0.0, u0) - field.matrix_form()(0.0, u
 # %% [markdown]
 # ## 3. Token trajectories of each layer's idealised dynamics
 #
-# $du/dt = S6_\theta(u)$ with the layer's parameters shared across depth, from the real tokens.
-# Integrated in log time; blow-up is detected and reported as a status.
+# $du/dt = S6_\theta(u)$ with the layer's parameters shared across depth, from the real tokens,
+# integrated in log time. `mo.analyze` does this for every layer (plus everything else in this
+# notebook) and keeps each result. A layer's trajectories stop once a token has grown 100-fold
+# (growing tokens make the field stiff); the tokens after the first diverging one depend on it and
+# are left undetermined, with the reason.
 
 # %%
+analysis = mo.analyze(model, prompt, t_max=1e3)
 fig, axes = plt.subplots(1, model.config.n_layer, figsize=(4 * model.config.n_layer, 3.5), layout="constrained")
-for k, ax in enumerate(axes):
-    u0 = model.token_states(prompt, k).double()[:, :16]
-    sol = mo.solve(mo.S6Field.from_layer(model, k), u0, (0.0, 1e3), log_time=True, rtol=1e-5, n_eval=60)
-    cls = mo.classify_trajectory(sol)
-    plots.plot_trajectories(sol, ax=ax, tokens=[0, 5, 10, 15], title=f"layer {k}: {sol.status[0].value}")
-    print(f"layer {k}: {table[k].label:>24}  trajectory labels {cls.counts()}")
+for lay, ax in zip(analysis.layers, axes):
+    plots.plot_trajectories(lay.solution, ax=ax, tokens=[0, 10, 20, 30, 40],
+                            title=f"layer {lay.layer}: {lay.trajectory_regime}")
+    counts = {k: v for k, v in lay.classification.counts().items() if v}
+    print(f"layer {lay.layer}: {lay.record.label:>24}  u1'Mu1 = {lay.quadratic_form:+.3f}  labels {counts}")
+print(analysis.layers[0].classification.reasons[0][-1])
 
 # %% [markdown]
 # ## 4. The discrete network is Euler with step 1
@@ -74,19 +79,26 @@ for k, ax in enumerate(axes):
 depth = mo.DepthField(model)
 x0 = depth.initial_state(ids)
 cmp_ = mo.compare_discrete(depth, x0, (0.0, float(model.config.n_layer)), h=1.0)
-out = model(ids, output_hidden_states=True)
+with torch.no_grad():
+    out = model(ids, output_hidden_states=True)
 print("Euler h=1 vs the network's hidden states:",
       max(float((cmp_.discrete[k] - out.hidden_states[k]).abs().max()) for k in range(model.config.n_layer + 1)))
 print("relative distance network vs ODE per depth:", [f"{e:.3f}" for e in cmp_.rel_error[:, 0].tolist()])
 plots.plot_comparison(cmp_);
 
 # %% [markdown]
-# ## 5. Everything at once
+# ## 5. The report
 #
-# `mo.analyze` runs all of the above and `mamba_ode.report.write_report` writes the HTML report
-# that `mamba-ode analyze` produces.
+# `mamba-ode analyze` writes the same analysis as a self-contained HTML page, a `summary.json`
+# and the figures.
 
 # %%
-analysis = mo.analyze(model, prompt, t_max=1e3)
+import tempfile
+
+from mamba_ode.report import write_report
+
+with tempfile.TemporaryDirectory() as d:
+    page = write_report(analysis, d)
+    print(page.name, page.stat().st_size // 1024, "kB")
 for rec in analysis.summary()["layers"]:
     print(rec["layer"], rec["parameter_regime"], "|", rec["trajectory_regime"], "|", rec["agreement"])
