@@ -10,7 +10,7 @@ from .checkpoints import read_checkpoint
 from .compare import DiscreteComparison, compare_discrete
 from .config import Mamba2Config, MambaConfig
 from .fields import DepthField, MatrixS6Field, OneDimField, S6Field, VectorField, hidden_attention, matrix_s6
-from .mamba2 import Mamba2LM, Mamba2Params, head_regime_table
+from .mamba2 import Mamba2Field, Mamba2LM, Mamba2Params, head_regime_table
 from .model import MambaBlock, MambaLM, MambaMixer, MambaOutput, load
 from .params import S6Internals, SSMParams
 from .refine import (
@@ -95,6 +95,7 @@ __all__ = [
     "selective_scan",
     "__version__",
     "Mamba2Config",
+    "Mamba2Field",
     "Mamba2LM",
     "Mamba2Params",
     "head_regime_table",

@@ -45,12 +45,13 @@ from torch import Tensor, nn
 
 from .checkpoints import Checkpoint
 from .config import Mamba2Config
+from .fields import VectorField, _check_tokens, _layer_index
 from .model import MambaLM, RMSNorm
 from .regimes import RegimeTable, sym_spectrum
 from .scan import selective_scan
 
 __all__ = ["Mamba2LM", "Mamba2Block", "Mamba2Mixer", "Mamba2Params", "Mamba2Internals", "GatedRMSNorm",
-           "HeadRegime", "Mamba2RegimeTable", "head_regime_table"]
+           "Mamba2Field", "HeadRegime", "Mamba2RegimeTable", "head_regime_table"]
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -443,6 +444,117 @@ class Mamba2LM(nn.Module):
         from .checkpoints import write_checkpoint  # noqa: PLC0415
 
         return write_checkpoint(directory, self.config, self.state_dict(), layout=layout, extra_config=extra_config)
+
+
+# ----------------------------------------------------------------------------- idealised field
+
+
+class Mamba2Field(VectorField):
+    """The idealised dynamics of one Mamba-2 layer in its input space: ``dh/dt = W_out SSD_θ(h)``.
+
+    The analogue of :class:`mamba_ode.S6Field` (SPEC §4) for Mamba-2: norm, convolution, SiLU and gate are
+    dropped, one layer's parameters are shared across depth, and tokens ``h_l ∈ R^Dm`` (the mixer input)
+    evolve by ``x = S_x h``, ``B^g = S_B^g h``, ``C^g = S_C^g h``, ``Δ = clamp(softplus(S_dt h + dt_bias))``
+    and the SSD scan per head (:meth:`Mamba2Params.ssd`), mapped back by ``out_proj``. Written with the
+    per-head token-mixing matrix: ``dh_l/dt = Σ_h W_out^h Σ_{j≤l} P^h_lj(h) S_x^h h_j`` where
+    ``C^g_l · B^g_j = h_lᵀ M_g h_j`` with ``M_g = S_C^gᵀ S_B^g`` — the input–output matrix of the regime
+    table. The field is autonomous: ``t`` is ignored. The ``in_proj``/``out_proj`` biases are set aside.
+
+    Arguments:
+        params: the layer's :class:`Mamba2Params`.
+        out_proj: (Dm, E) the layer's ``out_proj.weight``.
+        use_D: include the ``D_h x^h`` skip (off by default, as in the paper).
+        backend: scan backend.
+
+    Raises:
+        TypeError: if params is not a :class:`Mamba2Params`.
+        ValueError: if out_proj is not (Dm, E) for the params.
+    """
+
+    def __init__(self, params: Mamba2Params, out_proj: Tensor, *, use_D: bool = False, backend: str = "auto"):
+        super().__init__()
+        if not isinstance(params, Mamba2Params):
+            raise TypeError(f"argument 'params' must be a Mamba2Params, got {type(params).__name__}")
+        dm = params.S_x.shape[1]
+        if not isinstance(out_proj, Tensor) or tuple(out_proj.shape) != (dm, params.d_inner):
+            shape = tuple(out_proj.shape) if isinstance(out_proj, Tensor) else type(out_proj).__name__
+            raise ValueError(f"argument 'out_proj' must have shape (Dm, E) = ({dm}, {params.d_inner}), got {shape}")
+        self.params, self.out_proj = params, out_proj
+        self.use_D, self.backend = bool(use_D), backend
+
+    @classmethod
+    def from_layer(cls, model: Any, k: int, *, use_D: bool = False, backend: str = "auto",
+                   detach: bool = True) -> Mamba2Field:
+        """The idealised field of layer k of a :class:`Mamba2LM`.
+
+        Arguments:
+            model: a :class:`Mamba2LM`.
+            k: layer index in [0, K) (negative counts from the end).
+            use_D: include the D term.
+            backend: scan backend.
+            detach: snapshot the weights (cut from autograd); False keeps differentiable views.
+
+        Returns:
+            A :class:`Mamba2Field` on tokens (B, L, Dm).
+
+        Raises:
+            TypeError: if model is not a Mamba-2 model.
+            ValueError: if k is out of range.
+        """
+        if not getattr(model, "is_mamba2", False):
+            raise TypeError(f"argument 'model' must be a Mamba2LM, got {type(model).__name__}")
+        k = _layer_index(k, len(model.layers), "k")
+        mixer = model.layers[k].mixer
+        params, w = mixer.ssm, mixer.out_proj.weight
+        if detach:
+            params = Mamba2Params(**{n: (v.detach().clone() if isinstance(v, Tensor) else v)
+                                     for n, v in vars(params).items()})
+            w = w.detach().clone()
+        return cls(params, w, use_D=use_D, backend=backend)
+
+    @property
+    def d_model(self) -> int:
+        """Dm, the width of the tokens."""
+        return self.out_proj.shape[0]
+
+    def selective(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(x, Δ, B, C)`` for tokens h (B, L, Dm): x (B, L, E), Δ (B, L, H), B and C (B, L, G, N)."""
+        p = self.params
+        b, length, dm = h.shape
+        x = h @ p.S_x.to(h.dtype).T
+        Bm = (h @ p.S_B.reshape(-1, dm).to(h.dtype).T).view(b, length, p.n_groups, p.d_state)
+        Cm = (h @ p.S_C.reshape(-1, dm).to(h.dtype).T).view(b, length, p.n_groups, p.d_state)
+        return x, p.delta(h @ p.S_dt.to(h.dtype).T), Bm, Cm
+
+    def forward(self, t: float | Tensor, h: Tensor) -> Tensor:
+        """dh/dt at tokens h (B, L, Dm) → (B, L, Dm).
+
+        Raises:
+            ValueError: if h is not (B, L, Dm) or empty.
+        """
+        _check_tokens(h, self.d_model, name="h", what="Dm")
+        self.nfev += 1
+        x, delta, Bm, Cm = self.selective(h)
+        y = self.params.ssd(x, delta, Bm, Cm, use_D=self.use_D, backend=self.backend)
+        return y @ self.out_proj.to(y.dtype).T
+
+    def matrix_form(self, h: Tensor) -> Tensor:
+        """The same field through the explicit per-head matrix P (O(L²); teaching and tests): (B, L, Dm)."""
+        _check_tokens(h, self.d_model, name="h", what="Dm")
+        p = self.params
+        x, delta, Bm, Cm = self.selective(h)
+        b, length, _ = h.shape
+        P = p.token_mixing_matrix(delta, Bm, Cm)  # (B, H, L, L)
+        xh = x.view(b, length, p.n_heads, p.head_dim).transpose(1, 2)  # (B, H, L, P)
+        y = P @ xh
+        if self.use_D:
+            y = y + p.D.to(y.dtype)[None, :, None, None] * xh
+        return y.transpose(1, 2).reshape(b, length, -1) @ self.out_proj.to(y.dtype).T
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return (f"Dm={self.d_model}, H={p.n_heads}, P={p.head_dim}, G={p.n_groups}, N={p.d_state}, "
+                f"use_D={self.use_D}, backend={self.backend!r}")
 
 
 # ----------------------------------------------------------------------------- regimes per head

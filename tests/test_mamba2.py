@@ -341,3 +341,51 @@ def test_regime_table_per_head(models, i):
         assert r.a == pytest.approx(float(p.a[r.head])) and r.D == pytest.approx(float(p.D[r.head].detach()))
         lo, hi = c.dt_limit
         assert r.delta0 == pytest.approx(min(max(float(F.softplus(p.dt_bias[r.head].detach().double())), lo), hi))
+
+
+# ----------------------------------------------------------------------------- fields
+
+
+@pytest.mark.parametrize("use_D", [False, True])
+def test_idealised_field_scan_equals_matrix_form(models, use_D):
+    from mamba_ode.mamba2 import Mamba2Field
+
+    for i, (_, d, length) in enumerate(models):
+        model = mamba_ode.load(d, dtype=torch.float64)
+        for k in range(model.config.n_layer):
+            f = Mamba2Field.from_layer(model, k, use_D=use_D)
+            h = torch.randn(2, length, model.config.d_model, dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(i))
+            v = f(0.0, h)
+            assert v.shape == h.shape and f.nfev == 1
+            assert (v - f.matrix_form(h)).abs().max() < 1e-12
+            # causal: token l never depends on later tokens
+            h2 = h.clone()
+            h2[:, -1] += 1.0
+            assert torch.equal(f(0.0, h2)[:, :-1], v[:, :-1])
+    with pytest.raises(ValueError, match=r"argument 'h' must have shape \(B, L, Dm\)"):
+        f(0.0, torch.zeros(1, 3, 5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="Mamba2LM"):
+        Mamba2Field.from_layer(object(), 0)
+
+
+def test_idealised_field_solves(models):
+    from mamba_ode.mamba2 import Mamba2Field
+
+    model = mamba_ode.load(models[0][1], dtype=torch.float64)
+    f = Mamba2Field.from_layer(model, 0)
+    h0 = 0.5 * torch.randn(2, 5, model.config.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    sol = mamba_ode.solve(f, h0, (0.0, 1.0), n_eval=5)
+    assert sol.ys.shape == (5, *h0.shape) and torch.isfinite(sol.ys).all()
+
+
+def test_depth_field_euler_reproduces_network(models):
+    model = mamba_ode.load(models[1][1], dtype=torch.float64)
+    ids = torch.randint(0, 40, (2, 9), generator=torch.Generator().manual_seed(5))
+    field = mamba_ode.DepthField(model)
+    with torch.no_grad():
+        hs = model(ids, output_hidden_states=True).hidden_states
+        x = field.initial_state(ids)
+        for k in range(model.config.n_layer):
+            x = x + field(float(k), x)
+            assert (x - hs[k + 1]).abs().max() < 1e-12
