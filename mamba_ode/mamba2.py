@@ -372,6 +372,7 @@ class Mamba2Block(nn.Module):
         Returns:
             (B, L, Dm), and :class:`Mamba2Internals` when asked.
         """
+        x = x.to(self.norm.weight.dtype)  # a float32 residual stream of a half-precision model
         h = self.norm(x) if norm else x
         return self.mixer(h, conv=conv, gate=gate, return_internals=return_internals, backend=backend)
 
@@ -433,7 +434,31 @@ class Mamba2LM(nn.Module):
     head = MambaLM.head
     forward = MambaLM.forward
     encode = MambaLM.encode
-    token_states = MambaLM.token_states
+
+    @torch.no_grad()
+    def token_states(self, prompt: str | list[int] | Tensor, k: int) -> Tensor:
+        """The tokens h (B, L, Dm) entering layer k's mixer for a prompt: ``Norm_k(x^k)``.
+
+        These are the states :class:`Mamba2Field` of layer k acts on (its tokens live in the mixer input
+        space, where the per-group input–output matrices are defined), unlike Mamba-1's
+        :meth:`mamba_ode.MambaLM.token_states`, which returns the (B, L, E) SSM input.
+
+        Arguments:
+            prompt: text, ids, or an id tensor, as for :meth:`encode`.
+            k: layer index in [0, K) (negative indices count from the end).
+
+        Returns:
+            (B, L, Dm) tensor in the model's dtype.
+
+        Raises:
+            ValueError: for a bad prompt or layer index.
+        """
+        K = self.config.n_layer
+        if isinstance(k, bool) or not isinstance(k, int) or not -K <= k < K:
+            raise ValueError(f"argument 'k' must be a layer index in [{-K}, {K}), got {k!r}")
+        k %= K
+        hs = self.forward(self.encode(prompt), output_hidden_states=True).hidden_states
+        return self.layers[k].norm(hs[k])
 
     def save_pretrained(self, directory: str | os.PathLike, layout: str = "hf", extra_config: dict | None = None):
         """Write the model as a checkpoint (transformers ``model.safetensors`` or native ``.bin``).

@@ -389,3 +389,22 @@ def test_depth_field_euler_reproduces_network(models):
         for k in range(model.config.n_layer):
             x = x + field(float(k), x)
             assert (x - hs[k + 1]).abs().max() < 1e-12
+
+
+def test_token_states_and_half_precision(models):
+    from mamba_ode.mamba2 import Mamba2Field
+
+    model = mamba_ode.load(models[0][1], dtype=torch.float64)
+    ids = [3, 1, 4, 1, 5, 9]
+    h = model.token_states(ids, -1)
+    assert h.shape == (1, 6, model.config.d_model)
+    with torch.no_grad():
+        x = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[1]
+        torch.testing.assert_close(h, model.layers[1].norm(x), rtol=0, atol=0)
+        assert Mamba2Field.from_layer(model, -1)(0.0, h).shape == h.shape
+    with pytest.raises(ValueError, match="argument 'k'"):
+        model.token_states(ids, 2)
+    m16 = mamba_ode.load(models[0][1], dtype=torch.bfloat16)
+    with torch.no_grad():
+        out = m16(torch.tensor([ids]))
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
