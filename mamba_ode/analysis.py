@@ -187,7 +187,7 @@ def _finite(x: Any) -> float:
 
 def analyze(model: MambaLM, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *,
             layers: Sequence[int] | None = None, t_max: float = 1e4, rtol: float = 1e-5, atol: float = 1e-8,
-            method: str = "dopri5", blowup_factor: float = 100.0, max_steps: int = 5000,
+            method: str = "dopri5", blowup_factor: float = 10.0, max_steps: int = 5000,
             model_name: str | None = None,
             progress: Callable[[str], None] | None = None) -> Analysis:
     """Analyse a model's token dynamics on a prompt (the computation behind ``mamba-ode analyze``).

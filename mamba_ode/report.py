@@ -175,8 +175,11 @@ def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
         "<p class='note'>From parameters: the sign structure of the non-zero spectrum of Sym(M), M = S_Cᵀ S_B "
         "(rank ≤ 2N, computed from the low-rank factors). From trajectories: the idealised S6 dynamics of the "
         "layer, du/dt = S6_θ(u), started from the prompt's real token states (the S6 input of that layer), "
-        "each token labelled from its own trajectory. An indefinite Sym(M) makes no prediction by itself; the "
-        "sign of u₁ᵀMu₁ sets whether token 1 starts growing or decaying.</p>",
+        "each token labelled from its own trajectory. A layer's trajectories are stopped once a token has grown "
+        f"{st.get('blowup_factor', 10):g}-fold (growing tokens make the field stiff); 'divergent-finite-time' then "
+        "means the growth extrapolates to a finite-time singularity, and the tokens after the first diverging "
+        "one, which depend on it, are left undetermined. An indefinite Sym(M) makes no prediction by itself; "
+        "the sign of u₁ᵀMu₁ sets whether token 1 starts growing or decaying.</p>",
         fig("spectrum", "Non-zero eigenvalues of Sym(M) per layer (orange positive, blue non-positive)."),
         fig("regime_map", "Per-channel one-dimensional reductions (μ_d, s_d, b_d, a_d), classified by SPEC §5."),
         "<h2>Token trajectories</h2>",

@@ -54,7 +54,7 @@ print("scan vs matrix form:", float((field(0.0, u0) - field.matrix_form()(0.0, u
 #
 # $du/dt = S6_\theta(u)$ with the layer's parameters shared across depth, from the real tokens,
 # integrated in log time. `mo.analyze` does this for every layer (plus everything else in this
-# notebook) and keeps each result. A layer's trajectories stop once a token has grown 100-fold
+# notebook) and keeps each result. A layer's trajectories stop once a token has grown 10-fold
 # (growing tokens make the field stiff); the tokens after the first diverging one depend on it and
 # are left undetermined, with the reason.
 
