@@ -37,21 +37,80 @@ _MAX_ATTENTION_TOKENS = 64
 
 
 @dataclass
+class LayerParams:
+    """One layer's verdict from its parameters, the same for Mamba-1 and Mamba-2.
+
+    Attributes:
+        layer: index k.
+        n_pos, n_neg, n_zero: eigenvalue counts of Sym(M) (Mamba-2: summed over the G groups'
+            ``Sym(M_g)``, each Dm×Dm on the mixer input).
+        label: ``positive semi-definite``, ``negative semi-definite``, ``indefinite`` or ``zero``
+            (Mamba-2: the groups' common label, or ``indefinite`` when they differ in sign).
+        eig_max, eig_min: extreme eigenvalues.
+        eigenvalues: the ≤ 2N (per group) eigenvalues of the reduced problems; the rest are zero.
+        fractions: Mamba-1: fraction of the E channels per 1-D regime of their reduction
+            (convergent / static / divergent); Mamba-2: fraction of the H heads per sign of their
+            group's quadratic form (positive / negative / indefinite / zero).
+        heads: Mamba-2 only: one dict per head (the rows of :func:`mamba_ode.head_regime_table`).
+    """
+
+    layer: int
+    n_pos: int
+    n_neg: int
+    n_zero: int
+    label: str
+    eig_max: float
+    eig_min: float
+    eigenvalues: list[float]
+    fractions: dict[str, float]
+    heads: list[dict] = field(default_factory=list)
+
+
+def _layer_params(model: Any, table: Any) -> dict[int, LayerParams]:
+    """Per-layer parameter verdicts from a regime table (Mamba-1 rows per layer, Mamba-2 rows per head)."""
+    from .regimes import sym_spectrum
+
+    out: dict[int, LayerParams] = {}
+    if not getattr(model, "is_mamba2", False):
+        for r in table:
+            ev = sym_spectrum(model.layers[r.layer].ssm).eigenvalues.tolist()
+            out[r.layer] = LayerParams(r.layer, r.n_pos, r.n_neg, r.n_zero, r.label, r.eig_max, r.eig_min, ev,
+                                       {"convergent": r.frac_convergent, "static": r.frac_static,
+                                        "divergent": r.frac_divergent})
+        return out
+    names = {"+": "positive", "-": "negative", "±": "indefinite", "0": "zero"}
+    for k, block in enumerate(model.layers):
+        rows = [r for r in table if r.layer == k]
+        p = block.ssm
+        groups = {r.group: r for r in rows}
+        ev: list[float] = []
+        for g in sorted(groups):
+            ev += sym_spectrum(p.S_B[g].detach().double(), p.S_C[g].detach().double()).eigenvalues.tolist()
+        labels = {r.label for r in groups.values()}
+        label = labels.pop() if len(labels) == 1 else "indefinite"
+        fracs = {name: sum(r.sign == sg for r in rows) / len(rows) for sg, name in names.items()}
+        out[k] = LayerParams(k, sum(r.n_pos for r in groups.values()), sum(r.n_neg for r in groups.values()),
+                             sum(r.n_zero for r in groups.values()), label, max(r.eig_max for r in rows),
+                             min(r.eig_min for r in rows), ev, fracs, [r.to_dict() for r in rows])
+    return out
+
+
+@dataclass
 class LayerDynamics:
     """One layer's verdicts.
 
     Attributes:
         layer: index k.
-        record: the layer's regime record (from :func:`mamba_ode.regime_table`).
+        record: the layer's :class:`LayerParams`.
         solution: the :class:`mamba_ode.solve.Solution` of ``du/dt = S6_θ(u)`` from the prompt's
             token states, ys (T, 1, L, E).
         classification: :func:`mamba_ode.classify_trajectory` of that solution.
         token_labels: per token, its trajectory label (length L).
-        quadratic_form: ``u_1ᵀ M u_1`` at t = 0.
+        quadratic_form: ``u_1ᵀ M u_1`` at t = 0 (Mamba-2: with the first group's ``M_0``).
     """
 
     layer: int
-    record: Any
+    record: LayerParams
     solution: Any
     classification: Any
     token_labels: list[str]
@@ -109,16 +168,18 @@ class Analysis:
 
     Attributes:
         model_name: how the model was named (shipped name, path or Hub id).
-        model: the :class:`MambaLM`.
+        model: the :class:`MambaLM` or :class:`mamba_ode.Mamba2LM`.
         prompt: the prompt text (None when ids were given).
         input_ids: (1, L) ids.
         table: the regime table (all layers).
         spectra: per layer, ``{"layer": k, "eigenvalues": [...]}`` — the ≤ 2N eigenvalues of Sym(M)
             from the reduced problem (the rest are exactly zero).
+        layer_params: per layer (all K), the :class:`LayerParams` verdict.
         layers: per analysed layer, a :class:`LayerDynamics`.
         comparison: discrete vs continuous depth-time trajectories.
-        hidden_attention: (1, L', L', E) P of the first analysed layer at the first L' ≤ 64 tokens.
-        attention_channel: the channel drawn (the one with the largest |P|).
+        hidden_attention: (1, L', L', E) P of the first analysed layer at the first L' ≤ 64 tokens
+            (Mamba-2: (1, L', L', H), one matrix per head).
+        attention_channel: the channel (Mamba-2: head) drawn, the one with the largest |P|.
         settings: t_max, rtol, atol, method, dtype, device.
         timings: seconds per stage.
     """
@@ -129,12 +190,18 @@ class Analysis:
     input_ids: Tensor
     table: Any
     spectra: list[dict]
+    layer_params: list[LayerParams]
     layers: list[LayerDynamics]
     comparison: Any
     hidden_attention: Tensor
     attention_channel: int
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+
+    @property
+    def is_mamba2(self) -> bool:
+        """True for a Mamba-2 model."""
+        return bool(getattr(self.model, "is_mamba2", False))
 
     def summary(self) -> dict:
         """The digest written to ``summary.json`` (schema in :mod:`mamba_ode.report`)."""
@@ -151,8 +218,8 @@ class Analysis:
                              "n_zero": int(rec.n_zero), "label": str(rec.label),
                              "max": _finite(rec.eig_max), "min": _finite(rec.eig_min)},
                 "parameter_regime": str(rec.label),
-                "channel_fractions": {"convergent": float(rec.frac_convergent), "static": float(rec.frac_static),
-                                      "divergent": float(rec.frac_divergent)},
+                "channel_fractions": {str(k): float(v) for k, v in rec.fractions.items()},
+                "heads": rec.heads,
                 "trajectory": {"status": sol.status[0].value, "t_final": _finite(sol.t_final[0]),
                                "t_blowup": tb if math.isfinite(tb) else None, "labels": list(lay.token_labels),
                                "counts": dict(Counter(lay.token_labels))},
@@ -164,9 +231,11 @@ class Analysis:
         err = [_finite(e) for e in cmp_.rel_error[:, 0].tolist()]
         return {
             "schema_version": 1,
-            "model": {"name": self.model_name, "source": str(ck.source) if ck else None,
+            "model": {"name": self.model_name, "architecture": "mamba2" if self.is_mamba2 else "mamba",
+                      "source": str(ck.source) if ck else None,
                       "layout": ck.layout if ck else "in-memory", "d_model": cfg.d_model, "n_layer": cfg.n_layer,
-                      "d_inner": cfg.d_inner, "d_state": cfg.d_state, "dt_rank": cfg.dt_rank},
+                      "d_inner": cfg.d_inner, "d_state": cfg.d_state, "dt_rank": getattr(cfg, "dt_rank", None),
+                      "n_heads": getattr(cfg, "n_heads", None), "n_groups": getattr(cfg, "ngroups", 1)},
             "prompt": {"text": self.prompt, "n_tokens": int(self.input_ids.shape[-1])},
             "settings": dict(self.settings),
             "layers": layers,
@@ -193,7 +262,8 @@ def analyze(model: MambaLM, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *
     """Analyse a model's token dynamics on a prompt (the computation behind ``mamba-ode analyze``).
 
     Arguments:
-        model: a loaded :class:`MambaLM`.
+        model: a loaded :class:`MambaLM` or :class:`mamba_ode.Mamba2LM` (Mamba-2: the idealised field
+            is :class:`mamba_ode.Mamba2Field` on the mixer input, and the parameter verdicts are per head).
         prompt: text (needs ``model.tokenizer``), a list of ids or an id tensor (L,) / (1, L).
         layers: layer indices to integrate (default: all; negative indices count from the end).
         t_max: end time of the idealised S6 trajectories (integrated in log time).
@@ -210,16 +280,17 @@ def analyze(model: MambaLM, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *
         :class:`Analysis`.
 
     Raises:
-        TypeError: if model is not a MambaLM.
+        TypeError: if model is not a MambaLM or Mamba2LM.
         ValueError: for a bad prompt, layer index or t_max ≤ 0.
     """
     from .compare import compare_discrete
     from .fields import DepthField, S6Field, hidden_attention
-    from .regimes import classify_trajectory, regime_table, sym_spectrum
+    from .regimes import classify_trajectory, regime_table
     from .solve import solve
 
-    if not isinstance(model, MambaLM):
-        raise TypeError(f"argument 'model' must be a mamba_ode.MambaLM, got {type(model).__name__}")
+    is2 = bool(getattr(model, "is_mamba2", False))
+    if not (isinstance(model, MambaLM) or is2):
+        raise TypeError(f"argument 'model' must be a mamba_ode.MambaLM or Mamba2LM, got {type(model).__name__}")
     if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
         raise ValueError(f"argument 't_max' must be a finite number > 0, got {t_max!r}")
     K = model.config.n_layer
@@ -239,31 +310,50 @@ def analyze(model: MambaLM, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *
     t0 = time.perf_counter()
     say("regime table from parameters")
     table = regime_table(model)
-    records = {int(r.layer): r for r in table}
-    spectra = [{"layer": k, "eigenvalues": sym_spectrum(block.ssm).eigenvalues.tolist()}
-               for k, block in enumerate(model.layers)]
+    records = _layer_params(model, table)
+    spectra = [{"layer": k, "eigenvalues": records[k].eigenvalues} for k in range(K)]
     timings["regime_table"] = time.perf_counter() - t0
+
+    if is2:
+        from .mamba2 import Mamba2Field
+
+        def field_of(k: int) -> Any:
+            return Mamba2Field.from_layer(model, k)
+
+        def start_of(k: int) -> Tensor:  # the mixer input Norm_k(x^k), (1, L, Dm)
+            return model.token_states(ids, k).detach().double()
+
+        def quadratic_form(fieldk: Any, u1: Tensor) -> float:
+            p = fieldk.params
+            return float((p.S_C[0].to(u1.dtype) @ u1) @ (p.S_B[0].to(u1.dtype) @ u1))
+    else:
+        with torch.no_grad():
+            out = model(ids, internals=chosen)
+        s6_inputs = {k: out.internals[k].u.detach().double() for k in chosen}
+
+        def field_of(k: int) -> Any:
+            return S6Field.from_layer(model, k)
+
+        def start_of(k: int) -> Tensor:  # the S6 input of layer k, (1, L, E)
+            return s6_inputs[k]
+
+        def quadratic_form(fieldk: Any, u1: Tensor) -> float:
+            p = fieldk.params_like(u1[None, None])
+            return float((p.S_C @ u1) @ (p.S_B @ u1))
 
     results: list[LayerDynamics] = []
     t_eval = torch.cat([torch.zeros(1), torch.logspace(-3, math.log10(t_max), 60)]).double()
     t0 = time.perf_counter()
     states = {}
-    with torch.no_grad():
-        out = model(ids, internals=chosen)
     for k in chosen:
-        states[k] = out.internals[k].u.detach().double()
-    for k in chosen:
-        say(f"layer {k}: integrating du/dt = S6(u) to t = {t_max:g}")
-        fieldk = S6Field.from_layer(model, k)
-        u0 = states[k]
+        say(f"layer {k}: integrating the idealised layer dynamics to t = {t_max:g}")
+        fieldk = field_of(k)
+        u0 = states[k] = start_of(k)
         sol = solve(fieldk, u0, (0.0, float(t_max)), t_eval=t_eval, method=method, rtol=rtol, atol=atol,
                     log_time=True, blowup_threshold=blowup_factor * float(u0.abs().max()), max_steps=max_steps)
         cls = classify_trajectory(sol)
         labels = _token_labels(cls, u0.shape[1])
-        p = fieldk.params_like(u0)
-        u1 = u0[0, 0]
-        q = float((p.S_C @ u1) @ (p.S_B @ u1))
-        results.append(LayerDynamics(k, records[k], sol, cls, labels, q))
+        results.append(LayerDynamics(k, records[k], sol, cls, labels, quadratic_form(fieldk, u0[0, 0])))
     timings["trajectories"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -276,7 +366,12 @@ def analyze(model: MambaLM, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *
     t0 = time.perf_counter()
     k0 = chosen[0]
     u_att = states[k0][:, :_MAX_ATTENTION_TOKENS]
-    P = hidden_attention(S6Field.from_layer(model, k0).params_like(u_att), u_att)
+    fk = field_of(k0)
+    if is2:
+        _, delta, Bm, Cm = fk.selective(u_att)
+        P = fk.params.token_mixing_matrix(delta, Bm, Cm).permute(0, 2, 3, 1)  # (1, L, L, H)
+    else:
+        P = hidden_attention(fk.params_like(u_att), u_att)
     channel = int(P.abs().amax(dim=(0, 1, 2)).argmax())
     timings["hidden_attention"] = time.perf_counter() - t0
 
@@ -284,7 +379,8 @@ def analyze(model: MambaLM, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *
                 "blowup_factor": float(blowup_factor), "max_steps": int(max_steps),
                 "dtype": "float64", "device": str(ids.device)}
     name = model_name or (str(model.checkpoint.source) if model.checkpoint else "in-memory model")
-    return Analysis(name, model, text, ids, table, spectra, results, comparison, P, channel, settings, timings)
+    return Analysis(name, model, text, ids, table, spectra, [records[k] for k in range(K)], results, comparison, P,
+                    channel, settings, timings)
 
 
 def _token_labels(classification: Any, L: int) -> list[str]:

@@ -9,14 +9,18 @@ file can be mailed or opened offline.
 .. code-block:: text
 
     schema_version   int, 1
-    model            {name, source, layout, d_model, n_layer, d_inner, d_state, dt_rank}
+    model            {name, architecture ("mamba" or "mamba2"), source, layout, d_model, n_layer, d_inner,
+                      d_state, dt_rank (null for Mamba-2), n_heads (null for Mamba-1), n_groups}
     prompt           {text (str or null), n_tokens}
     settings         {layers, t_max, rtol, atol, method, dtype, device}
     layers           list, one per analysed layer, each:
         layer                  int, layer index k
         spectrum               {n_positive, n_negative, n_zero, label, max, min}
-        parameter_regime       str, the label from the parameters (spectrum of Sym(M))
-        channel_fractions      {1-D regime label: fraction of the E channels}
+        parameter_regime       str, the label from the parameters (spectrum of Sym(M); Mamba-2: of the
+                               groups' Sym(M_g), "indefinite" when the groups differ in sign)
+        channel_fractions      Mamba-1: {1-D regime label: fraction of the E channels};
+                               Mamba-2: {sign of the head's group form: fraction of the H heads}
+        heads                  Mamba-2: one record per head (group, sign, a, dt_bias, ...); [] for Mamba-1
         trajectory             {status, t_final, t_blowup (null if none), labels: [per token],
                                 counts: {label: n}}
         trajectory_regime      str, the majority trajectory label
@@ -50,7 +54,8 @@ FIGURE_NAMES = ("spectrum", "regime_map", "hidden_attention", "comparison", "reg
 _SUMMARY_KEYS = {"schema_version": int, "model": dict, "prompt": dict, "settings": dict, "layers": list,
                  "comparison": dict, "figures": dict, "timings": dict}
 _LAYER_KEYS = {"layer": int, "spectrum": dict, "parameter_regime": str, "channel_fractions": dict,
-               "trajectory": dict, "trajectory_regime": str, "token1_quadratic_form": float, "agreement": str}
+               "trajectory": dict, "trajectory_regime": str, "token1_quadratic_form": float, "agreement": str,
+               "heads": list}
 
 
 def validate_summary(summary: dict) -> None:
@@ -97,10 +102,13 @@ def make_figures(analysis: Analysis) -> dict[str, Any]:
 
     figs: dict[str, Any] = {
         "spectrum": plots.plot_spectrum(analysis.spectra),
-        "regime_map": plots.plot_regime_map(analysis.table),
+        "regime_map": plots.plot_regime_map(
+            [{"layer": lay.layer, "channel_fractions": lay.fractions} for lay in analysis.layer_params],
+            title="per-head sign of the group's quadratic form" if analysis.is_mamba2 else None),
         "hidden_attention": plots.plot_hidden_attention(
             analysis.hidden_attention, channel=analysis.attention_channel,
-            title=f"hidden attention P, layer {analysis.layers[0].layer}, channel {analysis.attention_channel}"),
+            title=f"hidden attention P, layer {analysis.layers[0].layer}, "
+                  f"{'head' if analysis.is_mamba2 else 'channel'} {analysis.attention_channel}"),
         "comparison": plots.plot_comparison(analysis.comparison),
         "regime_diagram": plots.plot_regime_diagram(torch.linspace(-2, 2, 41, dtype=torch.float64),
                                                      torch.linspace(-3, 3, 41, dtype=torch.float64)),
@@ -165,8 +173,10 @@ def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>mamba-ode report: {html.escape(str(m['name']))}</title><style>{_CSS}</style></head><body>",
         f"<h1>Token dynamics of <code>{html.escape(str(m['name']))}</code></h1>",
-        f"<p>{m['n_layer']} layers, d_model {m['d_model']}, E = {m['d_inner']}, N = {m['d_state']}, "
-        f"R = {m['dt_rank']} ({html.escape(str(m['layout']))} layout). Prompt: "
+        f"<p>{html.escape(str(m['architecture']))}: {m['n_layer']} layers, d_model {m['d_model']}, E = {m['d_inner']}, "
+        f"N = {m['d_state']}, "
+        + (f"H = {m['n_heads']} heads, G = {m['n_groups']} groups" if m["n_heads"] else f"R = {m['dt_rank']}")
+        + f" ({html.escape(str(m['layout']))} layout). Prompt: "
         f"<code>{html.escape(repr(p['text']))}</code> ({p['n_tokens']} tokens). Trajectories integrated to "
         f"t = {st['t_max']:g} ({html.escape(str(st['method']))}, rtol {st['rtol']:g}, {st['dtype']}).</p>",
         "<h2>Regimes per layer</h2>",

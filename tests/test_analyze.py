@@ -184,3 +184,37 @@ def test_agreement_rule(label, verdict, expect):
     from mamba_ode.analysis import agreement
 
     assert agreement(label, verdict) == expect
+
+
+def test_analyze_mamba2_checkpoint(tmp_path):
+    """A transformers Mamba-2 checkpoint: one row per layer with one head record per head, figures, exit 0."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.Mamba2Config(hidden_size=32, num_heads=4, head_dim=16, n_groups=2, state_size=8,
+                                    num_hidden_layers=2, vocab_size=64, expand=2, chunk_size=8)
+    transformers.Mamba2ForCausalLM(cfg).eval().save_pretrained(tmp_path / "m2")
+    out = tmp_path / "report"
+    rc = main(["analyze", str(tmp_path / "m2"), "--prompt-ids", *map(str, range(1, 14)), "--quiet", "--t-max", "100",
+               "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    validate_summary(summary)
+    assert summary["model"]["architecture"] == "mamba2"
+    assert summary["model"]["n_heads"] == 4 and summary["model"]["n_groups"] == 2
+    assert [rec["layer"] for rec in summary["layers"]] == [0, 1]
+    model = mamba_ode.load(tmp_path / "m2", dtype=torch.float64)
+    for rec in summary["layers"]:
+        assert [h["head"] for h in rec["heads"]] == [0, 1, 2, 3]
+        assert [h["group"] for h in rec["heads"]] == [0, 0, 1, 1]
+        assert abs(sum(rec["channel_fractions"].values()) - 1.0) < 1e-12
+        assert len(rec["trajectory"]["labels"]) == 13
+        # counts summed over the two groups' Sym(M_g), checked against dense eigenvalues
+        p = model.layers[rec["layer"]].ssm
+        ev = torch.cat([torch.linalg.eigvalsh(0.5 * (m + m.T)) for m in
+                        (p.S_C[g].T @ p.S_B[g] for g in range(2))])
+        tol = 1e-9 * float(ev.abs().max())
+        assert rec["spectrum"]["n_positive"] == int((ev > tol).sum())
+        assert rec["spectrum"]["n_negative"] == int((ev < -tol).sum())
+    for files in summary["figures"].values():
+        for rel in files:
+            assert (out / rel).stat().st_size > 1000

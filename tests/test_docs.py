@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(shutil.which("mkdocs") is None and importlib.util.find_spec("mkdocs") is None,
                     reason="mkdocs not installed (pip install -e '.[test]')")
 def test_mkdocs_build_strict(tmp_path):
+    # nbconvert looks for its templates under sys.prefix; in a venv made with --system-site-packages
+    # they live under the base interpreter's prefix
+    jupyter_path = [os.environ.get("JUPYTER_PATH", ""), str(Path(sys.base_prefix) / "share" / "jupyter")]
+    env = dict(os.environ, JUPYTER_PATH=os.pathsep.join(p for p in jupyter_path if p))
     res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     for page in ("index.html", "concepts/index.html", "api/index.html", "claims/index.html", "results/index.html",
                  "benchmarks/index.html", "tutorials/01_one_dimensional_theory/index.html"):
