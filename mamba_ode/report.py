@@ -229,10 +229,7 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tup
         ValueError: for an unknown figure format.
         OSError: when the directory cannot be written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # no backend switch: notebooks keep theirs; headless falls back to Agg
 
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
