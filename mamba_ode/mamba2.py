@@ -34,7 +34,6 @@ H heads, P head size, G groups, N state size, K layers.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,7 +45,7 @@ from torch import Tensor, nn
 from .checkpoints import Checkpoint
 from .config import Mamba2Config
 from .fields import VectorField, _check_tokens, _layer_index
-from .model import MambaLM, RMSNorm
+from .model import MambaBlock, MambaLM, RMSNorm
 from .regimes import RegimeTable, sym_spectrum
 from .scan import selective_scan
 
@@ -359,32 +358,10 @@ class Mamba2Block(nn.Module):
         """This layer's per-head parameters."""
         return self.mixer.ssm
 
-    def update(self, x: Tensor, *, norm: bool = True, conv: bool = True, gate: bool = True,
-               return_internals: bool = False, backend: str = "auto"):
-        """The residual update ``F_k(x) = Mixer_k(Norm_k(x))`` (no residual added).
-
-        Arguments:
-            x: (B, L, Dm) residual states.
-            norm, conv, gate: keep the norm / convolution / gate (ablation switches).
-            return_internals: also return the :class:`Mamba2Internals`.
-            backend: scan backend.
-
-        Returns:
-            (B, L, Dm), and :class:`Mamba2Internals` when asked.
-        """
-        x = x.to(self.norm.weight.dtype)  # a float32 residual stream of a half-precision model
-        h = self.norm(x) if norm else x
-        return self.mixer(h, conv=conv, gate=gate, return_internals=return_internals, backend=backend)
-
-    def forward(self, x: Tensor, *, return_internals: bool = False, backend: str = "auto"):
-        """x (B, L, Dm) → x + F_k(x) (B, L, Dm), and the internals when asked."""
-        res = x
-        if self.residual_in_fp32 and x.dtype in (torch.float16, torch.bfloat16):
-            res = x.float()
-        out = self.update(x, return_internals=return_internals, backend=backend)
-        if return_internals:
-            return res + out[0], out[1]
-        return res + out
+    # The residual update F_k = Mixer_k ∘ Norm_k and the residual step do not depend on the mixer:
+    # share Mamba-1's (internals are :class:`Mamba2Internals` here).
+    update = MambaBlock.update
+    forward = MambaBlock.forward
 
 
 class _Backbone2(nn.Module):
@@ -460,15 +437,7 @@ class Mamba2LM(nn.Module):
         hs = self.forward(self.encode(prompt), output_hidden_states=True).hidden_states
         return self.layers[k].norm(hs[k])
 
-    def save_pretrained(self, directory: str | os.PathLike, layout: str = "hf", extra_config: dict | None = None):
-        """Write the model as a checkpoint (transformers ``model.safetensors`` or native ``.bin``).
-
-        Returns:
-            The directory (a :class:`pathlib.Path`).
-        """
-        from .checkpoints import write_checkpoint  # noqa: PLC0415
-
-        return write_checkpoint(directory, self.config, self.state_dict(), layout=layout, extra_config=extra_config)
+    save_pretrained = MambaLM.save_pretrained
 
 
 # ----------------------------------------------------------------------------- idealised field

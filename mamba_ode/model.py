@@ -137,6 +137,7 @@ class MambaBlock(nn.Module):
         Returns:
             (B, L, Dm), and :class:`S6Internals` when asked.
         """
+        x = x.to(self.norm.weight.dtype)  # a float32 residual stream of a half-precision model
         h = self.norm(x) if norm else x
         return self.mixer(h, conv=conv, gate=gate, return_internals=return_internals, backend=backend)
 

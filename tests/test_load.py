@@ -466,3 +466,19 @@ def test_bad_input_ids(ckpt):
         model(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="'internals'"):
         model(torch.tensor([[1, 2]]), internals=[5])
+
+
+def test_half_precision_model_runs_with_float32_residual(tmp_path):
+    """bfloat16 weights with residual_in_fp32: the float32 residual stream is cast to the norm's dtype
+    (as transformers does), so every layer after the first runs; logits track the float32 model."""
+    hf, d = hf_mamba(tmp_path, seed=5, **CONFIGS[0])
+    ids = torch.randint(0, 37, (2, 9), generator=torch.Generator().manual_seed(0))
+    m32, m16 = mamba_ode.load(d), mamba_ode.load(d, dtype=torch.bfloat16)
+    assert m16.config.n_layer >= 2 and m16.config.residual_in_fp32
+    with torch.no_grad():
+        out16 = m16(ids, output_hidden_states=True)
+        out32 = m32(ids)
+    assert all(h.dtype == torch.float32 for h in out16.hidden_states[1:])  # residual kept in float32
+    assert out16.logits.dtype == torch.bfloat16
+    err = (out16.logits.float() - out32.logits).abs().max() / out32.logits.abs().max()
+    assert err < 5e-2  # bfloat16 has an 8-bit mantissa
