@@ -13,15 +13,6 @@ from mamba_ode.solve import Status, euler, solve
 
 from .conftest import hf_mamba
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared CPU (seen: 50x slower under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 CONFIGS = [
     dict(vocab_size=37, hidden_size=16, state_size=4, num_hidden_layers=3, time_step_rank=2, conv_kernel=3,
          use_bias=True, tie_word_embeddings=False),

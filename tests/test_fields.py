@@ -21,14 +21,6 @@ from .conftest import hf_mamba
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared CPU (seen: 50x slower under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def random_params(e: int, n: int, r: int, seed: int, dtype=F64) -> SSMParams:
     """Random layer parameters with a general diagonal A (every entry different)."""

@@ -30,14 +30,6 @@ from mamba_ode.solve import Solution, Status, solve
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one torch thread is several times faster than two on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _random_params(e: int, n: int, r: int = 4, seed: int = 0, dtype=F64) -> SSMParams:
     g = torch.Generator().manual_seed(seed)

@@ -25,13 +25,6 @@ TINY_DIGITS = dict(d_model=16, n_layer=2, d_state=4, expand=2, batch_size=32, st
                    eval_every=20)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny_corpus() -> train.ByteCorpus:
