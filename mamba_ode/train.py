@@ -660,6 +660,23 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor],
 # ============================================================================ experiment runs
 
 
+def _fit_run(model: nn.Module, loss_fn: Callable, sample: Callable, evaluate: Callable, run: dict, hp: dict, *,
+             seed: int, ckpt_every: int, progress: bool, out_dir: str | os.PathLike | None) -> dict:
+    """The part of an experiment run shared by A and B: :func:`fit` with the run's hyper-parameters,
+    checkpoints carrying the run record, and the metrics with ``"run"`` and ``"model"`` added."""
+
+    def save(m, path):
+        save_run_checkpoint(m, path, meta={"run": run})
+
+    cfg = TrainConfig(steps=hp["steps"], lr=hp["lr"], warmup=hp["warmup"], weight_decay=hp["weight_decay"],
+                      grad_clip=hp["grad_clip"], seed=seed, ckpt_every=ckpt_every, eval_every=hp["eval_every"],
+                      progress=progress)
+    metrics = fit(model, loss_fn, sample, cfg, out_dir=out_dir, evaluate=evaluate, save=save)
+    metrics["run"] = run
+    metrics["model"] = model
+    return metrics
+
+
 def run_lm(variant: str = "baseline", seed: int = 0, *, out_dir: str | os.PathLike | None = None,
            corpus: ByteCorpus | None = None, progress: bool = True, ckpt_every: int = 0,
            **overrides) -> dict:
@@ -706,16 +723,8 @@ def run_lm(variant: str = "baseline", seed: int = 0, *, out_dir: str | os.PathLi
            "train_files": corpus.train_files, "val_files": corpus.val_files,
            "train_bytes": int(corpus.train.numel()), "val_bytes": int(corpus.val.numel())}
 
-    def save(m, path):
-        save_run_checkpoint(m, path, meta={"run": run})
-
-    cfg = TrainConfig(steps=hp["steps"], lr=hp["lr"], warmup=hp["warmup"], weight_decay=hp["weight_decay"],
-                      grad_clip=hp["grad_clip"], seed=seed, ckpt_every=ckpt_every, eval_every=hp["eval_every"],
-                      progress=progress)
-    metrics = fit(model, loss_fn, sample, cfg, out_dir=out_dir, evaluate=evaluate, save=save)
-    metrics["run"] = run
-    metrics["model"] = model
-    return metrics
+    return _fit_run(model, loss_fn, sample, evaluate, run, hp, seed=seed, ckpt_every=ckpt_every, progress=progress,
+                    out_dir=out_dir)
 
 
 def run_digits(reorder: bool = False, seed: int = 0, *, out_dir: str | os.PathLike | None = None,
@@ -762,16 +771,8 @@ def run_digits(reorder: bool = False, seed: int = 0, *, out_dir: str | os.PathLi
            "data": "sklearn.datasets.load_digits (bundled), stratified 75/25 split, random_state=0",
            "n_train": int(x.shape[0]), "n_test": int(data["x_test"].shape[0])}
 
-    def save(m, path):
-        save_run_checkpoint(m, path, meta={"run": run})
-
-    cfg = TrainConfig(steps=hp["steps"], lr=hp["lr"], warmup=hp["warmup"], weight_decay=hp["weight_decay"],
-                      grad_clip=hp["grad_clip"], seed=seed, ckpt_every=ckpt_every, eval_every=hp["eval_every"],
-                      progress=progress)
-    metrics = fit(model, loss_fn, sample, cfg, out_dir=out_dir, evaluate=evaluate, save=save)
-    metrics["run"] = run
-    metrics["model"] = model
-    return metrics
+    return _fit_run(model, loss_fn, sample, evaluate, run, hp, seed=seed, ckpt_every=ckpt_every, progress=progress,
+                    out_dir=out_dir)
 
 
 # ============================================================================ shipped models
