@@ -68,24 +68,18 @@ class LayerParams:
 
 def _layer_params(model: Any, table: Any) -> dict[int, LayerParams]:
     """Per-layer parameter verdicts from a regime table (Mamba-1 rows per layer, Mamba-2 rows per head)."""
-    from .regimes import sym_spectrum
-
     out: dict[int, LayerParams] = {}
     if not getattr(model, "is_mamba2", False):
         for r in table:
-            ev = sym_spectrum(model.layers[r.layer].ssm).eigenvalues.tolist()
-            out[r.layer] = LayerParams(r.layer, r.n_pos, r.n_neg, r.n_zero, r.label, r.eig_max, r.eig_min, ev,
-                                       {"convergent": r.frac_convergent, "static": r.frac_static,
-                                        "divergent": r.frac_divergent})
+            out[r.layer] = LayerParams(r.layer, r.n_pos, r.n_neg, r.n_zero, r.label, r.eig_max, r.eig_min,
+                                       list(r.eigenvalues), {"convergent": r.frac_convergent,
+                                                             "static": r.frac_static, "divergent": r.frac_divergent})
         return out
     names = {"+": "positive", "-": "negative", "±": "indefinite", "0": "zero"}
-    for k, block in enumerate(model.layers):
+    for k in range(len(model.layers)):
         rows = [r for r in table if r.layer == k]
-        p = block.ssm
-        groups = {r.group: r for r in rows}
-        ev: list[float] = []
-        for g in sorted(groups):
-            ev += sym_spectrum(p.S_B[g].detach().double(), p.S_C[g].detach().double()).eigenvalues.tolist()
+        groups = {r.group: r for r in rows}  # heads of one group share its spectrum
+        ev = [v for g in sorted(groups) for v in groups[g].eigenvalues]
         labels = {r.label for r in groups.values()}
         label = labels.pop() if len(labels) == 1 else "indefinite"
         fracs = {name: sum(r.sign == sg for r in rows) / len(rows) for sg, name in names.items()}

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -577,6 +577,7 @@ class HeadRegime:
         delta0: ``Δ`` at zero raw step (``clamp(softplus(dt_bias))``).
         D: skip of the head.
         seconds: time to compute the row (shared spectrum counted once per group).
+        eigenvalues: the ≤ 2N eigenvalues of the group's reduced problem, ascending (the others are 0).
     """
 
     layer: int
@@ -596,6 +597,7 @@ class HeadRegime:
     delta0: float
     D: float
     seconds: float = 0.0
+    eigenvalues: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict."""
@@ -661,5 +663,6 @@ def head_regime_table(model: Any, *, rtol: float | None = None) -> Mamba2RegimeT
                     layer=k, head=h, group=groups[h], d_model=spec.d_inner, d_state=p.d_state, n_pos=spec.n_pos,
                     n_neg=spec.n_neg, n_zero=spec.n_zero, label=spec.label, sign=_SIGNS[spec.label],
                     eig_max=e_max, eig_min=e_min, a=float(p.a[h]), dt_bias=float(p.dt_bias[h]),
-                    delta0=float(delta0[h]), D=float(p.D[h]), seconds=secs))
+                    delta0=float(delta0[h]), D=float(p.D[h]), seconds=secs,
+                    eigenvalues=spec.eigenvalues.tolist()))
     return table

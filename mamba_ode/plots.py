@@ -212,8 +212,9 @@ def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, ti
 
     Arguments:
         table: per layer, an object or dict with ``eigenvalues`` (and optionally ``layer``, else
-            the position): e.g. ``[mamba_ode.sym_spectrum(b.ssm) for b in model.layers]`` (the
-            ≤ 2N eigenvalues of the reduced problem; the others are exactly zero).
+            the position): the result of :func:`mamba_ode.regime_table`, or e.g.
+            ``[mamba_ode.sym_spectrum(b.ssm) for b in model.layers]`` (the ≤ 2N eigenvalues of the
+            reduced problem; the others are exactly zero).
         ax: axes to draw into.
         symlog: symmetric-log value axis (eigenvalues span decades).
         title: axes title.

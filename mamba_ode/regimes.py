@@ -564,6 +564,7 @@ class LayerRegime:
             per-channel fractions (see :class:`ChannelReductions`).
         mu_min, mu_max: range of the channel μ_d.
         seconds: time to compute the record.
+        eigenvalues: the ≤ 2N eigenvalues of the reduced problem, ascending (the others are exactly 0).
     """
 
     layer: int
@@ -583,6 +584,7 @@ class LayerRegime:
     mu_min: float
     mu_max: float
     seconds: float = 0.0
+    eigenvalues: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict."""
@@ -622,7 +624,7 @@ def layer_regime(params: SSMParams, layer: int = 0, *, rtol: float | None = None
     return LayerRegime(layer=layer, d_inner=spec.d_inner, d_state=params.d_state, n_pos=spec.n_pos,
                        n_neg=spec.n_neg, n_zero=spec.n_zero, label=spec.label, eig_max=full_max, eig_min=full_min,
                        **ch.fractions(), mu_min=float(ch.mu.min()), mu_max=float(ch.mu.max()),
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, eigenvalues=spec.eigenvalues.tolist())
 
 
 class RegimeTable(list):

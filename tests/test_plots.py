@@ -121,3 +121,20 @@ def test_phase_portrait_evaluates_the_field():
     assert fig.axes[0].get_xlim() == (-1.0, 1.0)
     with pytest.raises(ValueError, match="lim"):
         plots.plot_phase_portrait(field, lim=0)
+
+
+def test_spectrum_from_a_regime_table_draws_the_dense_eigenvalues():
+    import mamba_ode as mo
+
+    torch.manual_seed(0)
+    model = mo.MambaLM(mo.MambaConfig(d_model=16, n_layer=2, vocab_size=32, d_state=3)).double()
+    table = mo.regime_table(model)
+    fig = plots.plot_spectrum(table)
+    drawn = sorted(float(v) for c in fig.axes[0].collections for v in c.get_offsets()[:, 1])
+    dense = []
+    for block in model.layers:
+        M = block.ssm.input_output_matrix().detach()
+        ev = torch.linalg.eigvalsh(0.5 * (M + M.T))
+        dense += ev[ev.abs() > 1e-10 * ev.abs().max()].tolist()
+    assert len(drawn) == len(dense) == 2 * 3 * 2
+    assert torch.allclose(torch.tensor(drawn), torch.tensor(sorted(dense)), atol=1e-8)

@@ -31,9 +31,8 @@ print(ids.shape, repr(model.tokenizer.decode(ids[0].tolist())))
 # %%
 table = mo.regime_table(model)
 print(table)
-spectra = [mo.sym_spectrum(block.ssm) for block in model.layers]  # the ≤ 2N non-zero eigenvalues per layer
 fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
-plots.plot_spectrum(spectra, ax=axes[0])
+plots.plot_spectrum(table, ax=axes[0])  # each record carries the ≤ 2N eigenvalues of its reduced problem
 plots.plot_regime_map(table, ax=axes[1]);
 
 # %% [markdown]

@@ -52,9 +52,9 @@ names = ["tiny-shakespeare", "tiny-shakespeare-pos", "tiny-shakespeare-neg", "ti
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.5), layout="constrained", sharey=True)
 for name, ax in zip(names, axes):
     model = mo.load(name)
-    spectra = [mo.sym_spectrum(block.ssm) for block in model.layers]
-    plots.plot_spectrum(spectra, ax=ax, title=name)
-    labels = ", ".join(r.label for r in mo.regime_table(model))
+    table = mo.regime_table(model)
+    plots.plot_spectrum(table, ax=ax, title=name)
+    labels = ", ".join(r.label for r in table)
     print(f"{name:<24} {labels}")
 
 # %% [markdown]
