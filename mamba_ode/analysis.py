@@ -222,7 +222,9 @@ class Analysis:
                 "agreement": agreement(str(rec.label), lay.trajectory_regime),
             })
         cmp_ = self.comparison
-        err = [_finite(e) for e in cmp_.rel_error[:, 0].tolist()]
+        # NaN after a failure of either trajectory: null in JSON, and the status says why
+        err = [e if math.isfinite(e) else None for e in cmp_.rel_error[:, 0].tolist()]
+        finite = [e for e in err if e is not None]
         return {
             "schema_version": 1,
             "model": {"name": self.model_name, "architecture": "mamba2" if self.is_mamba2 else "mamba",
@@ -234,14 +236,15 @@ class Analysis:
             "settings": dict(self.settings),
             "layers": layers,
             "comparison": {"h": float(cmp_.h), "times": [float(t) for t in cmp_.ts.tolist()],
-                           "relative_error": err, "max_relative_error": max(err) if err else 0.0},
+                           "relative_error": err, "max_relative_error": max(finite) if finite else None,
+                           "status": cmp_.ode_solution.status[0].value, "message": cmp_.ode_solution.messages[0]},
             "figures": {},
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
         }
 
 
 def _finite(x: Any) -> float:
-    """A float for JSON: ±inf and NaN become ±1e308 / 0.0 are *not* silently produced — NaN raises."""
+    """A float for JSON where a number must exist: ±inf is clamped to ±max float; NaN raises (a bug)."""
     v = float(x)
     if math.isnan(v):
         raise ValueError("analysis produced NaN where a number was expected")

@@ -73,7 +73,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
     from .analysis import DEFAULT_PROMPT, analyze  # noqa: PLC0415
     from .model import load  # noqa: PLC0415
-    from .report import write_report  # noqa: PLC0415
+    from .report import comparison_sentence, write_report  # noqa: PLC0415
 
     if args.prompt_file is not None:
         try:
@@ -116,7 +116,7 @@ def _analyze(args: argparse.Namespace) -> int:
         print(f"{rec['layer']:>5}  {sp['n_positive']:>3}/{sp['n_negative']:>2}/{sp['n_zero']:<3}  "
               f"{rec['parameter_regime']:<26} {rec['trajectory_regime']:<24} {rec['agreement']}")
     cmp_ = summary["comparison"]
-    print(f"discrete network vs depth-time ODE: max relative error {cmp_['max_relative_error']:.3g}")
+    print(f"discrete network vs depth-time ODE: {comparison_sentence(cmp_)}")
     print(f"report: {page}  ({time.perf_counter() - start:.1f} s)")
     return 0
 

@@ -26,7 +26,8 @@ file can be mailed or opened offline.
         trajectory_regime      str, the majority trajectory label
         token1_quadratic_form  float, u_1ᵀ M u_1 at t = 0 (its sign sets token 1's initial direction)
         agreement              str, how the parameter and trajectory verdicts relate
-    comparison       {h, times, relative_error (per integer time), max_relative_error}
+    comparison       {h, times, relative_error (per integer time; null after a failed trajectory),
+                      max_relative_error (null when none is finite), status and message of the ODE solve}
     figures          {name: [relative file paths]}
     timings          {stage: seconds}
 """
@@ -44,7 +45,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .analysis import Analysis
 
-__all__ = ["SCHEMA_VERSION", "FIGURE_NAMES", "make_figures", "write_report", "render_html", "validate_summary"]
+__all__ = ["SCHEMA_VERSION", "FIGURE_NAMES", "make_figures", "write_report", "render_html", "validate_summary",
+           "comparison_sentence"]
 
 SCHEMA_VERSION = 1
 
@@ -142,6 +144,16 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #edf2f7}figcaptio
 """
 
 
+def comparison_sentence(cmp_: dict) -> str:
+    """One sentence on the discrete-vs-continuous comparison of a summary (also used by the CLI)."""
+    err = cmp_["max_relative_error"]
+    text = (f"the adaptive solution of the same field differs from it by at most {err:.3g} (relative, over the "
+            "residual stream at integer depths)" if err is not None else "no finite comparison was possible")
+    if cmp_["status"] != "success":
+        text += f"; the ODE solve ended with {cmp_['status']}: {cmp_['message']}"
+    return text + "."
+
+
 def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
     """The self-contained HTML page for a summary and its PNG figures.
 
@@ -200,8 +212,7 @@ def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
                                 "one channel, |P| scaled per row."),
         "<h2>Discrete network vs continuous limit</h2>",
         f"<p>The pretrained network is explicit Euler with step h = {cmp_['h']:g} for the depth-time field "
-        f"dx/dt = Mixer_k(Norm_k(x)); the adaptive solution of the same field differs by at most "
-        f"{cmp_['max_relative_error']:.3g} (relative, over the residual stream at integer depths).</p>",
+        f"dx/dt = Mixer_k(Norm_k(x)); {html.escape(comparison_sentence(cmp_))}</p>",
         fig("comparison", "Residual-stream norm of the last token: discrete network vs adaptive ODE solution."),
         "<h2>The one-dimensional theory</h2>",
         fig("regime_diagram", "Regime of token 1 over (μ, s_Δ) by the parameter criteria, with blow-up-time "

@@ -218,3 +218,26 @@ def test_analyze_mamba2_checkpoint(tmp_path):
     for files in summary["figures"].values():
         for rel in files:
             assert (out / rel).stat().st_size > 1000
+
+
+def test_failed_depth_solve_is_reported_not_a_crash(tmp_path):
+    """NaN comparison errors (after a failed ODE trajectory) become JSON nulls and a status in the report."""
+    import dataclasses
+    import math
+
+    from mamba_ode.report import write_report
+    from mamba_ode.solve import Status
+
+    analysis = mamba_ode.analyze(mamba_ode.load(), "To be", layers=[0], t_max=10.0)
+    cmp_ = analysis.comparison
+    rel = cmp_.rel_error.clone()
+    rel[2:] = math.nan
+    ode = dataclasses.replace(cmp_.ode_solution, status=[Status.BLOWUP], messages=["blow-up: simulated"])
+    analysis.comparison = dataclasses.replace(cmp_, rel_error=rel, ode_solution=ode)
+    page = write_report(analysis, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    validate_summary(summary)
+    c = summary["comparison"]
+    assert c["relative_error"][2:] == [None] * (len(c["times"]) - 2)
+    assert c["max_relative_error"] == max(c["relative_error"][:2])
+    assert c["status"] == "blow-up" and "simulated" in page.read_text()
