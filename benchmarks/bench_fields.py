@@ -22,21 +22,12 @@ import time
 from pathlib import Path
 
 import torch
+from timing import best_time  # benchmarks/timing.py (the script's directory is on sys.path)
 
 from mamba_ode.config import MambaConfig
 from mamba_ode.fields import S6Field
 from mamba_ode.model import MambaLM
 from mamba_ode.solve import solve
-
-
-def _time(fn, repeat: int) -> float:
-    fn()
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def mamba130m_layer(seed: int = 0) -> MambaLM:
@@ -82,9 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     for length in args.lengths:
         u = token_states(length)
         with torch.no_grad():
-            t_scan = _time(lambda u=u: field(0.0, u), args.repeat)
+            t_scan = best_time(lambda u=u: field(0.0, u), args.repeat)
             if length <= args.matrix_max:
-                t_mat = _time(lambda u=u: matrix(0.0, u), max(1, args.repeat - 1))
+                t_mat = best_time(lambda u=u: matrix(0.0, u), max(1, args.repeat - 1))
                 y_s, y_m = field(0.0, u), matrix(0.0, u)
                 agree = float((y_s - y_m).abs().max() / y_s.abs().max())
                 measured[length] = t_mat

@@ -15,20 +15,11 @@ import time
 from pathlib import Path
 
 import torch
+from timing import best_time  # benchmarks/timing.py (the script's directory is on sys.path)
 
 from mamba_ode.config import MambaConfig
 from mamba_ode.model import MambaLM
 from mamba_ode.regimes import regime_table, sym_spectrum
-
-
-def _time(fn, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def bench_spectrum(e: int, n: int, repeat: int, dtype: torch.dtype) -> dict:
@@ -41,8 +32,8 @@ def bench_spectrum(e: int, n: int, repeat: int, dtype: torch.dtype) -> dict:
         M = S_C.T @ S_B
         return torch.linalg.eigvalsh(0.5 * (M + M.T))
 
-    t_low = _time(lambda: sym_spectrum(S_B, S_C), repeat)
-    t_dense = _time(dense, max(1, repeat // 2))
+    t_low = best_time(lambda: sym_spectrum(S_B, S_C), repeat)
+    t_dense = best_time(dense, max(1, repeat // 2))
     diff = float((sym_spectrum(S_B, S_C).full() - dense()).abs().max())
     return {"E": e, "N": n, "dtype": str(dtype).replace("torch.", ""), "low_rank_s": t_low, "dense_eigvalsh_s": t_dense,
             "speedup": t_dense / t_low, "max_abs_diff": diff}
@@ -54,7 +45,7 @@ def bench_table(repeat: int) -> dict:
     t0 = time.perf_counter()
     model = MambaLM(MambaConfig(d_model=768, n_layer=24, vocab_size=256, d_state=16))
     build = time.perf_counter() - t0
-    t_table = _time(lambda: regime_table(model), repeat)
+    t_table = best_time(lambda: regime_table(model), repeat)
     table = regime_table(model)
     return {"n_layer": 24, "d_inner": 1536, "d_state": 16, "dt_rank": model.config.dt_rank,
             "dtype": "float32 weights, float64 spectra", "model_build_s": build, "table_s": t_table,

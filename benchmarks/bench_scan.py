@@ -12,22 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from timing import best_time  # benchmarks/timing.py (the script's directory is on sys.path)
 
 from mamba_ode.scan import DEFAULT_CHUNK, selective_scan
-
-
-def _time(fn, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def largest_tensor_numel(fn) -> int:
@@ -49,7 +39,7 @@ def largest_tensor_numel(fn) -> int:
 def _time_exp(b: int, e: int, length: int, n: int, repeat: int) -> float:
     """Time one bare torch.exp over a (B, E, L, N) tensor: the work no scan can avoid."""
     big = torch.randn(b, e, length, n)
-    return _time(lambda: torch.exp(big), repeat)
+    return best_time(lambda: torch.exp(big), repeat)
 
 
 def bench_length(b: int, e: int, n: int, length: int, repeat: int, run_reference: bool = True) -> dict:
@@ -67,8 +57,8 @@ def bench_length(b: int, e: int, n: int, length: int, repeat: int, run_reference
         return selective_scan(u, delta, A, B, C, delta_softplus=True, backend="reference")
 
     t_exp = _time_exp(b, e, length, n, repeat)
-    t_fast = _time(fast, repeat)
-    t_ref = _time(reference, 1) if run_reference else float("nan")
+    t_fast = best_time(fast, repeat)
+    t_ref = best_time(reference, 1) if run_reference else float("nan")
     full_bytes = b * e * length * n * 4
     largest = 4 * largest_tensor_numel(fast)
     return dict(L=length, reference_s=t_ref, fast_s=t_fast, exp_s=t_exp, speedup_vs_reference=t_ref / t_fast,
