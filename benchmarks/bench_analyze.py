@@ -1,4 +1,4 @@
-"""`mamba-ode analyze` benchmark (issue 6): wall time of the bare command on the embedded model.
+"""`mamba-ode analyze` benchmark: wall time of the bare command on the embedded model.
 
 Usage: python benchmarks/bench_analyze.py [--repeat 2] [--out benchmarks/results/bench_analyze.json]
 
@@ -38,7 +38,7 @@ def main() -> int:
         runs.append({"wall_s": wall, "stages_s": summary["timings"],
                      "verdicts": [r["trajectory_regime"] for r in summary["layers"]]})
         print(f"run {i}: {wall:.1f} s  stages {summary['timings']}")
-    result = {"benchmark": "bench_analyze", "issue": 6, "command": "mamba-ode analyze (embedded model)",
+    result = {"benchmark": "bench_analyze", "command": "mamba-ode analyze (embedded model)",
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                           "threads": torch.get_num_threads()},
               "runs": runs, "best_wall_s": min(r["wall_s"] for r in runs), "target_s": 60.0}

@@ -1,4 +1,4 @@
-"""Field and solve benchmark (issue 3): the S6 field in scan form vs explicit matrix form, and a full solve.
+"""Field and solve benchmark: the S6 field in scan form vs explicit matrix form, and a full solve.
 
 Usage: python benchmarks/bench_fields.py [--lengths 64 256 1024] [--matrix-max 256] [--solve-length 256]
        [--repeat 3] [--threads 1] [--out benchmarks/results/bench_fields.json]
@@ -24,10 +24,7 @@ from pathlib import Path
 import torch
 from timing import best_time  # benchmarks/timing.py (the script's directory is on sys.path)
 
-from mamba_ode.config import MambaConfig
-from mamba_ode.fields import S6Field
-from mamba_ode.model import MambaLM
-from mamba_ode.solve import solve
+from mamba_ode import MambaConfig, MambaLM, S6Field, solve
 
 
 def mamba130m_layer(seed: int = 0) -> MambaLM:
@@ -101,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
                      norm_u_at=dict(zip(["0", str(args.t_end / 2), str(args.t_end)], norms)))
 
     result = dict(
-        benchmark="bench_fields", issue=3,
+        benchmark="bench_fields",
         machine=dict(platform=platform.platform(), processor=platform.processor(), torch=torch.__version__,
                      threads=torch.get_num_threads()),
         layer=dict(d_model=768, E=e, N=n, R=model.config.dt_rank, dtype="float32", B=1),

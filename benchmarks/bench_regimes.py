@@ -1,4 +1,4 @@
-"""Regime benchmark (issue 4): spectrum of Sym(M) from low-rank factors vs dense eigvalsh, and the 24-layer table.
+"""Regime benchmark: spectrum of Sym(M) from low-rank factors vs dense eigvalsh, and the 24-layer table.
 
 Usage: python benchmarks/bench_regimes.py [--repeat 5] [--out benchmarks/results/bench_regimes.json]
 
@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 from timing import best_time  # benchmarks/timing.py (the script's directory is on sys.path)
 
-from mamba_ode.config import MambaConfig
-from mamba_ode.model import MambaLM
+from mamba_ode import MambaConfig, MambaLM
 from mamba_ode.regimes import regime_table, sym_spectrum
 
 

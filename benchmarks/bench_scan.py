@@ -1,4 +1,4 @@
-"""Scan benchmark (issue 2): reference vs fast vs one bare torch.exp over (B, E, L, N).
+"""Scan benchmark: reference vs fast vs one bare torch.exp over (B, E, L, N).
 
 Usage: python benchmarks/bench_scan.py [--lengths 256 1024 2048] [--repeat 3] [--out benchmarks/results/bench_scan.json]
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from timing import best_time  # benchmarks/timing.py (the script's directory is on sys.path)
 
-from mamba_ode.scan import DEFAULT_CHUNK, selective_scan
+from mamba_ode.nn.scan import DEFAULT_CHUNK, selective_scan
 
 
 def largest_tensor_numel(fn) -> int:

@@ -30,7 +30,7 @@ def render() -> str:
            "Ratios are computed within one run (the machines are noisy); absolute times are for a 2-core CPU.", ""]
     scan = _load("bench_scan")
     if scan:
-        out += ["## Selective scan (issue 2)", "",
+        out += ["## Selective scan", "",
                 f"`python benchmarks/bench_scan.py` — B = {scan['B']}, E = {scan['E']}, N = {scan['N']}, "
                 f"{scan['dtype']}, chunk {scan['chunk']}, torch {scan['torch']}, {scan['threads']} threads. "
                 "`exp` is one bare `torch.exp` over a (B, E, L, N) tensor: the work no scan can avoid.", "",
@@ -44,7 +44,7 @@ def render() -> str:
     fields = _load("bench_fields")
     if fields:
         lay = fields["layer"]
-        out += ["## Vector field: scan form vs matrix form (issue 3)", "",
+        out += ["## Vector field: scan form vs matrix form", "",
                 f"`python benchmarks/bench_fields.py` — one evaluation of the S6 field at E = {lay['E']}, "
                 f"N = {lay['N']}, {lay['dtype']}, {fields['machine']['threads']} thread(s).", "",
                 "| L | scan form | matrix form | speed-up |", "|---|---|---|---|"]
@@ -57,7 +57,7 @@ def render() -> str:
                 f"{sv['n_rejected']} rejected steps), {_ms(sv['wall_s'])}, status {sv['status'][0]}.", ""]
     reg = _load("bench_regimes")
     if reg:
-        out += ["## Spectrum of Sym(M) from the low-rank factors (issue 4)", "",
+        out += ["## Spectrum of Sym(M) from the low-rank factors", "",
                 "`python benchmarks/bench_regimes.py` — the ≤ 2N non-zero eigenvalues from a 2N×2N problem, "
                 "against a dense `torch.linalg.eigvalsh` of the E×E matrix.", "",
                 "| E | N | dtype | low rank | dense | speed-up | max difference |", "|---|---|---|---|---|---|---|"]
@@ -69,7 +69,7 @@ def render() -> str:
                 f"layers, E = {tb['d_inner']}, N = {tb['d_state']}): {_ms(tb['table_s'])}.", ""]
     an = _load("bench_analyze")
     if an:
-        out += ["## `mamba-ode analyze` on the embedded model (issue 6)", "",
+        out += ["## `mamba-ode analyze` on the embedded model", "",
                 "`python benchmarks/bench_analyze.py` — the bare command as a fresh process (imports, load, "
                 "analysis, figures, report).", "",
                 "| run | wall time | " + " | ".join(an["runs"][0]["stages_s"]) + " |",

@@ -166,8 +166,8 @@ def section_a(a: dict[str, list[dict]]) -> list[str]:
         f"{first['run']['val_bytes']:,} held-out bytes (plays: {', '.join(first['run']['val_files'])}). "
         f"Validation bits per byte on the first {hp['eval_windows']} non-overlapping windows of "
         f"{hp['seq_len'] + 1} bytes of the held-out plays; mean ± sample std over seeds. "
-        f"(The issue suggested d_model 128 with 4 layers and d_state 16; d_model {hp['d_model']} and "
-        f"{hp['steps']} steps are what fit the CPU budget — about {epochs:.2f} passes over the training bytes.)",
+        f"(The paper trains d_model 768 with 24 layers; d_model {hp['d_model']} and "
+        f"{hp['steps']} steps are what fit a 2-core CPU budget — about {epochs:.2f} passes over the training bytes.)",
         "",
         "| variant | seeds | validation bits/byte | training loss, last 5 logged batches (bits/byte) | "
         "Sym(M) label per layer "
@@ -341,10 +341,10 @@ def timing_section(results_dir: Path, a: dict, b: dict) -> list[str]:
               "python experiments/run_experiments.py --only a --ship   # also installs the seed-0 LMs",
               "python experiments/make_report.py",
               "```", "",
-              "One run on its own: `python -m mamba_ode.train lm --variant negative --seed 0 --out DIR` or "
-              "`python -m mamba_ode.train digits --reorder --seed 0 --out DIR`; the shipped models alone: "
-              "`python -m mamba_ode.train ship` (trains the four seed-0 LMs and installs them); check them: "
-              "`python -m mamba_ode.train evaluate all` (`--full` for the corpus-based figures).", ""]
+              "One run on its own: `python experiments/training.py lm --variant negative --seed 0 --out DIR` or "
+              "`python experiments/training.py digits --reorder --seed 0 --out DIR`; the shipped models alone: "
+              "`python experiments/training.py ship` (trains the four seed-0 LMs and installs them); check them: "
+              "`python experiments/training.py evaluate all` (`--full` for the corpus-based figures).", ""]
     hw = next((t["hardware"] for t in timing.values()), None)
     if hw:
         lines += [f"Hardware: {hw['cpu']} ({hw['cores']} cores visible, shared with other jobs; runs used one "

@@ -1,6 +1,6 @@
 """Run Experiment A (input–output matrix sign) and Experiment B (token reordering) → raw JSON.
 
-Each run is one ``python -m mamba_ode.train {lm,digits}`` process with one torch thread;
+Each run is one ``python experiments/training.py {lm,digits}`` process with one torch thread;
 ``--jobs`` of them (default 1) run side by side. A finished run's raw results go to
 ``experiments/results/exp_a/<variant>_seed<s>.json`` / ``exp_b/<arm>_seed<s>.json``; run
 directories (checkpoints, logs, resumable trainer state) stay outside the repository, under
@@ -32,33 +32,29 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 sys.path.insert(0, str(ROOT))
 
-from mamba_ode.train import CACHE_DIR, SHIPPED_VARIANTS, shakespeare_corpus, ship_run  # noqa: E402
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from training import CACHE_DIR, DIGITS_DEFAULTS, LM_DEFAULTS, SHIPPED_VARIANTS, shakespeare_corpus, ship_run  # noqa: E402
+
+from mamba_ode import load, sym_spectrum  # noqa: E402
 
 VARIANTS = ("baseline", "positive", "negative", "mixed")
 ARMS_B = ("baseline", "reorder", "reorder-hard")
 
 
 def layer_spectra(model, rel_tol: float = 1e-6) -> list[dict]:
-    """Per layer: eigenvalues of Sym(M), M = S_Cᵀ S_B, and the sign label.
+    """Per layer: the non-zero eigenvalues of Sym(M), M = S_Cᵀ S_B, and the sign label.
 
-    E is small here (128), so the dense symmetric eigenproblem is solved directly (the
-    low-rank route of :mod:`mamba_ode.regimes` gives the same non-zero eigenvalues).
-    Label: ``positive semi-definite`` (no negative eigenvalue), ``negative semi-definite`` (no
-    positive one) or ``indefinite``; eigenvalues with |λ| ≤ rel_tol·max|λ| count as zero.
+    Computed by the library's :func:`mamba_ode.sym_spectrum` from the low-rank factors; eigenvalues
+    with |λ| ≤ rel_tol·max|λ| count as zero.
     """
     out = []
     for k, block in enumerate(model.layers):
-        ssm = block.ssm.detach()
-        m = ssm.input_output_matrix().double()
-        eig = torch.linalg.eigvalsh((m + m.T) / 2)
-        tol = rel_tol * float(eig.abs().max())
-        n_pos, n_neg = int((eig > tol).sum()), int((eig < -tol).sum())
-        label = ("positive semi-definite" if n_neg == 0 and n_pos > 0 else
-                 "negative semi-definite" if n_pos == 0 and n_neg > 0 else
-                 "zero" if n_pos == n_neg == 0 else "indefinite")
-        nz = eig[eig.abs() > tol]
-        out.append({"layer": k, "n_positive": n_pos, "n_negative": n_neg, "label": label,
-                    "eig_max": float(eig.max()), "eig_min": float(eig.min()),
+        spec = sym_spectrum(block.ssm.detach(), rtol=rel_tol)
+        full = spec.full()
+        nz = spec.eigenvalues[spec.eigenvalues.abs() > spec.tol]
+        out.append({"layer": k, "n_positive": spec.n_pos, "n_negative": spec.n_neg, "label": str(spec.label),
+                    "eig_max": float(full.max()), "eig_min": float(full.min()),
                     "nonzero_eigenvalues": [round(float(v), 6) for v in nz]})
     return out
 
@@ -69,18 +65,17 @@ def _subsample(history: list[dict], every: int) -> list[dict]:
 
 def run_job(kind: str, arm: str, seed: int, steps: int, runs_dir: Path) -> dict:
     """Run one training process (or resume it) and write its raw result JSON."""
-    from mamba_ode.train import load_run_checkpoint  # noqa: PLC0415
-
     res_path = RESULTS / f"exp_{kind}" / f"{arm}_seed{seed}.json"
     if res_path.is_file():
         return json.loads(res_path.read_text())
     run_dir = runs_dir / f"exp_{kind}" / f"{arm}_seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     if kind == "a":
-        cmd = [sys.executable, "-m", "mamba_ode.train", "lm", "--variant", arm, "--seed", str(seed),
+        cmd = [sys.executable, str(ROOT / "experiments" / "training.py"), "lm", "--variant", arm, "--seed", str(seed),
                "--out", str(run_dir), "--steps", str(steps)]
     else:
-        cmd = [sys.executable, "-m", "mamba_ode.train", "digits", "--seed", str(seed), "--out", str(run_dir),
+        cmd = [sys.executable, str(ROOT / "experiments" / "training.py"), "digits", "--seed", str(seed),
+               "--out", str(run_dir),
                "--steps", str(steps)] + (["--reorder"] if arm.startswith("reorder") else []) + (
                    ["--hard"] if arm == "reorder-hard" else [])
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1",
@@ -97,7 +92,7 @@ def run_job(kind: str, arm: str, seed: int, steps: int, runs_dir: Path) -> dict:
               "wall_seconds_last_invocation": wall,
               "history": _subsample(metrics["history"], 10 if kind == "a" else 5)}
     if kind == "a":
-        result["spectra"] = layer_spectra(load_run_checkpoint(run_dir / "checkpoint"))
+        result["spectra"] = layer_spectra(load(run_dir / "checkpoint"))
     res_path.parent.mkdir(parents=True, exist_ok=True)
     res_path.write_text(json.dumps(result, indent=1))
     print(f"[{time.strftime('%H:%M:%S')}] done {kind} {arm} seed {seed}: {metrics['final']} "
@@ -133,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default=str(CACHE_DIR / "runs"))
     p.add_argument("--ship", action="store_true", help="install the seed-0 LMs as the shipped models")
     args = p.parse_args(argv)
-    from mamba_ode.train import DIGITS_DEFAULTS, LM_DEFAULTS  # noqa: PLC0415
-
     steps_a = args.steps_a or LM_DEFAULTS["steps"]
     steps_b = args.steps_b or DIGITS_DEFAULTS["steps"]
     runs_dir = Path(args.runs_dir)

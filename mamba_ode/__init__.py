@@ -3,100 +3,135 @@
 Implements Vo, Pham, Tong & Nguyen, *Demystifying the Token Dynamics of Deep Selective State
 Space Models* (ICLR 2025). Shape letters (B, L, Dm, E, N, R, K) are declared in
 :mod:`mamba_ode.shapes`.
+
+The package is layered, each layer importing only the ones before it:
+:mod:`mamba_ode.io` (checkpoints, configs, tokenizers) → :mod:`mamba_ode.nn` (the scan, parameters,
+mixers, models, ``load``) → :mod:`mamba_ode.dynamics` (fields, solvers, the discrete comparison) and
+:mod:`mamba_ode.train` → :mod:`mamba_ode.regimes` (criteria, spectra, verdicts, trajectory labels)
+→ :mod:`mamba_ode.analysis` (``analyze``, figures, report) → :mod:`mamba_ode.cli`. The names below are
+the public API, grouped by topic.
 """
 
-from .analysis import Analysis, analyze
-from .checkpoints import read_checkpoint
-from .compare import DiscreteComparison, compare_discrete
-from .config import Mamba2Config, MambaConfig
-from .fields import DepthField, MatrixS6Field, OneDimField, S6Field, VectorField, hidden_attention, matrix_s6
-from .mamba2 import Mamba2Field, Mamba2LM, Mamba2Params, head_regime_table
-from .model import MambaBlock, MambaLM, MambaMixer, MambaOutput, load
-from .params import S6Internals, SSMParams
-from .refine import (
+from .analysis import plots
+from .analysis.analyze import Analysis, LayerDynamics, analyze
+from .analysis.report import write_report
+from .dynamics.compare import DiscreteComparison, compare_discrete
+from .dynamics.fields import (
+    DepthField,
+    Mamba2Field,
+    MatrixS6Field,
+    OneDimField,
+    PackedOneDimField,
+    S6Field,
+    VectorField,
+    layer_field,
+)
+from .dynamics.prefix import prefix_batch
+from .dynamics.solve import Outcome, Solution, Status, euler, solve
+from .io.checkpoints import read_checkpoint
+from .io.config import Mamba2Config, MambaConfig
+from .io.tokenizers import ByteTokenizer
+from .nn.block import Block
+from .nn.lm import Mamba2LM, MambaLM, MambaLMBase, MambaOutput
+from .nn.load import load
+from .nn.mixer_mamba1 import MambaMixer
+from .nn.mixer_mamba2 import Mamba2Mixer
+from .nn.params_mamba1 import S6Internals, SSMParams, hidden_attention, matrix_s6
+from .nn.params_mamba2 import Mamba2Internals, Mamba2Params
+from .nn.refine import (
     InputOutputSign,
     SoftSort,
     TokenReorder,
     constrain_input_output,
+    importance_scores,
     input_output_sign_of,
     reorder_first_block,
     unconstrain_input_output,
 )
-from .regimes import (
-    Criteria1D,
-    LayerRegime,
-    RegimeTable,
-    SymSpectrum,
-    TrajectoryClassification,
-    blowup_time_1d,
-    channel_reductions,
-    classify_trajectory,
-    compare_theory_numerics,
-    criteria_1d,
-    criteria_nd,
-    importance_scores,
-    regime_table,
-    sym_spectrum,
-)
-from .scan import cuda_kernel_available, selective_scan
-from .solve import Solution, Status, euler, solve
-from .tokenizer import ByteTokenizer
+from .nn.scan import cuda_kernel_available, selective_scan
+from .regimes.agreement import AgreementReport, compare_theory_numerics, two_dim_params
+from .regimes.classify import TrajectoryClassification, classify_trajectory
+from .regimes.criteria import Criteria1D, CriteriaND, blowup_time_1d, criteria_1d, criteria_nd
+from .regimes.labels import Definiteness, Label
+from .regimes.spectrum import SymSpectrum, channel_reductions, sym_spectrum
+from .regimes.table import RegimeTable, Verdict, regime_table
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Analysis",
+    "__version__",
+    # loading models
+    "load",
+    "read_checkpoint",
+    "MambaConfig",
+    "Mamba2Config",
+    "MambaLMBase",
+    "MambaLM",
+    "Mamba2LM",
+    "MambaOutput",
+    "Block",
+    "MambaMixer",
+    "Mamba2Mixer",
     "ByteTokenizer",
-    "DepthField",
-    "DiscreteComparison",
-    "MatrixS6Field",
-    "OneDimField",
+    # parameters in the paper's notation, and the one scan
+    "SSMParams",
+    "S6Internals",
+    "Mamba2Params",
+    "Mamba2Internals",
+    "selective_scan",
+    "cuda_kernel_available",
+    "hidden_attention",
+    "matrix_s6",
+    # vector fields
+    "VectorField",
     "S6Field",
+    "MatrixS6Field",
+    "Mamba2Field",
+    "OneDimField",
+    "PackedOneDimField",
+    "DepthField",
+    "layer_field",
+    "prefix_batch",
+    # solving and the discrete comparison
+    "solve",
+    "euler",
     "Solution",
     "Status",
-    "VectorField",
+    "Outcome",
+    "compare_discrete",
+    "DiscreteComparison",
+    # regimes
+    "Label",
+    "Definiteness",
+    "criteria_1d",
+    "Criteria1D",
+    "blowup_time_1d",
+    "criteria_nd",
+    "CriteriaND",
+    "sym_spectrum",
+    "SymSpectrum",
+    "channel_reductions",
+    "regime_table",
+    "RegimeTable",
+    "Verdict",
+    "classify_trajectory",
+    "TrajectoryClassification",
+    "compare_theory_numerics",
+    "AgreementReport",
+    "two_dim_params",
+    # the paper's refinements
+    "constrain_input_output",
+    "unconstrain_input_output",
+    "input_output_sign_of",
     "InputOutputSign",
     "SoftSort",
     "TokenReorder",
-    "constrain_input_output",
-    "input_output_sign_of",
     "reorder_first_block",
-    "unconstrain_input_output",
-    "Criteria1D",
-    "LayerRegime",
-    "RegimeTable",
-    "SymSpectrum",
-    "TrajectoryClassification",
-    "blowup_time_1d",
-    "channel_reductions",
-    "classify_trajectory",
-    "compare_theory_numerics",
-    "criteria_1d",
-    "criteria_nd",
     "importance_scores",
-    "regime_table",
-    "sym_spectrum",
+    # analysis and report
     "analyze",
-    "compare_discrete",
-    "euler",
-    "hidden_attention",
-    "matrix_s6",
-    "solve",
-    "MambaBlock",
-    "MambaConfig",
-    "MambaLM",
-    "MambaMixer",
-    "MambaOutput",
-    "S6Internals",
-    "SSMParams",
-    "cuda_kernel_available",
-    "load",
-    "read_checkpoint",
-    "selective_scan",
-    "__version__",
-    "Mamba2Config",
-    "Mamba2Field",
-    "Mamba2LM",
-    "Mamba2Params",
-    "head_regime_table",
+    "Analysis",
+    "LayerDynamics",
+    "write_report",
+    "plots",
 ]

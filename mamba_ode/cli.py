@@ -8,6 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .analysis.analyze import DEFAULT_PROMPT, analyze
+from .analysis.report import comparison_sentence, write_report
+from .io.config import MambaConfig
+from .nn.lm import MambaLM
+from .nn.load import load
 
 __all__ = ["main"]
 
@@ -24,10 +34,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _demo(args: argparse.Namespace) -> int:
     """Build a small random checkpoint, load it back, run the discrete model through the shared scan."""
-    import torch  # noqa: PLC0415
-
-    from . import MambaConfig, MambaLM, load  # noqa: PLC0415
-
     torch.manual_seed(args.seed)
     cfg = MambaConfig(d_model=32, n_layer=4, vocab_size=256, d_state=8)
     with tempfile.TemporaryDirectory() as d:
@@ -66,15 +72,6 @@ def _positive_float(text: str) -> float:
 
 def _analyze(args: argparse.Namespace) -> int:
     """Load a model, analyse its token dynamics on a prompt, print a table, write the report."""
-    import time  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
-
-    from .analysis import DEFAULT_PROMPT, analyze  # noqa: PLC0415
-    from .model import load  # noqa: PLC0415
-    from .report import comparison_sentence, write_report  # noqa: PLC0415
-
     if args.prompt_file is not None:
         try:
             prompt = Path(args.prompt_file).read_text(encoding="utf-8")

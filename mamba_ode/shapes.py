@@ -1,4 +1,4 @@
-"""Shape letters used in every docstring of mamba_ode (declared once, as in SPEC §1).
+"""Shape letters used in every docstring of mamba_ode (declared once).
 
 ======  ===========================================================  ==========
 letter  meaning                                                      mamba-130m

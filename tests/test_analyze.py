@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import mamba_ode
+from mamba_ode.analysis.report import FIGURE_NAMES, validate_summary
 from mamba_ode.cli import main
-from mamba_ode.report import FIGURE_NAMES, validate_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -91,6 +91,7 @@ def test_every_figure_exists_and_is_an_image(report_dir):
     assert "http://" not in html and "https://" not in html  # self-contained
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     """Every embedded image decodes (naturalWidth > 0) in Chromium, and the screenshot is not blank."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -157,7 +158,7 @@ def test_internal_failure_exits_1(monkeypatch, tmp_path, capsys):
     def boom(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("mamba_ode.analysis.analyze", boom)
+    monkeypatch.setattr("mamba_ode.cli.analyze", boom)
     assert main(["analyze", "--quiet", "--out", str(tmp_path)]) == 1
     assert "internal error: RuntimeError: simulated bug" in capsys.readouterr().err
 
@@ -209,7 +210,7 @@ def test_analyze_mamba2_checkpoint(tmp_path):
         assert abs(sum(rec["channel_fractions"].values()) - 1.0) < 1e-12
         assert len(rec["trajectory"]["labels"]) == 13
         # counts summed over the two groups' Sym(M_g), checked against dense eigenvalues
-        p = model.layers[rec["layer"]].ssm
+        p = model.layer_params(rec["layer"]).snapshot()
         ev = torch.cat([torch.linalg.eigvalsh(0.5 * (m + m.T)) for m in
                         (p.S_C[g].T @ p.S_B[g] for g in range(2))])
         tol = 1e-9 * float(ev.abs().max())
@@ -225,8 +226,8 @@ def test_failed_depth_solve_is_reported_not_a_crash(tmp_path):
     import dataclasses
     import math
 
-    from mamba_ode.report import write_report
-    from mamba_ode.solve import Status
+    from mamba_ode.analysis.report import write_report
+    from mamba_ode.dynamics.solve import Status
 
     analysis = mamba_ode.analyze(mamba_ode.load(), "To be", layers=[0], t_max=10.0)
     cmp_ = analysis.comparison

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from mamba_ode.cli import main
-from mamba_ode.tokenizer import ByteTokenizer
+from mamba_ode.io.tokenizers import ByteTokenizer
 
 
 def test_demo_runs_and_reports_layers(capsys):

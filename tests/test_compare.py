@@ -7,11 +7,9 @@ import pytest
 import torch
 
 import mamba_ode
-from mamba_ode.compare import DiscreteComparison, compare_discrete
-from mamba_ode.fields import DepthField
-from mamba_ode.solve import Status, euler, solve
-
-from .conftest import hf_mamba
+from mamba_ode.dynamics.compare import DiscreteComparison, compare_discrete
+from mamba_ode.dynamics.fields import DepthField
+from mamba_ode.dynamics.solve import Status, euler, solve
 
 CONFIGS = [
     dict(vocab_size=37, hidden_size=16, state_size=4, num_hidden_layers=3, time_step_rank=2, conv_kernel=3,
@@ -22,7 +20,7 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("i", range(len(CONFIGS)))
-def test_euler_step_one_is_the_pretrained_network(tmp_path, i):
+def test_euler_step_one_is_the_pretrained_network(hf_mamba, tmp_path, i):
     """Acceptance: Euler with h = 1 on DepthField reproduces transformers' residual stream to 1e-5 (float32)."""
     hf, d = hf_mamba(tmp_path, seed=10 + i, **CONFIGS[i])
     model = mamba_ode.load(d)
@@ -41,7 +39,7 @@ def test_euler_step_one_is_the_pretrained_network(tmp_path, i):
 
 
 @pytest.fixture(scope="module")
-def depth64(tmp_path_factory):
+def depth64(hf_mamba, tmp_path_factory):
     _, d = hf_mamba(tmp_path_factory.mktemp("cmp"), seed=4, **CONFIGS[0])
     model = mamba_ode.load(d, dtype=torch.float64)
     field = DepthField(model)

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(shutil.which("mkdocs") is None and importlib.util.find_spec("mkdocs") is None,
                     reason="mkdocs not installed (pip install -e '.[test]')")
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     # nbconvert looks for its templates under sys.prefix; in a venv made with --system-site-packages
     # they live under the base interpreter's prefix

@@ -1,6 +1,6 @@
 """Vector fields: scan form vs matrix form, hidden attention, the 1-D system, the depth-time field.
 
-Oracles written here from SPEC §3–5 with plain loops (independent of the scan and of fields.py).
+Oracles written here from the formulas with plain loops (independent of the scan and of fields.py).
 Tolerances: float64 1e-12 relative to the size of the output unless stated.
 """
 
@@ -13,29 +13,15 @@ import torch
 import torch.nn.functional as F
 
 import mamba_ode
-from mamba_ode.fields import DepthField, MatrixS6Field, OneDimField, S6Field, hidden_attention, matrix_s6
-from mamba_ode.params import SSMParams
-
-from .conftest import hf_mamba
+from mamba_ode.dynamics.fields import DepthField, MatrixS6Field, OneDimField, S6Field
+from mamba_ode.nn.params_mamba1 import SSMParams, hidden_attention, matrix_s6
 
 F64 = torch.float64
 
 
 
-def random_params(e: int, n: int, r: int, seed: int, dtype=F64) -> SSMParams:
-    """Random layer parameters with a general diagonal A (every entry different)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=1.0):
-        return scale * torch.randn(*shape, generator=g, dtype=dtype)
-
-    return SSMParams(W_x=rnd(r, e, scale=0.7), W_dt=rnd(e, r, scale=0.7), delta_bias=rnd(e, scale=0.5),
-                     S_B=rnd(n, e, scale=0.6), S_C=rnd(n, e, scale=0.6),
-                     A=-(0.1 + 2 * torch.rand(e, n, generator=g, dtype=dtype)), D=rnd(e))
-
-
 def p_oracle(p: SSMParams, u: torch.Tensor) -> torch.Tensor:
-    """P[b, l, j, d] of SPEC §3 entry by entry."""
+    """P[b, l, j, d] of the hidden attention, entry by entry."""
     bsz, length, e = u.shape
     delta = F.softplus(u @ p.S_delta.T + p.delta_bias)
     Bm, Cm = u @ p.S_B.T, u @ p.S_C.T
@@ -53,7 +39,7 @@ SIZES = [(2, 8, 3, 2, 1), (3, 11, 5, 4, 2), (2, 9, 6, 3, 3)]  # (B, L, E, N, R)
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("use_D", [False, True])
-def test_matrix_form_equals_scan_form(size, use_D):
+def test_matrix_form_equals_scan_form(random_params, size, use_D):
     """Acceptance: Σ_j P_lj u_j (explicit matrix form) equals the scan form to 1e-12 in float64."""
     b, length, e, n, r = size
     p = random_params(e, n, r, seed=sum(size))
@@ -67,7 +53,7 @@ def test_matrix_form_equals_scan_form(size, use_D):
     assert (y_scan - y_mat).abs().max().item() <= 1e-12 * scale
     for backend in ("reference", "fast"):
         assert (S6Field(p, use_D=use_D, backend=backend)(0.0, u) - y_mat).abs().max().item() <= 1e-12 * scale
-    # and the matrix form's pieces are the SPEC §3 hidden attention
+    # and the matrix form's pieces are the hidden attention
     P = p_oracle(p, u)
     assert (hidden_attention(p, u) - P).abs().max().item() <= 1e-12 * max(1.0, P.abs().max().item())
     y_oracle = torch.einsum("bljd,bjd->bld", P, u) + (p.D * u if use_D else 0.0)
@@ -75,7 +61,7 @@ def test_matrix_form_equals_scan_form(size, use_D):
     assert (mat.scan_form()(0.0, u) - y_scan).abs().max().item() <= 1e-12 * scale
 
 
-def test_hidden_attention_causal_and_field_method():
+def test_hidden_attention_causal_and_field_method(random_params):
     p = random_params(4, 3, 2, seed=5)
     u = torch.randn(2, 7, 4, dtype=F64)
     P = S6Field(p).hidden_attention(u)
@@ -89,7 +75,7 @@ def test_hidden_attention_causal_and_field_method():
     assert torch.equal(f(0, u)[:, :5], f(0, u2)[:, :5])
 
 
-def test_matrix_s6_blocks_and_float32():
+def test_matrix_s6_blocks_and_float32(random_params):
     p = random_params(5, 2, 2, seed=3)
     u = torch.randn(2, 10, 5, dtype=F64)
     ref = matrix_s6(p, u, block=64)
@@ -103,7 +89,7 @@ def test_matrix_s6_blocks_and_float32():
 
 
 def one_dim_oracle(u: torch.Tensor, weights, rates, s: float, b: float) -> torch.Tensor:
-    """SPEC §5: du_l/dt = u_l Σ_{j≤l} u_j² Δ_j g(Σ_{k=j+1..l} Δ_k), g(τ) = Σ_n w_n e^{-a_n τ}."""
+    """1-D system: du_l/dt = u_l Σ_{j≤l} u_j² Δ_j g(Σ_{k=j+1..l} Δ_k), g(τ) = Σ_n w_n e^{-a_n τ}."""
     out = torch.zeros_like(u)
     bsz, length, _ = u.shape
     for bb in range(bsz):
@@ -155,7 +141,7 @@ def test_one_dim_from_states_length_mismatch():
         OneDimField.from_states([1.0, 2.0], [1.0], [1.0, 1.0], 1.0)
 
 
-def test_field_bad_tokens():
+def test_field_bad_tokens(random_params):
     f = S6Field(random_params(4, 2, 1, seed=0))
     with pytest.raises(ValueError, match="'u'"):
         f(0.0, torch.zeros(2, 3, 5, dtype=F64))
@@ -178,7 +164,7 @@ CFG = dict(vocab_size=29, hidden_size=12, state_size=3, num_hidden_layers=3, tim
 
 
 @pytest.fixture(scope="module")
-def model64(tmp_path_factory):
+def model64(hf_mamba, tmp_path_factory):
     _, d = hf_mamba(tmp_path_factory.mktemp("fields"), seed=3, **CFG)
     return mamba_ode.load(d, dtype=F64)
 

@@ -10,10 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import mamba_ode
-from mamba_ode.checkpoints import read_checkpoint, write_checkpoint
-from mamba_ode.config import MambaConfig
-
-from .conftest import hf_mamba
+from mamba_ode.io.checkpoints import read_checkpoint, write_checkpoint
+from mamba_ode.io.config import MambaConfig
 
 CONFIGS = [
     # odd sizes, biases on, conv bias off, untied
@@ -31,7 +29,7 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("i", range(len(CONFIGS)))
-def test_transformers_oracle_float32(tmp_path, i):
+def test_transformers_oracle_float32(hf_mamba, tmp_path, i):
     """Residual states, final normed state and logits match transformers to ≤ 1e-5 (float32)."""
     hf, d = hf_mamba(tmp_path, seed=i, **CONFIGS[i])
     ours = mamba_ode.load(d)
@@ -53,7 +51,7 @@ def test_transformers_oracle_float32(tmp_path, i):
 
 
 def _spec_forward_float64(state, cfg: MambaConfig, ids):
-    """SPEC §2 transcribed from the raw state dict in float64, one token at a time."""
+    """The discrete model transcribed from the raw state dict in float64, one token at a time."""
     sd = {k: v.double() for k, v in state.items()}
     e, n, r, kc = cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv
 
@@ -101,7 +99,7 @@ def _spec_forward_float64(state, cfg: MambaConfig, ids):
 
 
 @pytest.mark.parametrize("i", [0, 2])
-def test_float64_matches_spec_transcription(tmp_path, i):
+def test_float64_matches_spec_transcription(hf_mamba, tmp_path, i):
     _, d = hf_mamba(tmp_path, seed=10 + i, **CONFIGS[i])
     ours = mamba_ode.load(d, dtype=torch.float64)
     cfg, state, _ = read_checkpoint(d)
@@ -135,7 +133,7 @@ def _native_copy(tmp_path, hf_dir, name="native", pad_multiple=None, weights="bi
 
 @pytest.mark.parametrize("weights", ["bin", "safetensors"])
 @pytest.mark.parametrize("i", [0, 1])
-def test_native_layout_loads_to_identical_model(tmp_path, i, weights):
+def test_native_layout_loads_to_identical_model(hf_mamba, tmp_path, i, weights):
     _, d = hf_mamba(tmp_path, seed=20 + i, **CONFIGS[i])
     nat = _native_copy(tmp_path, d, weights=weights)
     raw = json.loads((nat / "config.json").read_text())
@@ -178,7 +176,7 @@ def test_native_vocab_padding_and_layernorm(tmp_path):
     assert (out.logits - logits).abs().max() <= 1e-10
 
 
-def test_ssm_parameters_in_paper_notation(tmp_path):
+def test_ssm_parameters_in_paper_notation(hf_mamba, tmp_path):
     hf, d = hf_mamba(tmp_path, seed=3, **CONFIGS[0])
     model = mamba_ode.load(d, dtype=torch.float64)
     mixer = hf.backbone.layers[1].mixer
@@ -198,7 +196,7 @@ def test_ssm_parameters_in_paper_notation(tmp_path):
     torch.testing.assert_close(ssm.diag_S_delta(), torch.diagonal(ssm.S_delta))
 
 
-def test_internals_reproduce_transformers_s6(tmp_path):
+def test_internals_reproduce_transformers_s6(hf_mamba, tmp_path):
     """Per-layer S6 internals (u, Δ, B, C, y) equal transformers' intermediate tensors."""
     hf, d = hf_mamba(tmp_path, seed=4, **CONFIGS[2])
     model = mamba_ode.load(d)
@@ -237,7 +235,7 @@ def test_token_states_bad_input(prompt, k, exc, match):
         model.token_states(prompt, k)
 
 
-def test_model_causality(tmp_path):
+def test_model_causality(hf_mamba, tmp_path):
     _, d = hf_mamba(tmp_path, seed=5, **CONFIGS[1])
     model = mamba_ode.load(d, dtype=torch.float64)
     ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(2))
@@ -249,7 +247,7 @@ def test_model_causality(tmp_path):
     assert (a[:, 7:] - b[:, 7:]).abs().max() > 0
 
 
-def test_hub_id_from_offline_cache(tmp_path, monkeypatch):
+def test_hub_id_from_offline_cache(hf_mamba, tmp_path, monkeypatch):
     """A Hub id resolves through huggingface_hub's cache with HF_HUB_OFFLINE=1 (cache laid out by the test)."""
     _, d = hf_mamba(tmp_path, seed=6, **CONFIGS[1])
     cache = tmp_path / "hub"
@@ -282,7 +280,7 @@ def test_hub_id_from_offline_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def ckpt(tmp_path):
+def ckpt(hf_mamba, tmp_path):
     _, d = hf_mamba(tmp_path, seed=7, **CONFIGS[0])
     return d
 
@@ -387,7 +385,7 @@ def test_bin_is_never_unpickled(tmp_path, ckpt):
         mamba_ode.load(nat)
 
 
-def test_tied_head_must_equal_embedding(tmp_path):
+def test_tied_head_must_equal_embedding(hf_mamba, tmp_path):
     _, d = hf_mamba(tmp_path, seed=8, **CONFIGS[1])
     nat = _native_copy(tmp_path, d)
     sd = torch.load(nat / "pytorch_model.bin", weights_only=True)
@@ -399,7 +397,7 @@ def test_tied_head_must_equal_embedding(tmp_path):
 
 def test_mamba2_recognised(tmp_path, ckpt):
     # Mamba-2 configs now load (tests/test_mamba2.py); a Mamba-2 config over Mamba-1 weights is refused by key
-    from mamba_ode.config import Mamba2Config, config_from_dict
+    from mamba_ode.io.config import Mamba2Config, config_from_dict
 
     (ckpt / "config.json").write_text(json.dumps({"model_type": "mamba2", "hidden_size": 8}))
     with pytest.raises(ValueError, match=r"config.json: missing required field 'num_hidden_layers'"):
@@ -468,7 +466,7 @@ def test_bad_input_ids(ckpt):
         model(torch.tensor([[1, 2]]), internals=[5])
 
 
-def test_half_precision_model_runs_with_float32_residual(tmp_path):
+def test_half_precision_model_runs_with_float32_residual(hf_mamba, tmp_path):
     """bfloat16 weights with residual_in_fp32: the float32 residual stream is cast to the norm's dtype
     (as transformers does), so every layer after the first runs; logits track the float32 model."""
     hf, d = hf_mamba(tmp_path, seed=5, **CONFIGS[0])

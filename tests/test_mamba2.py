@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import mamba_ode
-from mamba_ode.checkpoints import read_checkpoint
-from mamba_ode.config import Mamba2Config, config_from_dict
-from mamba_ode.mamba2 import HeadRegime, Mamba2LM, Mamba2Params, Mamba2RegimeTable
+from mamba_ode import Mamba2LM, Mamba2Params, RegimeTable, Verdict
+from mamba_ode.io.checkpoints import read_checkpoint
+from mamba_ode.io.config import Mamba2Config, config_from_dict
 
 transformers = pytest.importorskip("transformers")
 
@@ -323,7 +323,7 @@ def test_regime_table_per_head(models, i):
     model = mamba_ode.load(models[i][1])
     c = model.config
     table = mamba_ode.regime_table(model)
-    assert isinstance(table, Mamba2RegimeTable) and all(isinstance(r, HeadRegime) for r in table)
+    assert isinstance(table, RegimeTable) and all(isinstance(r, Verdict) and r.head is not None for r in table)
     assert len(table) == c.n_layer * c.n_heads
     assert [(r.layer, r.head) for r in table] == [(k, h) for k in range(c.n_layer) for h in range(c.n_heads)]
     assert len(table.to_dicts()) == len(table) and "sign" in str(table)
@@ -348,7 +348,7 @@ def test_regime_table_per_head(models, i):
 
 @pytest.mark.parametrize("use_D", [False, True])
 def test_idealised_field_scan_equals_matrix_form(models, use_D):
-    from mamba_ode.mamba2 import Mamba2Field
+    from mamba_ode import Mamba2Field
 
     for i, (_, d, length) in enumerate(models):
         model = mamba_ode.load(d, dtype=torch.float64)
@@ -370,7 +370,7 @@ def test_idealised_field_scan_equals_matrix_form(models, use_D):
 
 
 def test_idealised_field_solves(models):
-    from mamba_ode.mamba2 import Mamba2Field
+    from mamba_ode import Mamba2Field
 
     model = mamba_ode.load(models[0][1], dtype=torch.float64)
     f = Mamba2Field.from_layer(model, 0)
@@ -392,7 +392,7 @@ def test_depth_field_euler_reproduces_network(models):
 
 
 def test_token_states_and_half_precision(models):
-    from mamba_ode.mamba2 import Mamba2Field
+    from mamba_ode import Mamba2Field
 
     model = mamba_ode.load(models[0][1], dtype=torch.float64)
     ids = [3, 1, 4, 1, 5, 9]

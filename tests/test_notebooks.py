@@ -34,6 +34,7 @@ def test_notebook_matches_its_source(src):
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_notebook_executes(src, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: no oversubscription beside xdist
     start = time.perf_counter()

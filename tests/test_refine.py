@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from mamba_ode.config import MambaConfig
-from mamba_ode.model import MambaLM, MambaMixer
-from mamba_ode.refine import (
+from mamba_ode.io.config import MambaConfig
+from mamba_ode.nn import MambaLM, MambaMixer
+from mamba_ode.nn.refine import (
     InputOutputSign,
     SoftSort,
     TokenReorder,
@@ -141,7 +141,7 @@ def test_sign_gradients_reach_input(sign):
 
 def test_shipped_models_signs():
     """Every shipped sign variant carries the promised spectrum in its stored weights."""
-    from mamba_ode.model import load
+    from mamba_ode import load
     from mamba_ode.models import shipped_model_dir, shipped_names
     from mamba_ode.regimes import sym_spectrum
 

@@ -1,4 +1,4 @@
-"""Regime classification (issue 4): 1-D criteria, spectra from low-rank factors, trajectory labels, agreement."""
+"""Regime classification: 1-D criteria, spectra from low-rank factors, trajectory labels, agreement."""
 
 from __future__ import annotations
 
@@ -8,24 +8,22 @@ import time
 import pytest
 import torch
 
-from mamba_ode.fields import OneDimField, S6Field
-from mamba_ode.params import SSMParams
+from mamba_ode import PackedOneDimField, importance_scores, prefix_batch
+from mamba_ode.dynamics.fields import OneDimField, S6Field
+from mamba_ode.dynamics.solve import Solution, Status, solve
+from mamba_ode.nn.params_mamba1 import SSMParams
 from mamba_ode.regimes import (
     EXPECTED_LABEL,
-    PackedOneDimField,
     blowup_time_1d,
     channel_reductions,
     classify_trajectory,
     compare_theory_numerics,
     criteria_1d,
     criteria_nd,
-    importance_scores,
-    prefix_batch,
     regime_table,
     sym_spectrum,
     two_dim_params,
 )
-from mamba_ode.solve import Solution, Status, solve
 
 F64 = torch.float64
 
@@ -45,7 +43,7 @@ def _random_params(e: int, n: int, r: int = 4, seed: int = 0, dtype=F64) -> SSMP
 
 
 def test_blowup_time_matches_spec_reference_and_closed_form():
-    assert blowup_time_1d(1.0, 1.0, 0.5) == pytest.approx(1.676939, abs=1e-6)  # SPEC §5
+    assert blowup_time_1d(1.0, 1.0, 0.5) == pytest.approx(1.676939, abs=1e-6)  # the 1-D theory
     # s = 0: Δ = softplus(b) constant, T = 1 / (2 μ softplus(b) r0²)
     b = 0.3
     assert blowup_time_1d(2.0, 0.0, 0.7, b) == pytest.approx(1 / (2 * 2.0 * math.log1p(math.exp(b)) * 0.49), rel=1e-10)
@@ -85,7 +83,7 @@ def test_criteria_1d_rules(mu, s, u0, expected):
 
 def test_criteria_1d_convergent_amplitude_and_order():
     c = criteria_1d(-1.0, 1.0, 1.0, [0.5])
-    assert float(c.decay_amplitude[0]) == pytest.approx(0.849, abs=1e-3)  # SPEC §5
+    assert float(c.decay_amplitude[0]) == pytest.approx(0.849, abs=1e-3)  # the 1-D theory
     c = criteria_1d(1.0, 1.0, 0.5, [[-0.5, 0.3, 1.2, -0.2]])
     # bounds are non-increasing in l; ties (token 4 inherits token 3's bound) go to the later token; slow last
     assert c.regimes[0] == ["divergent-logarithmic"] + ["divergent-finite-time"] * 3
@@ -212,13 +210,13 @@ def test_regime_table_mamba_130m_shaped_layers():
 
 
 def test_regime_table_of_a_model():
-    from mamba_ode.config import MambaConfig
-    from mamba_ode.model import MambaLM
+    from mamba_ode.io.config import MambaConfig
+    from mamba_ode.nn import MambaLM
 
     torch.manual_seed(0)
     model = MambaLM(MambaConfig(d_model=32, n_layer=3, vocab_size=16, d_state=4))
     table = regime_table(model)
-    assert [r.layer for r in table] == [0, 1, 2] and table[0].d_inner == 64 and table[0].d_state == 4
+    assert [r.layer for r in table] == [0, 1, 2] and table[0].width == 64 and table[0].d_state == 4
     with torch.no_grad():
         model.layers[1].mixer.x_proj.weight[-1, 0] = float("nan")
     with pytest.raises(ValueError, match="layer 1"):

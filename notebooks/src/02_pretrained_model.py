@@ -66,7 +66,7 @@ for lay, ax in zip(analysis.layers, axes):
     plots.plot_trajectories(lay.solution, ax=ax, tokens=[0, 10, 20, 30, 40],
                             title=f"layer {lay.layer}: {lay.trajectory_regime}")
     counts = {k: v for k, v in lay.classification.counts().items() if v}
-    print(f"layer {lay.layer}: {lay.record.label:>24}  u1'Mu1 = {lay.quadratic_form:+.3f}  labels {counts}")
+    print(f"layer {lay.layer}: {lay.label:>24}  u1'Mu1 = {lay.quadratic_form:+.3f}  labels {counts}")
 print(analysis.layers[0].classification.reasons[0][-1])
 
 # %% [markdown]
@@ -94,7 +94,7 @@ plots.plot_comparison(cmp_);
 # and the figures.
 
 # %%
-from mamba_ode.report import write_report
+from mamba_ode import write_report
 
 with tempfile.TemporaryDirectory() as d:
     page = write_report(analysis, d)
@@ -106,7 +106,7 @@ for rec in analysis.summary()["layers"]:
 # ## 6. Mamba-2
 #
 # Mamba-2 has one scalar decay per head, so the scalar-A token-mixing matrix is exact per head
-# (SPEC §8). The same calls work on a Mamba-2 checkpoint (transformers or mamba-ssm layout); the
+# The same calls work on a Mamba-2 checkpoint (transformers or mamba-ssm layout); the
 # parameter verdicts are per head, with the input–output matrix $M_g = S_C^{g\top} S_B^g$ of each
 # group defined on the mixer input (convolution and SiLU set aside). Here a small randomly
 # initialised Mamba-2 model, saved and loaded back like any checkpoint:
@@ -117,7 +117,7 @@ torch.manual_seed(0)
 with tempfile.TemporaryDirectory() as d:
     mo.Mamba2LM(cfg2).save_pretrained(d)
     model2 = mo.load(d)
-print(mo.head_regime_table(model2))
+print(mo.regime_table(model2))
 analysis2 = mo.analyze(model2, list(range(60, 80)), t_max=1e3, model_name="random Mamba-2")
 for rec in analysis2.summary()["layers"]:
     print(rec["layer"], rec["parameter_regime"], rec["channel_fractions"], "|", rec["trajectory_regime"])

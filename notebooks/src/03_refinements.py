@@ -1,7 +1,7 @@
 # %% [markdown]
 # # The refinements: sign-constrained input–output matrices and token reordering
 #
-# The paper derives two changes to Mamba from its analysis (SPEC §7):
+# The paper derives two changes to Mamba from its analysis:
 #
 # 1. **exclude the convergent scenario** by constraining the sign structure of the input–output
 #    matrix $M = S_C^\top S_B$ (`mamba_ode.refine.constrain_input_output`);
@@ -21,8 +21,7 @@ import torch
 from IPython.display import Markdown, display
 
 import mamba_ode as mo
-from mamba_ode import plots
-from mamba_ode.refine import SoftSort, constrain_input_output
+from mamba_ode import SoftSort, constrain_input_output, plots
 
 ROOT = Path.cwd().parent  # notebooks/ → repository root
 

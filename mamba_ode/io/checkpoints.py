@@ -6,8 +6,8 @@ A source is resolved to ``(MambaConfig, state dict, Checkpoint info)``:
   ``backbone.embedding.weight``), weights in ``model.safetensors``, ``pytorch_model.bin`` or
   their sharded ``*.index.json`` forms;
 * a directory in the transformers layout (``model_type: "mamba"``; key ``backbone.embeddings.weight``);
-* the same two layouts for Mamba-2 (``ssm_cfg.layer == "Mamba2"`` / ``model_type: "mamba2"``; SPEC §8),
-  read into a :class:`~mamba_ode.config.Mamba2Config`;
+* the same two layouts for Mamba-2 (``ssm_cfg.layer == "Mamba2"`` / ``model_type: "mamba2"``),
+  read into a :class:`~mamba_ode.io.config.Mamba2Config`;
 * a Hugging Face Hub id (``state-spaces/mamba-130m-hf``), resolved through ``huggingface_hub``,
   local cache first;
 * a shipped model name (``"tiny-shakespeare"``…) from :mod:`mamba_ode.models`.
@@ -26,13 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..models import shipped_model_dir, shipped_names
 from .config import Mamba2Config, MambaConfig, config_from_dict, detect_layout
 
-__all__ = ["Checkpoint", "read_checkpoint", "expected_shapes", "write_checkpoint", "resolve_source"]
+__all__ = ["Checkpoint", "read_checkpoint", "expected_shapes", "write_checkpoint", "resolve_source", "validate_state",
+           "read_refinements", "write_refinements", "REFINE_FILE"]
 
 CONFIG_FILE = "config.json"
+#: Where a refined model records its refinements (sign constraint, token reorderings and their K).
+REFINE_FILE = "refine.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 HUB_PATTERNS = ["config.json", "*.safetensors", "*.bin", "*.json", "*.model", "*.txt"]
@@ -145,9 +152,6 @@ def _read_json(path: Path) -> Any:
 
 def _load_weight_file(path: Path) -> dict[str, Tensor]:
     if path.name.endswith(".safetensors"):
-        from safetensors import SafetensorError  # noqa: PLC0415
-        from safetensors.torch import load_file  # noqa: PLC0415
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
@@ -241,10 +245,6 @@ def _is_hub_id(source: str) -> bool:
 def _hub_directory(repo_id: str) -> Path:
     """Resolve a Hub id to a local snapshot directory: cache first, then the network unless offline."""
     try:
-        from huggingface_hub import snapshot_download  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise FileNotFoundError(f"hub id {repo_id!r}: huggingface_hub is not installed") from None
-    try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
     except Exception:
         pass
@@ -265,8 +265,6 @@ def resolve_source(source: str | os.PathLike | None) -> tuple[Path, str]:
     Raises:
         FileNotFoundError: when nothing matches, naming the source.
     """
-    from .models import shipped_model_dir, shipped_names  # noqa: PLC0415
-
     if source is None:
         return shipped_model_dir(None), "shipped default"
     if not isinstance(source, (str, os.PathLike)):
@@ -345,8 +343,6 @@ def write_checkpoint(directory: str | os.PathLike, config: MambaConfig | Mamba2C
     if config.tie_embeddings:
         state.pop("lm_head.weight", None)
     if layout == "hf":
-        from safetensors.torch import save_file  # noqa: PLC0415
-
         cfg = config.to_hf_dict()
         save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     elif layout == "native":
@@ -361,3 +357,29 @@ def write_checkpoint(directory: str | os.PathLike, config: MambaConfig | Mamba2C
     with open(out / CONFIG_FILE, "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=2)
     return out
+
+
+def write_refinements(directory: str | os.PathLike, record: dict) -> Path:
+    """Write a model's refinement record as ``refine.json`` beside its weights.
+
+    Returns:
+        The path written.
+    """
+    path = Path(directory) / REFINE_FILE
+    path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return path
+
+
+def read_refinements(directory: str | os.PathLike) -> dict | None:
+    """The refinement record of a checkpoint directory (``refine.json``), or None without one.
+
+    Raises:
+        ValueError: for a ``refine.json`` that is not a JSON object, naming the file.
+    """
+    path = Path(directory) / REFINE_FILE
+    if not path.is_file():
+        return None
+    record = _read_json(path)
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    return record

@@ -1,4 +1,4 @@
-"""The paper's two refinements as drop-in PyTorch pieces (SPEC §7).
+"""The paper's two refinements as drop-in PyTorch pieces (Section 5 of the paper).
 
 1. **Sign-constrained input–output matrix** (:func:`constrain_input_output`). A
    ``torch.nn.utils.parametrize`` parametrisation of ``x_proj.weight`` = ``[W_x; S_B; S_C]``
@@ -12,7 +12,7 @@
    with ``f = softplus + 0.7`` ("positive"), ``-(softplus + 0.7)`` ("negative"), or
    ``±softplus`` ("mixed": first ⌈N/2⌉ states +, the rest −). By Sylvester's law of inertia
    the N non-zero eigenvalues of ``Sym(M) = M`` have the signs of c. ``W_x`` (the Δ rows) is
-   passed through unchanged. Works on mamba_ode's :class:`~mamba_ode.model.MambaMixer`, on
+   passed through unchanged. Works on mamba_ode's :class:`~mamba_ode.nn.mixer_mamba1.MambaMixer`, on
    transformers' ``MambaMixer`` and on mamba-ssm's ``Mamba`` (anything with an ``x_proj``
    linear layer and its Δ rank / state size), or on a whole model (every such mixer).
 
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .params import SSMParams
+from .._checks import check_matrix
+from .params_mamba1 import SSMParams
 
 __all__ = [
     "SIGNS",
@@ -49,6 +50,9 @@ __all__ = [
     "TokenReorder",
     "reorder_first_block",
     "export_state",
+    "importance_scores",
+    "refinement_record",
+    "apply_refinements",
 ]
 
 SIGNS = ("positive", "negative", "mixed")
@@ -273,7 +277,7 @@ class SoftSort(nn.Module):
 class TokenReorder(nn.Module):
     """Wrap a Mamba-1 mixer so its SSM sees the tokens reordered by a learned importance score.
 
-    Forward (SPEC §7.2): ``(u, z) = conv/SiLU(in_proj(x))``; ``s = (S_Δ u + b_Δ) K`` (B, L);
+    Forward: ``(u, z) = conv/SiLU(in_proj(x))``; ``s = (S_Δ u + b_Δ) K`` (B, L);
     ``P̂ = SoftSort(-s)`` (B, L, L); ``y = S6(P̂ u)`` (Δ, B, C recomputed from the permuted
     tokens, through :meth:`SSMParams.s6`, i.e. the shared scan); with ``permute_back`` (not in
     the paper) ``y ← P̂ᵀ y``; ``out = out_proj(y ⊙ SiLU(z))`` with z not permuted.
@@ -355,7 +359,7 @@ class TokenReorder(nn.Module):
 
         Returns:
             (B, L, Dm) — in permuted token order unless ``permute_back`` — and the
-            :class:`~mamba_ode.params.S6Internals` of the permuted tokens when asked.
+            :class:`~mamba_ode.nn.params_mamba1.S6Internals` of the permuted tokens when asked.
             ``self.last_permutation`` holds P̂ (B, L, L) of the last call.
 
         Raises:
@@ -447,3 +451,85 @@ def export_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]
         prefix = f"{name}.mixer."
         state = {(f"{name}." + k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
     return state, extras
+
+
+def refinement_record(model: nn.Module) -> tuple[dict[str, Tensor], dict | None]:
+    """The plain checkpoint state of a model and the record of its refinements (None when it has none).
+
+    Arguments:
+        model: a (possibly constrained / reordered) model.
+
+    Returns:
+        ``(state, record)``: state as :func:`export_state`; record ``{"input_output_sign": sign or
+        None, "token_reorder": {path: {tau, hard, permute_back}}, "K": {path + ".K": list}}``.
+    """
+    state, extras = export_state(model)
+    sign = input_output_sign_of(model)
+    reorders = {name: {"tau": m.softsort.tau, "hard": m.softsort.hard, "permute_back": m.permute_back}
+                for name, m in model.named_modules() if isinstance(m, TokenReorder)}
+    if sign is None and not reorders:
+        return state, None
+    return state, {"input_output_sign": sign, "token_reorder": reorders,
+                   "K": {k: v.tolist() for k, v in extras.items()}}
+
+
+def apply_refinements(model: nn.Module, record: dict) -> nn.Module:
+    """Re-install the token reorderings (with their K) of a record written by :func:`refinement_record`.
+
+    The sign constraint is not re-registered: the stored weight already is the constrained one.
+
+    Arguments:
+        model: the plainly loaded model (modified in place).
+        record: the refinement record.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: when the record names a module the model does not have, or misses a K vector.
+    """
+    for name, opts in (record.get("token_reorder") or {}).items():
+        parent_name, _, attr = name.rpartition(".")
+        try:
+            parent = model.get_submodule(parent_name)
+            inner = getattr(parent, attr)
+        except AttributeError:
+            raise ValueError(f"refinement record: the model has no module {name!r} to reorder") from None
+        key = f"{name}.K"
+        if key not in (record.get("K") or {}):
+            raise ValueError(f"refinement record: missing score vector {key!r}")
+        wrapper = TokenReorder(inner, **opts)
+        with torch.no_grad():
+            wrapper.K.copy_(torch.tensor(record["K"][key], dtype=wrapper.K.dtype))
+        setattr(parent, attr, wrapper)
+    return model
+
+
+def importance_scores(params: SSMParams, u: Tensor, K: Tensor) -> Tensor:
+    """The refinement's importance score ``s_l = Kᵀ(S_Δ u_l + b_Δ)`` per token, without forming S_Δ.
+
+    Arguments:
+        params: layer parameters (S_Δ = W_dt W_x, b_Δ).
+        u: (B, L, E) tokens.
+        K: (E,) score vector.
+
+    Returns:
+        (B, L) scores (a larger score means a more important token, placed later by SoftSort).
+
+    Raises:
+        TypeError: for non-tensor arguments.
+        ValueError: for shapes that do not match E.
+    """
+    if not isinstance(params, SSMParams):
+        raise TypeError(f"argument 'params' must be an SSMParams, got {type(params).__name__}")
+    check_matrix(u, "u", ndim=3)
+    check_matrix(K, "K", ndim=1)
+    e = params.d_inner
+    if u.shape[-1] != e:
+        raise ValueError(f"argument 'u' must be (B, L, E) with E={e}, got {tuple(u.shape)}")
+    if K.shape[0] != e:
+        raise ValueError(f"argument 'K' must be (E,) with E={e}, got {tuple(K.shape)}")
+    p = params.to(dtype=u.dtype)
+    K = K.to(u.dtype)
+    kw = K @ p.W_dt  # (R,)
+    return (u @ p.W_x.transpose(0, 1)) @ kw + K @ p.delta_bias

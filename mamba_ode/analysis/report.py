@@ -1,6 +1,6 @@
 """The analysis report: figures (PNG + SVG), ``summary.json`` and a self-contained ``report.html``.
 
-This module only assembles: the numbers come from an :class:`mamba_ode.analysis.Analysis`, the
+This module only assembles: the numbers come from an :class:`mamba_ode.Analysis`, the
 pictures from :mod:`mamba_ode.plots`. The HTML embeds every figure as a base64 PNG, so the
 file can be mailed or opened offline.
 
@@ -40,10 +40,13 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import Analysis
+import matplotlib.pyplot as plt
+import torch
+
+from . import plots
+from .analyze import Analysis
 
 __all__ = ["SCHEMA_VERSION", "FIGURE_NAMES", "make_figures", "write_report", "render_html", "validate_summary",
            "comparison_sentence"]
@@ -92,25 +95,21 @@ def make_figures(analysis: Analysis) -> dict[str, Any]:
     """The report's matplotlib figures, by name.
 
     Arguments:
-        analysis: an :class:`mamba_ode.analysis.Analysis`.
+        analysis: an :class:`mamba_ode.Analysis`.
 
     Returns:
         ``{name: Figure}`` with the names of :data:`FIGURE_NAMES` plus ``trajectories_layer{k}``
         per analysed layer.
     """
-    import torch
-
-    from . import plots
-
     figs: dict[str, Any] = {
         "spectrum": plots.plot_spectrum(analysis.spectra),
         "regime_map": plots.plot_regime_map(
-            [{"layer": lay.layer, "channel_fractions": lay.fractions} for lay in analysis.layer_params],
-            title="per-head sign of the group's quadratic form" if analysis.is_mamba2 else None),
+            analysis.layer_records(),
+            title="per-head sign of the group's quadratic form" if analysis.architecture == "mamba2" else None),
         "hidden_attention": plots.plot_hidden_attention(
             analysis.hidden_attention, channel=analysis.attention_channel,
             title=f"hidden attention P, layer {analysis.layers[0].layer}, "
-                  f"{'head' if analysis.is_mamba2 else 'channel'} {analysis.attention_channel}"),
+                  f"{'head' if analysis.architecture == 'mamba2' else 'channel'} {analysis.attention_channel}"),
         "comparison": plots.plot_comparison(analysis.comparison),
         "regime_diagram": plots.plot_regime_diagram(torch.linspace(-2, 2, 41, dtype=torch.float64),
                                                      torch.linspace(-3, 3, 41, dtype=torch.float64)),
@@ -203,7 +202,8 @@ def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
         "one, which depend on it, are left undetermined. An indefinite Sym(M) makes no prediction by itself; "
         "the sign of u₁ᵀMu₁ sets whether token 1 starts growing or decaying.</p>",
         fig("spectrum", "Non-zero eigenvalues of Sym(M) per layer (orange positive, blue non-positive)."),
-        fig("regime_map", "Per-channel one-dimensional reductions (μ_d, s_d, b_d, a_d), classified by SPEC §5."),
+        fig("regime_map", "Per-channel one-dimensional reductions (μ_d, s_d, b_d, a_d), classified by the "
+                          "paper's one-dimensional theorems."),
         "<h2>Token trajectories</h2>",
         *[fig(f"trajectories_layer{rec['layer']}", f"Layer {rec['layer']}: token norms under du/dt = S6_θ(u).")
           for rec in summary["layers"]],
@@ -229,7 +229,7 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tup
     """Write the figures, ``summary.json`` and ``report.html`` of an analysis.
 
     Arguments:
-        analysis: an :class:`mamba_ode.analysis.Analysis`.
+        analysis: an :class:`mamba_ode.Analysis`.
         out_dir: output directory (created if needed).
         formats: figure file formats to write beside the HTML (PNG is always embedded).
 
@@ -240,8 +240,6 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tup
         ValueError: for an unknown figure format.
         OSError: when the directory cannot be written.
     """
-    import matplotlib.pyplot as plt  # no backend switch: notebooks keep theirs; headless falls back to Agg
-
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
         raise ValueError(f"argument 'formats': unknown figure format {bad[0]!r} (png, svg, pdf)")

@@ -1,7 +1,7 @@
 """The discrete comparison: the same field stepped by explicit Euler and integrated adaptively.
 
 With the depth-time field of a network (:class:`mamba_ode.DepthField`) and h = 1, Euler stepping
-*is* the pretrained network's residual stream (SPEC §4); :func:`compare_discrete` puts it beside the
+*is* the pretrained network's residual stream; :func:`compare_discrete` puts it beside the
 continuous-time solution at the Euler grid times and reports the error between them. Like
 :mod:`mamba_ode.solve`, nothing here knows about Mamba.
 """

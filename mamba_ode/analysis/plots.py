@@ -2,11 +2,11 @@
 
 Every function takes a result object (or a tensor where the result *is* a tensor), an optional
 ``ax`` to draw into, and returns the :class:`matplotlib.figure.Figure`. Nothing here computes
-dynamics: solving, classifying and comparing happen in :mod:`mamba_ode.solve`,
-:mod:`mamba_ode.regimes` and :mod:`mamba_ode.compare`; the one exception is
+dynamics: solving, classifying and comparing happen in :mod:`mamba_ode.dynamics`
+and :mod:`mamba_ode.regimes`; the one exception is
 :func:`plot_phase_portrait`, which evaluates a field on a grid (that *is* the picture).
 
-matplotlib is imported lazily, so ``import mamba_ode`` stays light. Shape letters as in
+Shape letters as in
 :mod:`mamba_ode.shapes`.
 """
 
@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import torch
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from torch import Tensor
 
-if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+from ..regimes.criteria import criteria_1d
 
 __all__ = [
     "REGIME_COLORS",
@@ -51,8 +55,6 @@ REGIME_COLORS: dict[str, str] = {
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 4.0)) -> tuple[Figure, Axes]:
     """(figure, axes): a new figure when ``ax`` is None, else ax's figure."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize, layout="constrained")
         return fig, ax
@@ -112,7 +114,7 @@ def plot_trajectories(solution: Any, *, seq: int = 0, tokens: Sequence[int] | No
     positive = ts[ts > 0]
     if logx is None:
         logx = positive.numel() > 1 and float(positive.max() / positive.min()) > 100
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    cmap = matplotlib.colormaps["viridis"]
     for i, tok in enumerate(tokens):
         keep = torch.isfinite(norms[:, tok])
         if logx:
@@ -426,10 +428,6 @@ def plot_regime_diagram(mu: Tensor | Sequence[float], s_delta: Tensor | Sequence
     Raises:
         ValueError: for empty grids or u0 = 0.
     """
-    from matplotlib.colors import ListedColormap
-
-    from .regimes import criteria_1d
-
     mu = torch.as_tensor(mu, dtype=torch.float64).reshape(-1)
     s_delta = torch.as_tensor(s_delta, dtype=torch.float64).reshape(-1)
     if mu.numel() == 0 or s_delta.numel() == 0:
@@ -458,8 +456,6 @@ def plot_regime_diagram(mu: Tensor | Sequence[float], s_delta: Tensor | Sequence
         M, S = torch.meshgrid(mu, s_delta, indexing="xy")
         cs = ax.contour(M.numpy(), S.numpy(), torch.log10(tstar).numpy(), colors="w", linewidths=0.7)
         ax.clabel(cs, fontsize=7, fmt=lambda v: f"T*={10 ** v:.2g}")
-    from matplotlib.patches import Patch
-
     ax.legend(handles=[Patch(color=REGIME_COLORS.get(n, "#a0aec0"), label=n) for n in names], fontsize=8,
               loc="lower left")
     ax.set_xlabel("μ = S_Cᵀ S_B")

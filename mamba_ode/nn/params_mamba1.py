@@ -1,4 +1,4 @@
-"""Per-layer selective-SSM parameters in the paper's notation (SPEC §2–3), and the S6 operator.
+"""Mamba-1: one layer's selective-SSM parameters in the paper's notation, and the S6 operator.
 
 For one Mamba-1 layer with ``x_proj.weight = [W_x; S_B; S_C]`` (rows R, N, N) and
 ``dt_proj`` = (W_dt, b_Δ)::
@@ -8,7 +8,11 @@ For one Mamba-1 layer with ``x_proj.weight = [W_x; S_B; S_C]`` (rows R, N, N) an
     M   = S_Cᵀ S_B                   (E×E input–output matrix, rank ≤ N — formed only on request)
 
 :meth:`SSMParams.s6` applies the S6 operator to tokens through :func:`mamba_ode.scan.selective_scan`;
-the discrete model's mixer and the idealised vector field both call it.
+the discrete model's mixer and the idealised vector field both call it. The same operator in
+explicit matrix form (the paper's "hidden attention", O(L²)) is :meth:`SSMParams.mixing_matrix`
+and :func:`matrix_s6`: for teaching, figures and as the scan's test oracle.
+
+Shape letters as in :mod:`mamba_ode.shapes`.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_tokens
 from .scan import selective_scan
 
-__all__ = ["SSMParams", "S6Internals"]
+__all__ = ["SSMParams", "S6Internals", "hidden_attention", "matrix_s6"]
 
 
 @dataclass
@@ -183,10 +189,137 @@ class SSMParams:
         delta = torch.nn.functional.softplus(pre + self.delta_bias)
         return out, S6Internals(u=u, delta=delta, B=Bm, C=Cm, y=y, z=z)
 
+    # ------------------------------------------------------------------ the interface shared with Mamba2Params
+
+    @property
+    def token_width(self) -> int:
+        """Width of the tokens the idealised field acts on: E (the S6 input)."""
+        return self.d_inner
+
+    @property
+    def n_groups(self) -> int:
+        """G = 1: one input–output matrix per layer."""
+        return 1
+
+    def io_factors(self) -> list[tuple[Tensor, Tensor]]:
+        """``[(S_B, S_C)]``: the (N, E) factors of the one input–output matrix M = S_Cᵀ S_B."""
+        return [(self.S_B, self.S_C)]
+
+    def quadratic_form(self, u: Tensor) -> Tensor:
+        """``uᵀ M u`` per token and group, without forming M.
+
+        Arguments:
+            u: (..., E) tokens.
+
+        Returns:
+            (..., 1): the quadratic form of the one group.
+        """
+        S_B, S_C = self.S_B.to(u.dtype), self.S_C.to(u.dtype)
+        if u.dim() == 1:  # one token: two matrix-vector products and a dot product
+            return ((S_C @ u) @ (S_B @ u)).reshape(1)
+        return ((u @ S_C.transpose(0, 1)) * (u @ S_B.transpose(0, 1))).sum(-1, keepdim=True)
+
+    def mixing_matrix(self, u: Tensor) -> Tensor:
+        """The hidden-attention matrix P at tokens u (B, L, E), see :func:`hidden_attention`: (B, L, L, E).
+
+        The parameters are cast to u's dtype and device first.
+        """
+        return hidden_attention(self.to(device=u.device, dtype=u.dtype), u)
+
     def to(self, *args, **kwargs) -> SSMParams:
         """Move/cast every tensor (``torch.Tensor.to`` arguments)."""
         return SSMParams(**{k: getattr(self, k).to(*args, **kwargs) for k in self.__dataclass_fields__})
 
     def detach(self) -> SSMParams:
-        """A copy cut from the autograd graph."""
+        """Views cut from the autograd graph (sharing storage with the weights)."""
         return SSMParams(**{k: getattr(self, k).detach() for k in self.__dataclass_fields__})
+
+    def snapshot(self) -> SSMParams:
+        """A copy of the tensors, cut from the autograd graph (later weight changes do not move it)."""
+        return SSMParams(**{k: getattr(self, k).detach().clone() for k in self.__dataclass_fields__})
+
+
+# ============================================================================ explicit matrix form
+
+
+def _selective(params: SSMParams, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Δ (B, L, E), B (B, L, N), C (B, L, N) for tokens u (B, L, E)."""
+    pre, Bm, Cm = params.selective_inputs(u)
+    return F.softplus(pre + params.delta_bias), Bm, Cm
+
+
+def _attention_rows(delta: Tensor, cs: Tensor, Bm: Tensor, Cm: Tensor, A: Tensor, rows: slice,
+                    cols: int) -> Tensor:
+    """Rows ``rows`` of P restricted to columns [0, cols): (B, |rows|, cols, E).
+
+    delta, cs (B, L, E) with cs the inclusive cumulative sum of delta; Bm, Cm (B, L, N); A (E, N).
+    """
+    li = torch.arange(rows.start, rows.stop, device=delta.device)
+    ji = torch.arange(cols, device=delta.device)
+    causal = (ji[None, :] <= li[:, None])  # (lb, cols)
+    # Σ_{k=j+1..l} Δ_k = cs_l - cs_j (zero on the diagonal), set to 0 above the diagonal before exp
+    seg = cs[:, rows, None, :] - cs[:, None, :cols, :]  # (B, lb, cols, E)
+    seg = torch.where(causal[None, :, :, None], seg, torch.zeros((), dtype=seg.dtype, device=seg.device))
+    cb = Cm[:, rows, None, :] * Bm[:, None, :cols, :]  # (B, lb, cols, N)
+    out = torch.zeros_like(seg)
+    for n in range(A.shape[1]):
+        out += cb[..., n, None] * torch.exp(seg * A[:, n])
+    out *= delta[:, None, :cols, :]
+    return out * causal[None, :, :, None]
+
+
+def hidden_attention(params: SSMParams, u: Tensor) -> Tensor:
+    """The hidden-attention matrix P of the S6 layer at tokens u, materialised.
+
+    ``P[b, l, j, d] = Δ_j^d Σ_n C_l[n] B_j[n] exp(A[d, n] Σ_{k=j+1..l} Δ_k^d)`` for j ≤ l, 0 above
+    the diagonal, so that ``S6(u)_l = Σ_j P[:, l, j] ⊙ u_j + D ⊙ u_l``. General diagonal A
+    (E × N). Costs O(B·L²·E·N) time and O(B·L²·E) memory: for small L only.
+
+    Arguments:
+        params: layer parameters (E channels, N states).
+        u: (B, L, E) tokens.
+
+    Returns:
+        P (B, L, L, E), in u's dtype.
+
+    Raises:
+        ValueError: if u is not (B, L, E) with the parameters' E.
+    """
+    check_tokens(u, params.d_inner)
+    delta, Bm, Cm = _selective(params, u)
+    cs = torch.cumsum(delta, dim=1)
+    length = u.shape[1]
+    return _attention_rows(delta, cs, Bm, Cm, params.A, slice(0, length), length)
+
+
+def matrix_s6(params: SSMParams, u: Tensor, *, use_D: bool = False, block: int = 64) -> Tensor:
+    """``Σ_{j≤l} P_lj u_j (+ D ⊙ u_l)`` computed from the explicit matrix P, in blocks of rows.
+
+    The O(L²) counterpart of :meth:`SSMParams.s6` (which scans in O(L)); memory O(B·block·L·E).
+
+    Arguments:
+        params: layer parameters.
+        u: (B, L, E) tokens.
+        use_D: include the D term.
+        block: rows of P formed at once.
+
+    Returns:
+        (B, L, E).
+
+    Raises:
+        ValueError: if u is not (B, L, E) with the parameters' E, or block < 1.
+    """
+    check_tokens(u, params.d_inner)
+    if not isinstance(block, int) or block < 1:
+        raise ValueError(f"argument 'block' must be a positive int, got {block!r}")
+    delta, Bm, Cm = _selective(params, u)
+    cs = torch.cumsum(delta, dim=1)
+    length = u.shape[1]
+    y = torch.empty_like(u)
+    for r0 in range(0, length, block):
+        r1 = min(r0 + block, length)
+        P = _attention_rows(delta, cs, Bm, Cm, params.A, slice(r0, r1), r1)  # (B, lb, r1, E)
+        y[:, r0:r1] = torch.einsum("bljd,bjd->bld", P, u[:, :r1])
+    if use_D:
+        y = y + params.D * u
+    return y

@@ -1,0 +1,84 @@
+"""Reading a stop: does the growth of a trajectory extrapolate to a finite-time singularity?"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .solution import Outcome
+
+__all__ = ["rate", "singularity", "threshold_outcome", "maxabs"]
+
+
+def rate(rhs: Callable, tau: float, y: Tensor) -> float:
+    """d ln‖y‖/dτ = <y, f(y)> / ‖y‖² for one trajectory y (1, L, E)."""
+    with torch.no_grad():
+        f = rhs(tau, y)
+    yy = float((y.double() * y.double()).sum())
+    return float((y.double() * f.double()).sum()) / yy if yy > 0 else math.nan
+
+
+def singularity(rhs: Callable, hist: list[tuple[float, Tensor]]) -> float | None:
+    """Blow-up time τ* extrapolated from the last accepted states of one trajectory, or None.
+
+    With r = d ln‖y‖/dτ, ``‖y‖ ~ c (τ* - τ)^{-α}`` gives ``1/r = (τ* - τ)/α``: the zero of the line
+    through the last two (τ, 1/r) is τ*. Accepted only when r > 0 at both, 1/r decreases, and τ*
+    is within 100 times the span of the history (a singularity the steps were resolving).
+    """
+    if len(hist) < 2:
+        return None
+    (t1, y1), (t2, y2) = hist[-2], hist[-1]
+    if not t2 > t1:
+        return None
+    r1, r2 = rate(rhs, t1, y1), rate(rhs, t2, y2)
+    if not (math.isfinite(r1) and math.isfinite(r2) and r1 > 0 and r2 > 0):
+        return None
+    i1, i2 = 1.0 / r1, 1.0 / r2
+    if not i2 < i1:
+        return None
+    tstar = t2 + i2 * (t2 - t1) / (i1 - i2)
+    if not math.isfinite(tstar) or tstar - t2 > 100.0 * (t2 - hist[0][0]):
+        return None
+    return max(tstar, t2)
+
+
+def maxabs(y: Tensor) -> float:
+    """Largest absolute entry of a tensor."""
+    return float(y.abs().max())
+
+
+def threshold_outcome(y: Tensor, hist: list[tuple[float, Tensor]], tau: float, rhs: Callable,
+                      to_t: Callable[[float], float], threshold: float) -> tuple[Outcome, float, str]:
+    """The outcome of one trajectory that passed the norm threshold (or turned non-finite) at τ.
+
+    Arguments:
+        y: (1, L, E) its state at the stop.
+        hist: its last accepted (τ, state) pairs.
+        tau: the stop's τ.
+        rhs: du/dτ.
+        to_t: τ → t.
+        threshold: the norm threshold.
+
+    Returns:
+        ``(outcome, t_blowup, message)``: ``NONFINITE`` at the stop time, ``BLOWUP`` with the
+        extrapolated singularity, or ``THRESHOLD`` with the interpolated crossing time.
+    """
+    if not torch.isfinite(y).all():
+        return Outcome.NONFINITE, to_t(tau), f"non-finite: the state turned non-finite at t={to_t(tau):.10g}"
+    tstar = singularity(rhs, hist)
+    if tstar is not None:
+        tb = to_t(tstar)
+        return Outcome.BLOWUP, tb, (f"blow-up: max|u|={maxabs(y):.3g} passed the threshold {threshold:.3g} at "
+                                    f"t={to_t(tau):.10g}; estimated blow-up time t*={tb:.10g}")
+    cross = tau
+    if len(hist) >= 2:  # interpolate ln max|u| between the last two accepted states to the threshold
+        (ta, ya), (tb_, yb) = hist[-2], hist[-1]
+        la, lb = math.log(max(maxabs(ya), 1e-300)), math.log(max(maxabs(yb), 1e-300))
+        if lb > la and la < math.log(threshold) <= lb:
+            cross = ta + (math.log(threshold) - la) / (lb - la) * (tb_ - ta)
+    tb = to_t(cross)
+    return Outcome.THRESHOLD, tb, (f"threshold: max|u| passed the threshold {threshold:.3g} at t≈{tb:.10g} "
+                                   "(no finite-time singularity signature)")

@@ -1,0 +1,75 @@
+"""One residual layer, shared by both generations: ``x + Mixer(Norm(x))`` with a mixer class per generation.
+
+As mamba-ssm's ``Block(dim, mixer_cls)``: the block owns the norm and the residual step; the mixer
+(:class:`~mamba_ode.nn.mixer_mamba1.MambaMixer` or :class:`~mamba_ode.nn.mixer_mamba2.Mamba2Mixer`)
+owns everything generation-specific, including its parameters in the paper's notation (``.ssm``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..io.config import AnyConfig
+from .norms import make_norm
+
+__all__ = ["Block"]
+
+
+class Block(nn.Module):
+    """One residual layer: ``x + Mixer(Norm(x))``.
+
+    Arguments:
+        config: the model's config (either generation).
+        layer_idx: the layer index k.
+        mixer_cls: the mixer class, built as ``mixer_cls(config)``.
+    """
+
+    def __init__(self, config: AnyConfig, layer_idx: int, mixer_cls: type[nn.Module]):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.residual_in_fp32 = config.residual_in_fp32
+        self.norm = make_norm(config)
+        self.mixer = mixer_cls(config)
+
+    @property
+    def ssm(self) -> Any:
+        """This layer's parameters in the paper's notation (``SSMParams`` or ``Mamba2Params``)."""
+        return self.mixer.ssm
+
+    def update(self, x: Tensor, *, norm: bool = True, conv: bool = True, gate: bool = True,
+               return_internals: bool = False, backend: str = "auto") -> Any:
+        """The residual update ``F_k(x) = Mixer_k(Norm_k(x))`` (no residual added).
+
+        Arguments:
+            x: (B, L, Dm) residual states.
+            norm, conv, gate: keep the norm / convolution / gate (ablation switches).
+            return_internals: also return the mixer's internals.
+            backend: scan backend.
+
+        Returns:
+            (B, L, Dm), and the internals when asked.
+        """
+        x = x.to(self.norm.weight.dtype)  # a float32 residual stream of a half-precision model
+        h = self.norm(x) if norm else x
+        return self.mixer(h, conv=conv, gate=gate, return_internals=return_internals, backend=backend)
+
+    def field_input(self, x: Tensor) -> Tensor:
+        """The tokens the idealised field of this layer starts from, for residual states x (B, L, Dm).
+
+        Returns:
+            Mamba-1: the S6 input u (B, L, E); Mamba-2: the mixer input ``Norm_k(x)`` (B, L, Dm).
+        """
+        return self.mixer.field_input(self.norm(x.to(self.norm.weight.dtype)))
+
+    def forward(self, x: Tensor, *, return_internals: bool = False, backend: str = "auto") -> Any:
+        """x (B, L, Dm) → x + F_k(x) (B, L, Dm), and the internals when asked."""
+        res = x
+        if self.residual_in_fp32 and x.dtype in (torch.float16, torch.bfloat16):
+            res = x.float()
+        out = self.update(x, return_internals=return_internals, backend=backend)
+        if return_internals:
+            return res + out[0], out[1]
+        return res + out

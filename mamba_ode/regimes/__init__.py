@@ -1,0 +1,57 @@
+"""The regimes layer: do the tokens converge, blow up in finite time, or grow slowly?
+
+Three views of the same question, one module each:
+
+* from parameters — :mod:`~mamba_ode.regimes.criteria` (the paper's theorems),
+  :mod:`~mamba_ode.regimes.spectrum` (Sym(M) from low-rank factors, per-channel reductions) and
+  :mod:`~mamba_ode.regimes.table` (one :class:`Verdict` per layer or head);
+* from trajectories — :mod:`~mamba_ode.regimes.classify`;
+* theory against numerics — :mod:`~mamba_ode.regimes.agreement`.
+
+Labels are the ``str`` enums of :mod:`~mamba_ode.regimes.labels`. Imports the dynamics and nn layers.
+"""
+
+from .agreement import AgreementCase, AgreementReport, compare_theory_numerics, two_dim_params
+from .classify import TrajectoryClassification, classify_trajectory
+from .criteria import Criteria1D, CriteriaND, blowup_time_1d, criteria_1d, criteria_nd
+from .labels import CRITERIA_REGIMES, EXPECTED_LABEL, TRAJECTORY_LABELS, Definiteness, Label
+from .spectrum import ChannelReductions, SymSpectrum, channel_reductions, sym_spectrum
+from .table import (
+    RegimeTable,
+    Verdict,
+    head_verdicts,
+    layer_fractions,
+    layer_spectrum,
+    layer_verdict,
+    regime_table,
+)
+
+__all__ = [
+    "AgreementCase",
+    "AgreementReport",
+    "CRITERIA_REGIMES",
+    "ChannelReductions",
+    "Criteria1D",
+    "CriteriaND",
+    "Definiteness",
+    "EXPECTED_LABEL",
+    "Label",
+    "RegimeTable",
+    "SymSpectrum",
+    "TRAJECTORY_LABELS",
+    "TrajectoryClassification",
+    "Verdict",
+    "blowup_time_1d",
+    "channel_reductions",
+    "classify_trajectory",
+    "compare_theory_numerics",
+    "criteria_1d",
+    "criteria_nd",
+    "head_verdicts",
+    "layer_fractions",
+    "layer_spectrum",
+    "layer_verdict",
+    "regime_table",
+    "sym_spectrum",
+    "two_dim_params",
+]

@@ -1,0 +1,72 @@
+"""The label vocabulary of the regimes, as ``str`` enums (members compare equal to their text).
+
+* :class:`Label` — regimes predicted from parameters (``convergent``, ``static``,
+  ``divergent-finite-time``, ``divergent-logarithmic``, ``divergent``, ``undecided``) and labels read
+  from trajectories (``convergent``, ``divergent-finite-time``, ``divergent``, ``bounded``,
+  ``undetermined``).
+* :class:`Definiteness` — the sign structure of the spectrum of Sym(M).
+* :data:`EXPECTED_LABEL` — the trajectory label each parameter regime predicts.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["StrEnum", "Label", "Definiteness", "CRITERIA_REGIMES", "TRAJECTORY_LABELS", "EXPECTED_LABEL",
+           "SIGN_SYMBOL"]
+
+
+class StrEnum(str, enum.Enum):
+    """A ``str`` enum that prints, formats and serialises (JSON) as its value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Label(StrEnum):
+    """A token's regime: predicted from parameters, or read from its trajectory."""
+
+    CONVERGENT = "convergent"
+    STATIC = "static"
+    FINITE = "divergent-finite-time"
+    LOGARITHMIC = "divergent-logarithmic"
+    DIVERGENT = "divergent"
+    BOUNDED = "bounded"
+    UNDETERMINED = "undetermined"
+    UNDECIDED = "undecided"
+
+
+class Definiteness(StrEnum):
+    """Sign structure of the spectrum of ``Sym(M) = (M + Mᵀ)/2``."""
+
+    POSITIVE = "positive semi-definite"
+    NEGATIVE = "negative semi-definite"
+    INDEFINITE = "indefinite"
+    ZERO = "zero"
+
+    @classmethod
+    def of_counts(cls, n_pos: int, n_neg: int) -> Definiteness:
+        """The label of a spectrum with ``n_pos`` positive and ``n_neg`` negative eigenvalues."""
+        if n_pos and n_neg:
+            return cls.INDEFINITE
+        if n_pos:
+            return cls.POSITIVE
+        if n_neg:
+            return cls.NEGATIVE
+        return cls.ZERO
+
+
+#: Regimes the parameter criteria give.
+CRITERIA_REGIMES = (Label.CONVERGENT, Label.STATIC, Label.FINITE, Label.LOGARITHMIC, Label.DIVERGENT, Label.UNDECIDED)
+#: Labels read from trajectories.
+TRAJECTORY_LABELS = (Label.CONVERGENT, Label.FINITE, Label.DIVERGENT, Label.BOUNDED, Label.UNDETERMINED)
+#: The trajectory label each parameter regime predicts (static → bounded, logarithmic → divergent).
+EXPECTED_LABEL = {Label.CONVERGENT: Label.CONVERGENT, Label.STATIC: Label.BOUNDED, Label.FINITE: Label.FINITE,
+                  Label.LOGARITHMIC: Label.DIVERGENT, Label.DIVERGENT: Label.DIVERGENT,
+                  Label.UNDECIDED: Label.UNDETERMINED}
+#: A one-character symbol per definiteness: what an input–output matrix can do to a token's norm.
+SIGN_SYMBOL = {Definiteness.POSITIVE: "+", Definiteness.NEGATIVE: "-", Definiteness.INDEFINITE: "±",
+               Definiteness.ZERO: "0"}
