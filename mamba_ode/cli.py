@@ -41,17 +41,13 @@ def _demo(args: argparse.Namespace) -> int:
         model = load(d)
         ids = torch.tensor([list(args.prompt.encode("utf-8"))[:64] or [0]])
         with torch.no_grad():
-            out = model(ids, output_hidden_states=True, internals=[0])
+            out = model(ids, output_hidden_states=True, internals=True)
     print(f"model: {cfg.n_layer} layers, d_model {cfg.d_model}, d_inner {cfg.d_inner}, d_state {cfg.d_state}, "
           f"dt_rank {cfg.dt_rank} (random weights, transformers layout, reloaded from disk)")
     print(f"prompt: {args.prompt!r} → {ids.shape[1]} byte tokens")
     print(f"{'k':>3} {'|x^k| mean':>12} {'mean Δ':>15}")
-    for k, x in enumerate(out.hidden_states):
-        extra = ""
-        if k < cfg.n_layer:
-            delta = out.internals[k].delta if k in out.internals else model.layers[k].ssm.detach().delta(
-                torch.zeros(1, 1, cfg.d_inner))
-            extra = f"{float(delta.mean()):>15.4f}"
+    for k, x in enumerate(out.hidden_states or ()):
+        extra = f"{float(out.internals[k].delta.mean()):>15.4f}" if k < cfg.n_layer else ""
         print(f"{k:>3} {float(x.norm(dim=-1).mean()):>12.4f} {extra}")
     it = out.internals[0]
     print(f"layer 0 S6 internals: u {tuple(it.u.shape)}, Δ {tuple(it.delta.shape)}, B {tuple(it.B.shape)}, "
@@ -72,6 +68,7 @@ def _positive_float(text: str) -> float:
 
 def _analyze(args: argparse.Namespace) -> int:
     """Load a model, analyse its token dynamics on a prompt, print a table, write the report."""
+    prompt: str | list[int]
     if args.prompt_file is not None:
         try:
             prompt = Path(args.prompt_file).read_text(encoding="utf-8")

@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .nn.lm import MambaLMBase
+from .nn.refine import Mamba1MixerLike
 
 __all__ = ["mamba_init_", "TrainConfig", "lr_at", "fit", "TRAINER_STATE"]
 
@@ -64,7 +65,7 @@ def mamba_init_(model: MambaLMBase, *, dt_min: float = 1e-3, dt_max: float = 1e-
         emb.copy_(torch.randn(emb.shape, generator=g) * 0.02)
         for block in model.layers:
             mixer = block.mixer
-            inner = getattr(mixer, "mixer", mixer)  # TokenReorder-wrapped
+            inner = cast(Mamba1MixerLike, getattr(mixer, "mixer", mixer))  # TokenReorder-wrapped
             for lin in (inner.in_proj, inner.out_proj):
                 if lin.bias is not None:
                     lin.bias.zero_()

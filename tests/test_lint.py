@@ -1,4 +1,4 @@
-"""The code base is ruff-clean (configuration in pyproject.toml)."""
+"""The code base is ruff-clean and type-checks (configuration in pyproject.toml)."""
 
 import shutil
 import subprocess
@@ -14,3 +14,11 @@ def test_ruff_clean():
     out = subprocess.run(["ruff", "check", "mamba_ode", "tests", "benchmarks", "experiments", "notebooks"], cwd=ROOT,
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(shutil.which("mypy") is None, reason="mypy not installed")
+def test_type_checker_clean(tmp_path):
+    """mypy (configuration in pyproject.toml) finds no error in the package."""
+    out = subprocess.run(["mypy", "--cache-dir", str(tmp_path / "mypy_cache")], cwd=ROOT, capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]

@@ -290,7 +290,8 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
         sol = solve(fieldk, u0, (0.0, float(t_max)), t_eval=t_eval, method=method, rtol=rtol, atol=atol,
                     log_time=True, blowup_threshold=blowup_factor * float(u0.abs().max()), max_steps=max_steps)
         cls = classify_trajectory(sol)
-        q = float(fieldk.params.quadratic_form(u0[0, 0])[0])
+        with torch.no_grad():
+            q = float(model.layer_params(k).quadratic_form(u0[0, 0])[0])
         results.append(LayerDynamics(k, table.layer(k), sol, cls, list(cls.labels[0]), q))
     timings["trajectories"] = time.perf_counter() - t0
 
@@ -303,7 +304,8 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
 
     t0 = time.perf_counter()
     k0 = chosen[0]
-    P = layer_field(model, k0).params.mixing_matrix(states[k0][:, :_MAX_ATTENTION_TOKENS])  # (1, L', L', C)
+    with torch.no_grad():
+        P = model.layer_params(k0).mixing_matrix(states[k0][:, :_MAX_ATTENTION_TOKENS])  # (1, L', L', C)
     channel = int(P.abs().amax(dim=(0, 1, 2)).argmax())
     timings["hidden_attention"] = time.perf_counter() - t0
 

@@ -13,7 +13,7 @@ Shape letters as in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
@@ -25,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
+from ..dynamics.compare import DiscreteComparison
+from ..dynamics.solve import Solution
 from ..regimes.criteria import criteria_1d
 
 __all__ = [
@@ -58,7 +60,10 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 4.0)) -> tuple[F
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize, layout="constrained")
         return fig, ax
-    return ax.get_figure(), ax
+    root = ax.get_figure(root=True)
+    if not isinstance(root, Figure):
+        raise ValueError("argument 'ax' belongs to no figure")
+    return root, ax
 
 
 def _require(obj: Any, attrs: Sequence[str], name: str) -> None:
@@ -78,7 +83,7 @@ def _seq_index(seq: int, n: int) -> int:
 # ============================================================================ trajectories
 
 
-def plot_trajectories(solution: Any, *, seq: int = 0, tokens: Sequence[int] | None = None, ax: Axes | None = None,
+def plot_trajectories(solution: Solution, *, seq: int = 0, tokens: Sequence[int] | None = None, ax: Axes | None = None,
                       logx: bool | None = None, logy: bool = True, title: str | None = None) -> Figure:
     """Token norms ``|u_l(t)|`` against t for one sequence of a solve result, blow-up marked.
 
@@ -142,7 +147,8 @@ def plot_trajectories(solution: Any, *, seq: int = 0, tokens: Sequence[int] | No
 # ============================================================================ phase portrait
 
 
-def plot_phase_portrait(field: Any, *, lim: float = 2.0, n: int = 25, trajectories: Any = None, ax: Axes | None = None,
+def plot_phase_portrait(field: Callable[[Any, Tensor], Tensor], *, lim: float = 2.0, n: int = 25,
+                        trajectories: Solution | None = None, ax: Axes | None = None,
                         title: str | None = None) -> Figure:
     """Phase portrait of a one-dimensional system with two tokens, ``(u_1, u_2)``.
 
@@ -357,7 +363,7 @@ def plot_hidden_attention(P: Tensor, *, channel: int = 0, seq: int = 0, scale: s
 # ============================================================================ discrete vs continuous
 
 
-def plot_comparison(comparison: Any, *, seq: int = 0, token: int = -1, ax: Axes | None = None,
+def plot_comparison(comparison: DiscreteComparison, *, seq: int = 0, token: int = -1, ax: Axes | None = None,
                     title: str | None = None) -> Figure:
     """Discrete (Euler) and continuous (adaptive) trajectories of one token, overlaid.
 

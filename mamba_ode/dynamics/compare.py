@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -57,7 +58,7 @@ class DiscreteComparison:
 
 def compare_discrete(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequence[float], *,
                      h: float = 1.0, method: str = "dopri5", rtol: float = 1e-7, atol: float = 1e-9,
-                     **solve_kwargs: object) -> DiscreteComparison:
+                     **solve_kwargs: Any) -> DiscreteComparison:
     """Step the field by Euler with step h and integrate it adaptively; compare at the Euler grid.
 
     Arguments:

@@ -7,15 +7,32 @@ owns everything generation-specific, including its parameters in the paper's not
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Protocol, cast, overload
 
 import torch
 from torch import Tensor, nn
 
 from ..io.config import AnyConfig
 from .norms import make_norm
+from .params_mamba1 import SSMParams
+from .params_mamba2 import Mamba2Params
 
-__all__ = ["Block"]
+__all__ = ["Block", "LayerParams"]
+
+#: One layer's parameters in the paper's notation, of either generation.
+LayerParams = SSMParams | Mamba2Params
+
+
+class Mixer(Protocol):
+    """What a block needs of its mixer (either generation, or a refinement wrapping one)."""
+
+    @property
+    def ssm(self) -> LayerParams: ...
+
+    def field_input(self, h: Tensor) -> Tensor: ...
+
+    def __call__(self, h: Tensor, *, conv: bool = True, gate: bool = True, use_D: bool = True,
+                 return_internals: bool = False, backend: str = "auto") -> Any: ...
 
 
 class Block(nn.Module):
@@ -27,6 +44,9 @@ class Block(nn.Module):
         mixer_cls: the mixer class, built as ``mixer_cls(config)``.
     """
 
+    norm: nn.Module
+    mixer: nn.Module
+
     def __init__(self, config: AnyConfig, layer_idx: int, mixer_cls: type[nn.Module]):
         super().__init__()
         self.layer_idx = layer_idx
@@ -35,12 +55,28 @@ class Block(nn.Module):
         self.mixer = mixer_cls(config)
 
     @property
-    def ssm(self) -> Any:
+    def ssm(self) -> LayerParams:
         """This layer's parameters in the paper's notation (``SSMParams`` or ``Mamba2Params``)."""
-        return self.mixer.ssm
+        return self._mixer.ssm
+
+    @property
+    def _mixer(self) -> Mixer:
+        return cast(Mixer, self.mixer)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return cast(Tensor, self.norm.weight).dtype
+
+    @overload
+    def update(self, x: Tensor, *, norm: bool = ..., conv: bool = ..., gate: bool = ...,
+               return_internals: Literal[False] = ..., backend: str = ...) -> Tensor: ...
+
+    @overload
+    def update(self, x: Tensor, *, norm: bool = ..., conv: bool = ..., gate: bool = ...,
+               return_internals: Literal[True], backend: str = ...) -> tuple[Tensor, Any]: ...
 
     def update(self, x: Tensor, *, norm: bool = True, conv: bool = True, gate: bool = True,
-               return_internals: bool = False, backend: str = "auto") -> Any:
+               return_internals: bool = False, backend: str = "auto") -> Tensor | tuple[Tensor, Any]:
         """The residual update ``F_k(x) = Mixer_k(Norm_k(x))`` (no residual added).
 
         Arguments:
@@ -52,9 +88,10 @@ class Block(nn.Module):
         Returns:
             (B, L, Dm), and the internals when asked.
         """
-        x = x.to(self.norm.weight.dtype)  # a float32 residual stream of a half-precision model
+        x = x.to(self._dtype)  # a float32 residual stream of a half-precision model
         h = self.norm(x) if norm else x
-        return self.mixer(h, conv=conv, gate=gate, return_internals=return_internals, backend=backend)
+        return cast(Tensor | tuple[Tensor, Any],
+                    self._mixer(h, conv=conv, gate=gate, return_internals=return_internals, backend=backend))
 
     def field_input(self, x: Tensor) -> Tensor:
         """The tokens the idealised field of this layer starts from, for residual states x (B, L, Dm).
@@ -62,14 +99,15 @@ class Block(nn.Module):
         Returns:
             Mamba-1: the S6 input u (B, L, E); Mamba-2: the mixer input ``Norm_k(x)`` (B, L, Dm).
         """
-        return self.mixer.field_input(self.norm(x.to(self.norm.weight.dtype)))
+        return self._mixer.field_input(self.norm(x.to(self._dtype)))
 
-    def forward(self, x: Tensor, *, return_internals: bool = False, backend: str = "auto") -> Any:
+    def forward(self, x: Tensor, *, return_internals: bool = False,
+                backend: str = "auto") -> Tensor | tuple[Tensor, Any]:
         """x (B, L, Dm) → x + F_k(x) (B, L, Dm), and the internals when asked."""
         res = x
         if self.residual_in_fp32 and x.dtype in (torch.float16, torch.bfloat16):
             res = x.float()
-        out = self.update(x, return_internals=return_internals, backend=backend)
         if return_internals:
-            return res + out[0], out[1]
-        return res + out
+            out, internals = self.update(x, return_internals=True, backend=backend)
+            return res + out, internals
+        return res + self.update(x, backend=backend)

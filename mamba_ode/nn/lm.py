@@ -19,9 +19,10 @@ Shape letters as in :mod:`mamba_ode.shapes`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from .._checks import layer_index
 from ..io.checkpoints import Checkpoint, write_checkpoint, write_refinements
 from ..io.config import AnyConfig, Mamba2Config, MambaConfig
-from .block import Block
+from .block import Block, LayerParams
 from .mixer_mamba1 import MambaMixer
 from .mixer_mamba2 import Mamba2Mixer
 from .norms import make_norm
@@ -79,17 +80,17 @@ class MambaLMBase(nn.Module):
         TypeError: if ``config`` is not of the generation's config class.
     """
 
-    config_cls: ClassVar[type] = MambaConfig
+    config_cls: ClassVar[type[MambaConfig] | type[Mamba2Config]] = MambaConfig
     mixer_cls: ClassVar[type[nn.Module]] = MambaMixer
     #: The name of the generation in summaries and reports.
     architecture: ClassVar[str] = "mamba"
 
-    def __init__(self, config: Any):
+    def __init__(self, config: AnyConfig):
         super().__init__()
         if not isinstance(config, self.config_cls):
             raise TypeError(f"{type(self).__name__}: argument 'config' must be a {self.config_cls.__name__}, "
                             f"got {type(config).__name__}")
-        self.config = config
+        self.config: AnyConfig = config
         self.backbone = _Backbone(config, self.mixer_cls)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -98,9 +99,9 @@ class MambaLMBase(nn.Module):
         self.tokenizer: Any = None
 
     @property
-    def layers(self) -> nn.ModuleList:
-        """The K residual blocks."""
-        return self.backbone.layers
+    def layers(self) -> Sequence[Block]:
+        """The K residual blocks (an ``nn.ModuleList``)."""
+        return cast(Sequence[Block], self.backbone.layers)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """(B, L) token ids → x^0 (B, L, Dm).
@@ -191,7 +192,7 @@ class MambaLMBase(nn.Module):
             raise ValueError(f"argument 'prompt' has ids outside [0, {self.config.vocab_size})")
         return ids.to(device=device, dtype=torch.int64)
 
-    def layer_params(self, k: int) -> Any:
+    def layer_params(self, k: int) -> LayerParams:
         """Layer k's parameters in the paper's notation (differentiable views of the weights).
 
         Arguments:

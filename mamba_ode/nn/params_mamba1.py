@@ -18,6 +18,7 @@ Shape letters as in :mod:`mamba_ode.shapes`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -159,6 +160,14 @@ class SSMParams:
         """(B, L, E) step sizes Δ = softplus(S_Δ u + b_Δ) for tokens u (B, L, E)."""
         pre, _, _ = self.selective_inputs(u)
         return torch.nn.functional.softplus(pre + self.delta_bias)
+
+    @overload
+    def s6(self, u: Tensor, z: Tensor | None = ..., *, use_D: bool = ..., backend: str = ...,
+           return_internals: Literal[False] = ...) -> Tensor: ...
+
+    @overload
+    def s6(self, u: Tensor, z: Tensor | None = ..., *, use_D: bool = ..., backend: str = ...,
+           return_internals: Literal[True]) -> tuple[Tensor, S6Internals]: ...
 
     def s6(self, u: Tensor, z: Tensor | None = None, *, use_D: bool = True, backend: str = "auto",
            return_internals: bool = False) -> Tensor | tuple[Tensor, S6Internals]:

@@ -29,7 +29,9 @@ H heads, P head size, G groups, N state size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -275,12 +277,16 @@ class Mamba2Params:
         _, delta, Bm, Cm = self.selective(h)
         return self.token_mixing_matrix(delta, Bm, Cm).permute(0, 2, 3, 1)
 
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> Mamba2Params:
+        """A copy with ``fn`` applied to every tensor field."""
+        changes: dict[str, Any] = {f.name: fn(v) for f in fields(self)
+                                   if isinstance(v := getattr(self, f.name), Tensor)}
+        return replace(self, **changes)
+
     def snapshot(self) -> Mamba2Params:
         """A copy of the tensors, cut from the autograd graph (later weight changes do not move it)."""
-        return Mamba2Params(**{f.name: (v.detach().clone() if isinstance(v, Tensor) else v)
-                               for f in fields(self) for v in (getattr(self, f.name),)})
+        return self._map(lambda v: v.detach().clone())
 
-    def to(self, *args: object, **kwargs: object) -> Mamba2Params:
+    def to(self, *args: Any, **kwargs: Any) -> Mamba2Params:
         """Move/cast every tensor (``torch.Tensor.to`` arguments)."""
-        return Mamba2Params(**{f.name: (v.to(*args, **kwargs) if isinstance(v, Tensor) else v)  # type: ignore[arg-type]
-                               for f in fields(self) for v in (getattr(self, f.name),)})
+        return self._map(lambda v: v.to(*args, **kwargs))

@@ -29,7 +29,7 @@ Shape letters (B, L, Dm, E, N, R) are those of :mod:`mamba_ode.shapes`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +121,20 @@ class InputOutputSign(nn.Module):
         return f"dt_rank={self.dt_rank}, d_state={self.d_state}, sign={self.sign!r}"
 
 
-def _mixer_sizes(mixer: nn.Module) -> tuple[int, int]:
+class Mamba1MixerLike(Protocol):
+    """What the refinements read of a Mamba-1 mixer: mamba_ode's ``MambaMixer``, transformers'
+    ``MambaMixer`` or mamba-ssm's ``Mamba`` (recognised by these attributes, never imported)."""
+
+    in_proj: nn.Linear
+    conv1d: nn.Conv1d
+    x_proj: nn.Linear
+    dt_proj: nn.Linear
+    A_log: Tensor
+    D: Tensor
+    out_proj: nn.Linear
+
+
+def _mixer_sizes(mixer: Mamba1MixerLike) -> tuple[int, int]:
     """(R, N) of a Mamba-1 mixer of any of the three known kinds."""
     r = getattr(mixer, "dt_rank", None) or getattr(mixer, "time_step_rank", None)
     n = getattr(mixer, "d_state", None) or getattr(mixer, "ssm_state_size", None)
@@ -139,7 +152,7 @@ def _is_mixer(module: nn.Module) -> bool:
     return isinstance(x_proj, nn.Linear) and hasattr(module, "dt_proj") and hasattr(module, "A_log")
 
 
-def find_mixers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+def find_mixers(module: nn.Module) -> list[tuple[str, Mamba1MixerLike]]:
     """Every Mamba-1 mixer inside a module (itself included): ``[(qualified name, mixer)]``.
 
     A mixer is any module with an ``x_proj`` :class:`torch.nn.Linear`, a ``dt_proj`` and an
@@ -150,7 +163,7 @@ def find_mixers(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"find_mixers: argument 'module' must be an nn.Module, got {type(module).__name__}")
-    return [(name, m) for name, m in module.named_modules() if _is_mixer(m)]
+    return [(name, cast(Mamba1MixerLike, m)) for name, m in module.named_modules() if _is_mixer(m)]
 
 
 def constrain_input_output(module: nn.Module, sign: Sign) -> nn.Module:
@@ -218,10 +231,11 @@ def input_output_sign_of(module: nn.Module) -> str | None:
     Raises:
         ValueError: when the mixers carry different constraints (or only some are constrained).
     """
-    found = set()
+    found: set[str | None] = set()
     for _, mixer in find_mixers(module):
         if parametrize.is_parametrized(mixer.x_proj, "weight"):
-            found |= {p.sign for p in mixer.x_proj.parametrizations.weight if isinstance(p, InputOutputSign)}
+            plist: Any = getattr(mixer.x_proj, "parametrizations").weight  # noqa: B009 (added by parametrize)
+            found |= {p.sign for p in plist if isinstance(p, InputOutputSign)}
         else:
             found.add(None)
     if len(found) > 1:
@@ -310,22 +324,27 @@ class TokenReorder(nn.Module):
         self.mixer = mixer
         self.softsort = SoftSort(tau, hard)
         self.permute_back = bool(permute_back)
-        e = mixer.dt_proj.weight.shape[0]
-        w = mixer.x_proj.weight
+        e = self.inner.dt_proj.weight.shape[0]
+        w = self.inner.x_proj.weight
         self.K = nn.Parameter(torch.randn(e, dtype=w.dtype, device=w.device) * e ** -0.5)
         self.last_permutation: Tensor | None = None
 
     # ------------------------------------------------------------------ pieces
 
     @property
+    def inner(self) -> Mamba1MixerLike:
+        """The wrapped mixer, typed by what this wrapper reads of it."""
+        return cast(Mamba1MixerLike, self.mixer)
+
+    @property
     def ssm(self) -> SSMParams:
         """The wrapped mixer's SSM parameters (built from its current, possibly constrained, weights)."""
-        m = self.mixer
+        m = self.inner
         return SSMParams.from_weights(m.x_proj.weight, m.dt_proj.weight, m.dt_proj.bias, m.A_log, m.D)
 
     def ssm_input(self, x: Tensor, conv: bool = True) -> tuple[Tensor, Tensor]:
         """(B, L, Dm) → ``(u, z)`` each (B, L, E), as the wrapped mixer computes them."""
-        m = self.mixer
+        m = self.inner
         if hasattr(m, "ssm_input"):
             return m.ssm_input(x, conv=conv)
         xz = m.in_proj(x)
@@ -335,6 +354,11 @@ class TokenReorder(nn.Module):
             xi = m.conv1d(xi.transpose(1, 2))[..., :length].transpose(1, 2)
         act = getattr(m, "act", None) or F.silu
         return act(xi), z
+
+    def field_input(self, h: Tensor) -> Tensor:
+        """The tokens the wrapped layer's S6 sees for mixer input h (B, L, Dm): the reordered u (B, L, E)."""
+        u = self.ssm_input(h)[0]
+        return self.permutation(u) @ u
 
     def scores(self, u: Tensor, ssm: SSMParams | None = None) -> Tensor:
         """Importance scores s (B, L) = ``(S_Δ u + b_Δ) K`` for tokens u (B, L, E)."""
@@ -379,7 +403,7 @@ class TokenReorder(nn.Module):
             y = perm.transpose(-1, -2) @ y
         if gate:
             y = y * F.silu(z)
-        out = self.mixer.out_proj(y)
+        out = self.inner.out_proj(y)
         return (out, internals) if return_internals else out
 
     def extra_repr(self) -> str:
@@ -401,7 +425,7 @@ def reorder_first_block(model: nn.Module, **kwargs) -> TokenReorder:
         ValueError: if the model has no ``backbone.layers[0].mixer``.
     """
     try:
-        block = model.backbone.layers[0]
+        block: Any = getattr(model, "backbone").layers[0]  # noqa: B009 (any model with this layout)
     except (AttributeError, IndexError) as err:
         raise ValueError("reorder_first_block: argument 'model' has no backbone.layers[0]") from err
     if isinstance(block.mixer, TokenReorder):

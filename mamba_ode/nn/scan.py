@@ -29,7 +29,7 @@ Backends:
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +88,7 @@ def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     if z is not None and z.shape != u.shape:
         raise ValueError(f"selective_scan: argument 'z' must have the shape of u {tuple(u.shape)}, "
                          f"got {tuple(z.shape)}")
-    return groups
+    return groups or 1
 
 
 def _as_groups(t: Tensor) -> Tensor:
@@ -260,6 +260,19 @@ def _warn_no_cuda_kernel() -> None:
 # ----------------------------------------------------------------------------- public
 
 
+@overload
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = ...,
+                   z: Tensor | None = ..., delta_bias: Tensor | None = ..., delta_softplus: bool = ...,
+                   return_last_state: Literal[False] = ..., backend: str = ..., chunk_size: int = ...) -> Tensor: ...
+
+
+@overload
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = ...,
+                   z: Tensor | None = ..., delta_bias: Tensor | None = ..., delta_softplus: bool = ...,
+                   *, return_last_state: Literal[True], backend: str = ...,
+                   chunk_size: int = ...) -> tuple[Tensor, Tensor]: ...
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -271,7 +284,7 @@ def selective_scan(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
-    backend: Backend = "auto",
+    backend: str = "auto",
     chunk_size: int = DEFAULT_CHUNK,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Run the selective scan (S6 recurrence), with mamba-ssm's ``selective_scan_fn`` semantics.

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..dynamics.fields import OneDimField, PackedOneDimField, S6Field
 from ..dynamics.prefix import prefix_batch
-from ..dynamics.solve import solve
+from ..dynamics.solve import Solution, solve
 from ..nn.params_mamba1 import SSMParams
 from .classify import TrajectoryClassification, classify_trajectory
 from .criteria import criteria_1d, criteria_nd
@@ -104,9 +104,9 @@ class AgreementReport:
     def outcome_fractions(self, token: int | None = None) -> dict[str, float]:
         """Fraction of observed labels (over all cases, or over one token index)."""
         cs = [c for c in self.cases if token is None or c.token == token]
-        out = dict.fromkeys(TRAJECTORY_LABELS, 0.0)
+        out = {str(lab): 0.0 for lab in TRAJECTORY_LABELS}
         for c in cs:
-            out[c.observed] += 1.0 / max(len(cs), 1)
+            out[str(c.observed)] += 1.0 / max(len(cs), 1)
         return out
 
     def __str__(self) -> str:
@@ -244,7 +244,7 @@ def compare_theory_numerics(n_systems: int = 200, *, dim: int = 1, seq_len: tupl
                for i in range(n_systems)]
     kw = {"log_time": True, "method": method, "rtol": rtol, "atol": atol,
           "blowup_threshold": 1e3 if dim == 1 else 1e2, **(solver_kwargs or {})}
-    ckw = {"inherit_blowup": dim == 1, **(thresholds or {})}
+    ckw: dict[str, Any] = {"inherit_blowup": dim == 1, **(thresholds or {})}
     cases: list[AgreementCase] = []
     blow: list[tuple[int, float, float, float]] = []
     if dim == 1 and pack > 0:
@@ -277,10 +277,10 @@ def _sample_system(i: int, rng: np.random.Generator, dim: int, seq_len: tuple[in
     if dim == 1:
         mu, s = _sign(rng) * rng.uniform(*ranges["mu"]), _sign(rng) * rng.uniform(*ranges["s"])
         a, b = rng.uniform(*ranges["a"]), rng.uniform(*ranges["b"])
-        crit = criteria_1d(mu, s, a, u, b)
+        c1 = criteria_1d(mu, s, a, u, b)
         return {"i": i, "u": u, "params": {"mu": mu, "s_delta": s, "a": a, "b_delta": b},
-                "regimes": crit.regimes, "decided": crit.decided.tolist(), "reasons": crit.reasons,
-                "t1": crit.t_blowup_token1.tolist(), "bound": crit.t_blowup_bound}
+                "regimes": c1.regimes, "decided": c1.decided.tolist(), "reasons": c1.reasons,
+                "t1": c1.t_blowup_token1.tolist(), "bound": c1.t_blowup_bound}
     signs = eigenvalue_signs if eigenvalue_signs is not None else [_sign(rng) for _ in range(dim)]
     lam = [float(sg) * rng.uniform(*ranges["mu"]) for sg in signs]
     S = None if equal_delta else torch.tensor(rng.uniform(*ranges["s"], size=(dim, dim))
@@ -296,7 +296,7 @@ def _sample_system(i: int, rng: np.random.Generator, dim: int, seq_len: tuple[in
             "t1": crit.t_blowup_token1.tolist(), "bound": None}
 
 
-def _record(sysd: dict, cls: TrajectoryClassification, sol: Any, offset: int, cases: list[AgreementCase],
+def _record(sysd: dict, cls: TrajectoryClassification, sol: Solution, offset: int, cases: list[AgreementCase],
             blow: list[tuple[int, float, float, float]]) -> None:
     """Compare one system's criteria with the classification of its prefix sequences (from row ``offset``)."""
     u = sysd["u"]

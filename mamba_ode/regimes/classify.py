@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -55,11 +54,11 @@ class TrajectoryClassification:
     thresholds: dict[str, float] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        """Number of tokens per label."""
-        out = dict.fromkeys(TRAJECTORY_LABELS, 0)
+        """Number of tokens per label (keys: the labels' text)."""
+        out = {str(lab): 0 for lab in TRAJECTORY_LABELS}
         for row in self.labels:
             for lab in row:
-                out[lab] += 1
+                out[str(lab)] += 1
         return out
 
     def divergence_order(self) -> list[list[int]]:
@@ -82,7 +81,8 @@ class TrajectoryClassification:
                         -float(self.final_norm[b, l]))
 
             fin.sort(key=key_fin)
-            slow.sort(key=lambda l, b=b: -float(self.growth_slope[b, l]))
+            slope = self.growth_slope[b]
+            slow.sort(key=lambda l: -float(slope[l]))
             out.append(fin + slow)
         return out
 
@@ -102,7 +102,7 @@ def _fit_slope(x: np.ndarray, y: np.ndarray) -> float:
     return float((xm * (y - y.mean())).sum() / den)
 
 
-def classify_trajectory(solution: Any, *, window_decades: float = 2.0, min_points: int = 5,
+def classify_trajectory(solution: Solution, *, window_decades: float = 2.0, min_points: int = 5,
                         min_t_end: float = 100.0, decay_exponent_min: float = 0.05,
                         growth_exponent_min: float = 0.02, bounded_exponent_max: float = 0.005,
                         blowup_exponent_min: float = 0.05, blowup_window_decades: float = 3.0,
@@ -194,7 +194,7 @@ class _Run:
         self.alpha, self.beta, self.pexp, self.tb, self.fnorm = (np.full((nb, length), np.nan) for _ in range(5))
 
     @classmethod
-    def read(cls, solution: Any, th: dict[str, float], inherit_blowup: bool) -> _Run:
+    def read(cls, solution: Solution, th: dict[str, float], inherit_blowup: bool) -> _Run:
         ts = torch.as_tensor(solution.ts).detach().to(torch.float64).cpu().numpy()
         ys = torch.as_tensor(solution.ys).detach()
         if ys.dim() != 4 or ts.ndim != 1 or ys.shape[0] != ts.shape[0]:

@@ -122,7 +122,8 @@ class Criteria1D:
         for b, row in enumerate(self.regimes):
             fin = [l for l, r in enumerate(row) if r == FINITE]
             slow = [l for l, r in enumerate(row) if r == LOGARITHMIC]
-            fin.sort(key=lambda l, b=b: (float(self.t_blowup_bound[b, l]), -l))
+            bound = self.t_blowup_bound[b]
+            fin.sort(key=lambda l: (float(bound[l]), -l))
             slow.sort(key=lambda l: -l)
             out.append(fin + slow)
         return out

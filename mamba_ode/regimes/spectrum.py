@@ -89,7 +89,7 @@ def sym_spectrum(S_B: Tensor | SSMParams, S_C: Tensor | None = None, *, rtol: fl
     if isinstance(S_B, SSMParams):
         if S_C is not None:
             raise ValueError("sym_spectrum: pass either an SSMParams or the two factors 'S_B' and 'S_C'")
-        S_B, S_C = S_B.S_B, S_B.S_C
+        S_B, S_C = S_B.io_factors()[0]
     check_matrix(S_B, "S_B")
     if S_C is None:
         raise TypeError("sym_spectrum: argument 'S_C' is required with a tensor 'S_B'")

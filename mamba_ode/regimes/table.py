@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..nn.lm import MambaLMBase
 from ..nn.params_mamba1 import SSMParams
 from ..nn.params_mamba2 import Mamba2Params
 from .labels import SIGN_SYMBOL, Definiteness
@@ -217,7 +218,8 @@ class RegimeTable(list):
         return "\n".join(rows)
 
 
-def regime_table(model: Any, *, rtol: float | None = None, channel_rtol: float = 1e-6) -> RegimeTable:
+def regime_table(model: MambaLMBase | Iterable[SSMParams | Mamba2Params], *, rtol: float | None = None,
+                 channel_rtol: float = 1e-6) -> RegimeTable:
     """The verdict of every layer (Mamba-1) or every layer and head (Mamba-2) of a model.
 
     Arguments:

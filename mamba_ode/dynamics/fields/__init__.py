@@ -10,8 +10,7 @@ parameters (``model.layer_params(k)``): the one place where a parameter type is 
 
 from __future__ import annotations
 
-from typing import Any
-
+from ...nn.lm import MambaLMBase
 from ...nn.params_mamba1 import SSMParams
 from ...nn.params_mamba2 import Mamba2Params
 from .base import VectorField
@@ -27,7 +26,7 @@ __all__ = ["VectorField", "S6Field", "MatrixS6Field", "Mamba2Field", "OneDimFiel
 _FIELD_OF = {SSMParams: S6Field, Mamba2Params: Mamba2Field}
 
 
-def field_of_params(params: Any, *, use_D: bool = False, backend: str = "auto") -> VectorField:
+def field_of_params(params: SSMParams | Mamba2Params, *, use_D: bool = False, backend: str = "auto") -> VectorField:
     """The idealised field of one layer's parameters.
 
     Arguments:
@@ -48,7 +47,7 @@ def field_of_params(params: Any, *, use_D: bool = False, backend: str = "auto") 
     return cls(params, use_D=use_D, backend=backend)
 
 
-def layer_field(model: Any, k: int, *, use_D: bool = False, backend: str = "auto",
+def layer_field(model: MambaLMBase, k: int, *, use_D: bool = False, backend: str = "auto",
                 detach: bool = True) -> VectorField:
     """The idealised field of layer k of a model of either generation ("the ODE from pretrained weights").
 

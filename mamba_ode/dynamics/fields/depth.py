@@ -7,11 +7,11 @@ switches drop norm, convolution or gate, and a weight-tied mode uses one layer f
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from torch import Tensor
 
 from ..._checks import check_tokens, layer_index, time_float
+from ...nn.lm import MambaLMBase
 from .base import VectorField
 
 __all__ = ["DepthField"]
@@ -37,7 +37,7 @@ class DepthField(VectorField):
         TypeError: if model has no ``layers``.
     """
 
-    def __init__(self, model: Any, *, norm: bool = True, conv: bool = True, gate: bool = True,
+    def __init__(self, model: MambaLMBase, *, norm: bool = True, conv: bool = True, gate: bool = True,
                  tied_layer: int | None = None, backend: str = "auto") -> None:
         super().__init__()
         layers = getattr(model, "layers", None)
@@ -97,7 +97,7 @@ class DepthField(VectorField):
             ValueError: for a wrong shape or dtype of x.
         """
         check_tokens(x, self.d_model, name="x", what="Dm")
-        wdt = self.model.layers[0].mixer.in_proj.weight.dtype
+        wdt = self.model.lm_head.weight.dtype
         if x.dtype != wdt:
             raise ValueError(f"argument 'x' has dtype {x.dtype} but the model is {wdt}; "
                              f"load the model with dtype={x.dtype} or cast x")

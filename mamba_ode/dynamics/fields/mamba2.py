@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 from torch import Tensor
 
 from ..._checks import check_tokens, layer_index
+from ...nn.lm import MambaLMBase
 from ...nn.params_mamba2 import Mamba2Params
 from ...nn.scan import BACKENDS
 from .base import VectorField
@@ -51,7 +52,7 @@ class Mamba2Field(VectorField):
         self.use_D, self.backend = bool(use_D), backend
 
     @classmethod
-    def from_layer(cls, model: Any, k: int, *, use_D: bool = False, backend: str = "auto",
+    def from_layer(cls, model: MambaLMBase, k: int, *, use_D: bool = False, backend: str = "auto",
                    detach: bool = True) -> Mamba2Field:
         """The idealised field of layer k of a Mamba-2 model.
 

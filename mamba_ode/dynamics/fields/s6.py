@@ -10,11 +10,10 @@ Shape letters as in :mod:`mamba_ode.shapes`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from ..._checks import check_tokens, layer_index
+from ...nn.lm import MambaLMBase
 from ...nn.params_mamba1 import SSMParams, hidden_attention, matrix_s6
 from ...nn.scan import BACKENDS
 from .base import VectorField
@@ -53,7 +52,7 @@ class S6Field(VectorField):
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def from_layer(cls, model: Any, k: int, *, use_D: bool = False, backend: str = "auto",
+    def from_layer(cls, model: MambaLMBase, k: int, *, use_D: bool = False, backend: str = "auto",
                    detach: bool = True) -> S6Field:
         """The idealised field of layer k of a loaded model ("the ODE from pretrained weights").
 

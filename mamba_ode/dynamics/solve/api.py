@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -67,7 +68,7 @@ class _Integration:
     """The bookkeeping of one :func:`solve` call: per-trajectory results and the work queue of each piece."""
 
     def __init__(self, field: Callable, u0: Tensor, t0: float, out_taus: list[float], te: Tensor, clock: Clock, *,
-                 backend: str, settings: dict, max_steps: int, threshold: float, pbar: object | None) -> None:
+                 backend: str, settings: dict, max_steps: int, threshold: float, pbar: tqdm | None) -> None:
         nb = u0.shape[0]
         self.field, self.clock, self.backend, self.settings = field, clock, backend, settings
         self.max_steps, self.threshold, self.pbar = max_steps, threshold, pbar
@@ -82,7 +83,8 @@ class _Integration:
         self.messages = [""] * nb
         self.t_blowup = torch.full((nb,), math.nan, dtype=torch.float64)
         self.t_final = torch.full((nb,), t0, dtype=torch.float64)
-        self.stats = {"nfev": 1, "n_accepted": 0, "n_rejected": 0, "n_steps": 0, "n_runs": 0, "n_replays": 0}
+        self.stats: dict[str, Any] = {"nfev": 1, "n_accepted": 0, "n_rejected": 0, "n_steps": 0, "n_runs": 0,
+                                      "n_replays": 0}
         self.run = run_torchdiffeq if backend == "torchdiffeq" else run_scipy
 
     def finish(self, b: int, outcome: Outcome, tau: float, msg: str, tb: float = math.nan) -> None:
@@ -114,7 +116,8 @@ class _Integration:
             if n_done:
                 self.ys[outs_i[:n_done], :] = _scatter(self.ys[outs_i[:n_done]], idx, res.outputs)
             if res.stop is None:
-                self.state[idx] = res.y_end.to(self.state.dtype)
+                if res.y_end is not None:
+                    self.state[idx] = res.y_end.to(self.state.dtype)
                 self.t_final[idx] = t_hi
                 continue
             queue.extend(self._after_stop(idx, res.stop, res.hist, rhs))
@@ -136,7 +139,7 @@ class _Integration:
                 self._out_of_steps(b, stop.tau)
             return []
         if stop.kind == "threshold":
-            which = stop.which.tolist()
+            which = (stop.which if stop.which is not None else torch.ones(len(idx), dtype=torch.bool)).tolist()
             for i, w in enumerate(which):
                 if w:
                     outcome, tb, msg = threshold_outcome(stop.y[i:i + 1], _slice(hist, [i]), stop.tau, rhs, clock.t,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,9 +32,9 @@ def check_u0(u0: object) -> Tensor:
     return u0.detach()
 
 
-def check_span(t_span: object, log_time: bool) -> tuple[float, float]:
+def check_span(t_span: Any, log_time: bool) -> tuple[float, float]:
     try:
-        t0, t1 = (float(t) for t in t_span)  # type: ignore[union-attr]
+        t0, t1 = (float(t) for t in t_span)
     except (TypeError, ValueError):
         raise ValueError(f"argument 't_span' must be a pair (t0, t1) of real numbers, got {t_span!r}") from None
     if not (math.isfinite(t0) and math.isfinite(t1)):

@@ -17,6 +17,7 @@ import scipy.integrate as si
 import torch
 from torch import Tensor
 from torchdiffeq import odeint
+from tqdm.auto import tqdm
 
 __all__ = ["Stop", "Run", "run_torchdiffeq", "run_scipy", "ADAPTIVE"]
 
@@ -46,7 +47,7 @@ class _Monitor:
     """The function handed to torchdiffeq: counts, remembers and stops (see the module docstring)."""
 
     def __init__(self, rhs: Callable, *, threshold: float, min_step_rel: float, budget: int, stats: dict,
-                 hist: list[tuple[float, Tensor]], adaptive: bool, pbar: object | None) -> None:
+                 hist: list[tuple[float, Tensor]], adaptive: bool, pbar: tqdm | None) -> None:
         self.rhs = rhs
         self.threshold, self.min_step_rel, self.budget = threshold, min_step_rel, budget
         self.stats = stats
@@ -90,7 +91,7 @@ class _Monitor:
 
 def run_torchdiffeq(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs: list[float], *, method: str,
                      rtol: float, atol: float, options: dict, threshold: float, min_step_rel: float, budget: int,
-                     stats: dict, hist: list[tuple[float, Tensor]], pbar: object | None) -> Run:
+                     stats: dict, hist: list[tuple[float, Tensor]], pbar: tqdm | None) -> Run:
     grid = torch.tensor([tau_a, *outs, tau_b], dtype=torch.float64) if not outs or outs[-1] < tau_b else \
         torch.tensor([tau_a, *outs], dtype=torch.float64)
     mon = _Monitor(rhs, threshold=threshold, min_step_rel=min_step_rel, budget=budget, stats=stats, hist=hist,
@@ -98,7 +99,8 @@ def run_torchdiffeq(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs:
     try:
         with torch.no_grad():
             sol = odeint(mon, y0, grid, method=method, rtol=rtol, atol=atol, options=options)
-    except Stop as stop:
+    except Stop as stopped:
+        stop = stopped
         done = [t for t in outs if t <= stop.tau]
         outputs = y0.new_empty((0, *y0.shape))
         if done:  # replay up to the stop: same steps, so the same states
@@ -110,7 +112,7 @@ def run_torchdiffeq(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs:
         return Run(outputs, stop, None, list(mon.hist))
     except AssertionError as err:  # torchdiffeq's own guards (dt underflow, non-finite state)
         last_tau, last_y = mon.hist[-1] if mon.hist else (tau_a, y0)
-        stop = Stop("collapse", last_tau, last_y, detail=str(err).split(":")[0])
+        collapse = Stop("collapse", last_tau, last_y, detail=str(err).split(":")[0])
         stats["n_replays"] += 1
         done = [t for t in outs if t <= last_tau]
         outputs = y0.new_empty((0, *y0.shape))
@@ -122,13 +124,13 @@ def run_torchdiffeq(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs:
                                      rtol=rtol, atol=atol, options=options)[1:]
             except AssertionError:
                 outputs = torch.full((len(done), *y0.shape), math.nan, dtype=y0.dtype, device=y0.device)
-        return Run(outputs, stop, None, list(mon.hist))
+        return Run(outputs, collapse, None, list(mon.hist))
     return Run(sol[1:1 + len(outs)], None, sol[-1], list(mon.hist))
 
 
 def run_scipy(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs: list[float], *, method: str,
                rtol: float, atol: float, options: dict, threshold: float, min_step_rel: float, budget: int,
-               stats: dict, hist: list[tuple[float, Tensor]], pbar: object | None) -> Run:
+               stats: dict, hist: list[tuple[float, Tensor]], pbar: tqdm | None) -> Run:
     """One trajectory through scipy's ``OdeSolver`` step by step (the classes behind ``solve_ivp``)."""
     shape, dtype, device = y0.shape, y0.dtype, y0.device
     if shape[0] != 1:
