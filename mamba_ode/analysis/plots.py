@@ -28,6 +28,8 @@ from torch import Tensor
 from ..dynamics.compare import DiscreteComparison
 from ..dynamics.solve import Solution
 from ..regimes.criteria import criteria_1d
+from ..regimes.labels import Label
+from ..regimes.table import RegimeTable, layer_fractions
 
 __all__ = [
     "REGIME_COLORS",
@@ -42,16 +44,14 @@ __all__ = [
 
 #: One colour per regime label, shared by every figure and the HTML report.
 REGIME_COLORS: dict[str, str] = {
-    "convergent": "#2b6cb0",
-    "static": "#718096",
-    "bounded": "#38a169",
-    "divergent": "#dd6b20",
-    "divergent-slow": "#dd6b20",
-    "divergent-fast": "#c53030",
-    "divergent-finite-time": "#c53030",
-    "divergent-logarithmic": "#dd6b20",
-    "undetermined": "#a0aec0",
-    "undecided": "#a0aec0",
+    Label.CONVERGENT: "#2b6cb0",
+    Label.STATIC: "#718096",
+    Label.BOUNDED: "#38a169",
+    Label.DIVERGENT: "#dd6b20",
+    Label.FINITE: "#c53030",
+    Label.LOGARITHMIC: "#dd6b20",
+    Label.UNDETERMINED: "#a0aec0",
+    Label.UNDECIDED: "#a0aec0",
 }
 
 
@@ -128,9 +128,9 @@ def plot_trajectories(solution: Solution, *, seq: int = 0, tokens: Sequence[int]
                 label=f"token {tok + 1}")
     tb = float(solution.t_blowup[b])
     if math.isfinite(tb):
-        ax.axvline(tb, color=REGIME_COLORS["divergent-fast"], ls="--", lw=1)
+        ax.axvline(tb, color=REGIME_COLORS[Label.FINITE], ls="--", lw=1)
         ax.annotate(f"blow-up t≈{tb:.5g}", (tb, 0.95), xycoords=("data", "axes fraction"), ha="right",
-                    va="top", color=REGIME_COLORS["divergent-fast"], fontsize=8)
+                    va="top", color=REGIME_COLORS[Label.FINITE], fontsize=8)
     if logx:
         ax.set_xscale("log")
     if logy:
@@ -187,7 +187,7 @@ def plot_phase_portrait(field: Callable[[Any, Tensor], Tensor], *, lim: float = 
         for b in range(ys.shape[1]):
             path = ys[:, b, :, 0]
             path = path[torch.isfinite(path).all(dim=1) & (path.abs() <= 3 * lim).all(dim=1)]
-            ax.plot(path[:, 0].numpy(), path[:, 1].numpy(), color=REGIME_COLORS["divergent-fast"], lw=1.2)
+            ax.plot(path[:, 0].numpy(), path[:, 1].numpy(), color=REGIME_COLORS[Label.FINITE], lw=1.2)
             if path.shape[0]:
                 ax.plot(path[0, 0], path[0, 1], "o", color="k", ms=3)
     ax.set_xlim(-lim, lim)
@@ -244,8 +244,8 @@ def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, ti
         ev = torch.as_tensor(ev, dtype=torch.float64).reshape(-1)
         layer = _get(rec, "layer", i)
         pos, neg = ev[ev > 0], ev[ev <= 0]
-        ax.scatter([layer] * pos.numel(), pos.numpy(), s=10, color=REGIME_COLORS["divergent"], alpha=0.8)
-        ax.scatter([layer] * neg.numel(), neg.numpy(), s=10, color=REGIME_COLORS["convergent"], alpha=0.8)
+        ax.scatter([layer] * pos.numel(), pos.numpy(), s=10, color=REGIME_COLORS[Label.DIVERGENT], alpha=0.8)
+        ax.scatter([layer] * neg.numel(), neg.numpy(), s=10, color=REGIME_COLORS[Label.CONVERGENT], alpha=0.8)
         if ev.numel():
             vmax = max(vmax, float(ev.abs().max()))
     ax.axhline(0, color="k", lw=0.6)
@@ -258,12 +258,14 @@ def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, ti
 
 
 def plot_regime_map(table: Any, *, ax: Axes | None = None, title: str | None = None) -> Figure:
-    """Heat map of the per-channel 1-D regime fractions, one row per layer.
+    """Heat map of what fraction of each layer's units falls in each class, one row per layer.
+
+    Mamba-1: the fractions of channels whose 1-D reduction is convergent / static / divergent;
+    Mamba-2: the fractions of heads whose group's quadratic form is positive / negative / indefinite.
 
     Arguments:
-        table: the result of :func:`mamba_ode.regime_table` (its records have ``frac_convergent``,
-            ``frac_static``, ``frac_divergent``), or a list of dicts with ``layer`` and
-            ``channel_fractions`` (regime label → fraction of the E channels).
+        table: the result of :func:`mamba_ode.regime_table`, or a list of dicts with ``layer`` and
+            ``channel_fractions`` (class → fraction).
         ax: axes to draw into.
         title: axes title.
 
@@ -274,13 +276,13 @@ def plot_regime_map(table: Any, *, ax: Axes | None = None, title: str | None = N
         ValueError: for an empty table.
         TypeError: for records without channel fractions.
     """
+    if isinstance(table, RegimeTable):  # verdicts: one row per layer (Mamba-2: fractions of heads)
+        table = [{"layer": k, "channel_fractions": layer_fractions(table.layer(k))}
+                 for k in sorted({r.layer for r in table})]
     records = _records(table, "table")
     fracs = []
     for i, rec in enumerate(records):
         f = _get(rec, "channel_fractions")
-        if f is None and _get(rec, "frac_convergent") is not None:  # a LayerRegime record
-            f = {"convergent": _get(rec, "frac_convergent"), "static": _get(rec, "frac_static"),
-                 "divergent": _get(rec, "frac_divergent")}
         if f is None:
             raise TypeError(f"argument 'table': record {i} has no 'channel_fractions'")
         fracs.append(dict(f))
@@ -393,8 +395,8 @@ def plot_comparison(comparison: DiscreteComparison, *, seq: int = 0, token: int 
     nd = disc[:, b, token].norm(dim=-1)
     nc = cont[:, b, token].norm(dim=-1)
     fig, ax = _axes(ax)
-    ax.plot(ts.numpy(), nc.numpy(), "-", color=REGIME_COLORS["convergent"], label="continuous (adaptive)")
-    ax.plot(ts.numpy(), nd.numpy(), "o--", ms=4, color=REGIME_COLORS["divergent"], label="discrete (Euler)")
+    ax.plot(ts.numpy(), nc.numpy(), "-", color=REGIME_COLORS[Label.CONVERGENT], label="continuous (adaptive)")
+    ax.plot(ts.numpy(), nd.numpy(), "o--", ms=4, color=REGIME_COLORS[Label.DIVERGENT], label="discrete (Euler)")
     err = getattr(comparison, "rel_error", None)
     if err is not None:
         err = torch.as_tensor(err).detach().double().cpu()
