@@ -161,6 +161,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# long function: over 80 lines with its docstring, which documents every argument
 def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor],
         sample_batch: Callable[[torch.Generator], Any], cfg: TrainConfig, *,
         out_dir: str | os.PathLike | None = None, evaluate: Callable[[nn.Module], dict] | None = None,

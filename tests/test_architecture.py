@@ -35,7 +35,7 @@ ALLOWED = {
 #: third-party modules that may be imported inside a function (optional and heavy)
 LAZY_OK = {"mamba_ssm", "triton", "transformers", "tokenizers", "pandas", "ray"}
 MAX_MODULE_LINES = 600
-MAX_FUNCTION_LINES = 80  # code lines, the docstring not counted
+MAX_FUNCTION_LINES = 80  # docstring included; a comment saying why allows more
 
 
 def _modules() -> dict[str, Path]:
@@ -148,10 +148,7 @@ def test_module_and_function_sizes():
         for fn in ast.walk(ast.parse("\n".join(lines))):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = fn.end_lineno - fn.lineno + 1
-                doc = fn.body[0] if fn.body and isinstance(fn.body[0], ast.Expr) and \
-                    isinstance(getattr(fn.body[0], "value", None), ast.Constant) else None
-                if doc is not None:  # the docstring does not count: long explanations are welcome
-                    n -= doc.end_lineno - doc.lineno + 1
-                if n > MAX_FUNCTION_LINES and "long function:" not in "\n".join(lines[fn.lineno - 3:fn.lineno + 1]):
+                above = "\n".join(lines[max(fn.lineno - 1 - len(fn.decorator_list) - 2, 0):fn.lineno])
+                if n > MAX_FUNCTION_LINES and "long function:" not in above:
                     long_functions.append(f"{module}.{fn.name}: {n} lines")
     assert not long_functions, "\n".join(long_functions)

@@ -233,6 +233,7 @@ def _chosen_layers(layers: Sequence[int] | None, K: int) -> list[int]:
     return chosen
 
 
+# long function: over 80 lines with its docstring, which documents every argument
 def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *,
             layers: Sequence[int] | None = None, t_max: float = 1e4, rtol: float = 1e-5, atol: float = 1e-8,
             method: str = "dopri5", blowup_factor: float = 10.0, max_steps: int = 5000,

@@ -124,6 +124,7 @@ class MambaConfig:
 
 
 
+# long function: over 80 lines with its docstring, which documents every argument
 def mamba1_from_dict(cfg: dict[str, Any], layout: str, where: str = "config.json") -> MambaConfig:
     """Map a Mamba-1 config dict of either layout to :class:`MambaConfig`.
 

@@ -174,6 +174,7 @@ def _sign(rng: np.random.Generator) -> float:
     return 1.0 if rng.random() < 0.5 else -1.0
 
 
+# long function: over 80 lines with its docstring, which documents every argument
 def compare_theory_numerics(n_systems: int = 200, *, dim: int = 1, seq_len: tuple[int, int] = (1, 6),
                             n_inits: int = 1, seed: int = 0, mu_range: tuple[float, float] = (0.2, 2.0),
                             s_range: tuple[float, float] = (0.2, 2.0), a_range: tuple[float, float] = (0.0, 1.5),

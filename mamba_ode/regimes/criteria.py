@@ -159,6 +159,7 @@ def _tokens_1d(u0: Any) -> Tensor:
     return t.clone()
 
 
+# long function: over 80 lines with its docstring, which documents every argument
 def criteria_1d(mu: float, s_delta: float, a: float, u0: Any, b_delta: float = 0.0, *,
                 mu_tol: float = 0.0) -> Criteria1D:
     """Predict each token's regime in the 1-D system from its parameters, without integrating.

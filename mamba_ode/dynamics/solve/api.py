@@ -191,6 +191,7 @@ def _output_times(t_eval: Tensor | None, t0: float, t1: float, n_eval: int, cloc
     return te, taus.tolist()
 
 
+# long function: over 80 lines with its docstring, which documents every argument
 def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequence[float], *,
           t_eval: Sequence[float] | Tensor | None = None, method: str = "dopri5", rtol: float = 1e-6,
           atol: float = 1e-8, backend: str = "torchdiffeq", log_time: bool = False, n_eval: int = 101,

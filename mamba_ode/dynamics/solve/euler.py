@@ -14,6 +14,7 @@ from .solution import Outcome, Solution
 __all__ = ["euler"]
 
 
+# long function: over 80 lines with its docstring, which documents every argument
 def euler(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequence[float], h: float, *,
           blowup_threshold: float = 1e8) -> Solution:
     """Explicit Euler ``u_{i+1} = u_i + h f(t_i, u_i)`` on the grid ``t_i = t0 + i h`` (the discrete model).
