@@ -27,7 +27,7 @@ from .dynamics.fields import (
     layer_field,
 )
 from .dynamics.prefix import prefix_batch
-from .dynamics.solve import Outcome, Solution, Status, euler, solve
+from .dynamics.solvers import Outcome, Solution, Status, euler, solve
 from .io.checkpoints import read_checkpoint
 from .io.config import Mamba2Config, MambaConfig
 from .io.tokenizers import ByteTokenizer

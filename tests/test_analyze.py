@@ -227,7 +227,7 @@ def test_failed_depth_solve_is_reported_not_a_crash(tmp_path):
     import math
 
     from mamba_ode.analysis.report import write_report
-    from mamba_ode.dynamics.solve import Status
+    from mamba_ode.dynamics.solvers import Status
 
     analysis = mamba_ode.analyze(mamba_ode.load(), "To be", layers=[0], t_max=10.0)
     cmp_ = analysis.comparison

@@ -9,7 +9,7 @@ import torch
 import mamba_ode
 from mamba_ode.dynamics.compare import DiscreteComparison, compare_discrete
 from mamba_ode.dynamics.fields import DepthField
-from mamba_ode.dynamics.solve import Status, euler, solve
+from mamba_ode.dynamics.solvers import Status, euler, solve
 
 CONFIGS = [
     dict(vocab_size=37, hidden_size=16, state_size=4, num_hidden_layers=3, time_step_rank=2, conv_kernel=3,

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from mamba_ode import plots  # noqa: E402
-from mamba_ode.dynamics.solve import Solution, Status  # noqa: E402
+from mamba_ode.dynamics.solvers import Solution, Status  # noqa: E402
 
 
 def _solution(T=30, B=2, L=3, E=2, blowup=1.5):

@@ -10,7 +10,7 @@ import torch
 
 from mamba_ode import PackedOneDimField, importance_scores, prefix_batch
 from mamba_ode.dynamics.fields import OneDimField, S6Field
-from mamba_ode.dynamics.solve import Solution, Status, solve
+from mamba_ode.dynamics.solvers import Solution, Status, solve
 from mamba_ode.nn.params_mamba1 import SSMParams
 from mamba_ode.regimes import (
     EXPECTED_LABEL,

@@ -14,7 +14,7 @@ import torch
 from scipy.integrate import quad, solve_ivp
 
 from mamba_ode.dynamics.fields import OneDimField, S6Field
-from mamba_ode.dynamics.solve import Solution, Status, euler, solve
+from mamba_ode.dynamics.solvers import Solution, Status, euler, solve
 
 F64 = torch.float64
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..dynamics.compare import DiscreteComparison, compare_discrete
 from ..dynamics.fields import DepthField, layer_field
-from ..dynamics.solve import Solution, solve
+from ..dynamics.solvers import Solution, solve
 from ..nn.lm import MambaLMBase
 from ..regimes.classify import TrajectoryClassification, classify_trajectory
 from ..regimes.labels import Definiteness, Label

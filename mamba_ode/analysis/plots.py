@@ -26,7 +26,7 @@ from matplotlib.patches import Patch
 from torch import Tensor
 
 from ..dynamics.compare import DiscreteComparison
-from ..dynamics.solve import Solution
+from ..dynamics.solvers import Solution
 from ..regimes.criteria import criteria_1d
 from ..regimes.labels import Label
 from ..regimes.table import RegimeTable, layer_fractions
@@ -88,7 +88,7 @@ def plot_trajectories(solution: Solution, *, seq: int = 0, tokens: Sequence[int]
     """Token norms ``|u_l(t)|`` against t for one sequence of a solve result, blow-up marked.
 
     Arguments:
-        solution: a :class:`mamba_ode.solve.Solution` (``ts`` (T,), ``ys`` (T, B, L, E),
+        solution: a :class:`mamba_ode.Solution` (``ts`` (T,), ``ys`` (T, B, L, E),
             ``t_blowup`` (B,), ``status``).
         seq: which sequence b of the batch.
         tokens: token indices to draw (default: all, at most 12 evenly spaced).

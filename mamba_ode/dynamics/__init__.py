@@ -16,7 +16,7 @@ from .fields import (
     layer_field,
 )
 from .prefix import prefix_batch
-from .solve import Outcome, Solution, Status, euler, solve
+from .solvers import Outcome, Solution, Status, euler, solve
 
 __all__ = [
     "DepthField",

@@ -3,7 +3,7 @@
 With the depth-time field of a network (:class:`mamba_ode.DepthField`) and h = 1, Euler stepping
 *is* the pretrained network's residual stream; :func:`compare_discrete` puts it beside the
 continuous-time solution at the Euler grid times and reports the error between them. Like
-:mod:`mamba_ode.solve`, nothing here knows about Mamba.
+:mod:`mamba_ode.dynamics.solvers`, nothing here knows about Mamba.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .solve import Solution, euler, solve
+from .solvers import Solution, euler, solve
 
 __all__ = ["DiscreteComparison", "compare_discrete"]
 

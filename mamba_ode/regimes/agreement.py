@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..dynamics.fields import OneDimField, PackedOneDimField, S6Field
 from ..dynamics.prefix import prefix_batch
-from ..dynamics.solve import Solution, solve
+from ..dynamics.solvers import Solution, solve
 from ..nn.params_mamba1 import SSMParams
 from .classify import TrajectoryClassification, classify_trajectory
 from .criteria import criteria_1d, criteria_nd

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .._checks import finite_scalar
-from ..dynamics.solve.solution import Outcome, Solution
+from ..dynamics.solvers.solution import Outcome, Solution
 from .labels import TRAJECTORY_LABELS, Label
 
 __all__ = ["TrajectoryClassification", "classify_trajectory"]

@@ -2,7 +2,7 @@
 
 A field maps a time and a batch of token sequences to their time derivative, batched over
 sequences (trajectory b's derivative depends only on trajectory b). Nothing here knows about
-solvers (:mod:`mamba_ode.dynamics.solve`).
+solvers (:mod:`mamba_ode.dynamics.solvers`).
 """
 
 from __future__ import annotations

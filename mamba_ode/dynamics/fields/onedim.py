@@ -146,7 +146,7 @@ class PackedOneDimField(VectorField):
     sequence's system (constant: their derivative is 0). The token channel follows the 1-D system in closed
     form, O(L²) per sequence:
     ``du_l/dt = μ u_l Σ_{j≤l} u_j² Δ_j exp(-a Σ_{k=j+1..l} Δ_k)``, ``Δ = softplus(s u + b)``.
-    Because each trajectory carries its own parameters, :func:`mamba_ode.solve.solve` may split the
+    Because each trajectory carries its own parameters, :func:`mamba_ode.solve` may split the
     batch freely. An independent implementation of :class:`OneDimField` (tests compare the two), used
     by :func:`mamba_ode.compare_theory_numerics` to integrate many systems at once.
     """

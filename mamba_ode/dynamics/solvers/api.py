@@ -10,13 +10,13 @@ How :func:`solve` works (torchdiffeq backend):
 * The span is cut at the field's jump times into pieces; on a piece [a, b] the field is evaluated
   with t clamped to [a, b) (its left limit at b), so each piece is smooth.
 * A group of trajectories is integrated by ``torchdiffeq.odeint`` with a monitor attached through
-  torchdiffeq's per-step callbacks (:mod:`mamba_ode.dynamics.solve.runners`): it counts steps, keeps
+  torchdiffeq's per-step callbacks (:mod:`mamba_ode.dynamics.solvers.runners`): it counts steps, keeps
   the last accepted states, and stops the run when a trajectory's largest ``|u|`` passes
   ``blowup_threshold`` or turns non-finite, when the step size collapses, or when the budget runs out.
 * The trajectories that caused a threshold stop get their :class:`Outcome`; after a step-size
   collapse in a group the group is split in halves, each continued from the last accepted state,
   until the culprit is alone. So one trajectory blowing up never stops or spoils the others.
-* A stop is read by :mod:`mamba_ode.dynamics.solve.blowup`: with ``r(τ) = d ln‖u‖/dτ``, a
+* A stop is read by :mod:`mamba_ode.dynamics.solvers.blowup`: with ``r(τ) = d ln‖u‖/dτ``, a
   finite-time singularity ``‖u‖ ~ (T - τ)^{-α}`` makes ``1/r`` linear in τ with zero at T.
 * ``log_time=True`` integrates in s = ln(1 + t), i.e. ``du/ds = (1 + t) f(t, u)``: algebraic and
   logarithmic dynamics become smooth on a scale of s, so t up to 1e12 costs a few hundred steps.

@@ -1,0 +1,190 @@
+"""One step of an autonomous system ``dy/dσ = F(y)``: Dormand–Prince 5(4) (explicit) and ROS2 (linearly
+implicit, matrix-free), with their error estimates.
+
+These steppers know nothing about Mamba or tokens: ``y`` is any floating tensor and ``F`` maps it to a
+tensor of the same shape. :mod:`mamba_ode.dynamics.tokens` drives them.
+
+* :func:`dp5_step` — the Dormand–Prince pair behind ``dopri5``/``RK45`` (5th order, 4th-order error
+  estimate, first-same-as-last), plus Hairer's stiffness indicator ``h·‖k7 − k6‖ / ‖y7 − y6‖``: values
+  above 3.25 mean the step size is limited by stability, not accuracy.
+* :func:`ros2_step` — the two-stage Rosenbrock–W method ROS2 of Verwer, Spee, Blom & Hundsdorfer (1999),
+  L-stable and of order 2 for *any* approximation of the Jacobian, which is what lets the linear systems
+  ``(I − γ h J) k = r`` be solved inexactly by GMRES with finite-difference Jacobian–vector products:
+  no Jacobian is ever formed (the systems here have L·E unknowns).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["Step", "dp5_step", "ros2_step", "gmres", "error_norm", "hermite"]
+
+Field = Callable[[Tensor], Tensor]
+
+# Dormand–Prince 5(4) tableau
+_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+#: 5th-order weights minus 4th-order weights (the error estimate), over the seven stages
+_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+_GAMMA = 1.0 + 1.0 / math.sqrt(2.0)
+
+
+@dataclass
+class Step:
+    """The result of one step attempt.
+
+    Attributes:
+        y: the proposed new state.
+        f: F at the new state (explicit: the FSAL stage; implicit: None).
+        err: the (unscaled) local error estimate, shaped like y.
+        nfev: field evaluations spent.
+        stiffness: Hairer's indicator ``h‖k7 − k6‖/‖y7 − y6‖`` (explicit steps), NaN otherwise.
+    """
+
+    y: Tensor
+    f: Tensor | None
+    err: Tensor
+    nfev: int
+    stiffness: float = math.nan
+
+
+def error_norm(err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float) -> float:
+    """RMS of ``err / (atol + rtol·max(|y0|, |y1|))`` (Hairer's norm); ≤ 1 means accept."""
+    scale = atol + rtol * torch.maximum(y0.abs(), y1.abs())
+    return float(torch.sqrt(torch.mean((err / scale) ** 2)))
+
+
+def dp5_step(F: Field, y: Tensor, f0: Tensor, h: float) -> Step:
+    """One Dormand–Prince 5(4) step of size h from y, with ``f0 = F(y)`` given.
+
+    Arguments:
+        F: the autonomous field.
+        y: the state (any shape).
+        f0: F(y).
+        h: step size.
+
+    Returns:
+        A :class:`Step` (6 field evaluations; ``f`` is F at the new state, reusable as the next f0).
+    """
+    ks = [f0]
+    stages = []
+    for i in range(1, 7):
+        yi = y.clone()
+        for a, k in zip(_A[i], ks):
+            if a:
+                yi.add_(k, alpha=h * a)
+        stages.append(yi)
+        ks.append(F(yi))
+    y_new, y6 = stages[-1], stages[-2]  # stage 7 is evaluated at the 5th-order solution itself
+    err = torch.zeros_like(y)
+    for e, k in zip(_E, ks):
+        if e:
+            err.add_(k, alpha=h * e)
+    dy = float(torch.linalg.vector_norm(y_new - y6))
+    dk = float(torch.linalg.vector_norm(ks[6] - ks[5]))
+    stiff = h * dk / dy if dy > 0 else 0.0
+    return Step(y=y_new, f=ks[6], err=err, nfev=6, stiffness=stiff)
+
+
+def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: float = 1e-6,
+          max_iter: int = 30) -> tuple[Tensor, int]:
+    """Solve ``A x = b`` by GMRES (one cycle) with modified Gram–Schmidt (vectors flattened).
+
+    Arguments:
+        matvec: v ↦ A v.
+        b: right-hand side.
+        x0: initial guess.
+        tol: relative residual at which to stop.
+        max_iter: most Krylov vectors (= matrix-vector products).
+
+    Returns:
+        ``(x, n_matvec)``.
+    """
+    shape = b.shape
+    r0 = (b - matvec(x0)).reshape(-1)
+    n_mv = 1
+    beta = float(torch.linalg.vector_norm(r0))
+    bnorm = float(torch.linalg.vector_norm(b)) or 1.0
+    if beta <= tol * bnorm:
+        return x0, n_mv
+    V = [r0 / beta]
+    H = torch.zeros(max_iter + 1, max_iter, dtype=torch.float64)
+    k_done = 0
+    for k in range(max_iter):
+        w = matvec(V[k].reshape(shape)).reshape(-1)
+        n_mv += 1
+        for i in range(k + 1):
+            H[i, k] = float(torch.dot(w, V[i]))
+            w = w - H[i, k] * V[i]
+        H[k + 1, k] = float(torch.linalg.vector_norm(w))
+        k_done = k + 1
+        e1 = torch.zeros(k + 2, dtype=torch.float64)
+        e1[0] = beta
+        coef = torch.linalg.lstsq(H[:k + 2, :k + 1], e1[:, None]).solution[:, 0]
+        res = float(torch.linalg.vector_norm(H[:k + 2, :k + 1] @ coef - e1))
+        if res <= tol * bnorm or H[k + 1, k] <= 1e-14 * beta:
+            break
+        V.append(w / H[k + 1, k])
+    x = x0.reshape(-1).clone()
+    for i in range(k_done):
+        x = x + float(coef[i]) * V[i].to(x.dtype)
+    return x.reshape(shape), n_mv
+
+
+def ros2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, krylov_tol: float = 1e-4,
+              krylov_iter: int = 30) -> Step:
+    """One ROS2 step of size h from y (``f0 = F(y)``), the Jacobian applied by finite differences.
+
+    ``(I − γhJ) k1 = F(y)``, ``(I − γhJ) k2 = F(y + h k1) − 2 k1``, ``y1 = y + 3/2 h k1 + 1/2 h k2``,
+    γ = 1 + 1/√2; error estimate ``h/2 (k1 + k2)`` (against the embedded first-order ``y + h k1``).
+
+    Arguments:
+        F: the autonomous field.
+        y: the state.
+        f0: F(y).
+        h: step size.
+        krylov_tol: relative residual of the GMRES solves.
+        krylov_iter: most GMRES iterations per solve.
+
+    Returns:
+        A :class:`Step` (``f`` is None: F at the new state is not computed).
+    """
+    ynorm = float(torch.linalg.vector_norm(y))
+    nfev = 0
+
+    def matvec(v: Tensor) -> Tensor:
+        nonlocal nfev
+        vn = float(torch.linalg.vector_norm(v))
+        if vn == 0.0:
+            return v.clone()
+        eps = math.sqrt(torch.finfo(y.dtype).eps) * (1.0 + ynorm) / vn
+        nfev += 1
+        jv = (F(y + eps * v) - f0) / eps
+        return v - (_GAMMA * h) * jv
+
+    k1, n1 = gmres(matvec, f0, f0, tol=krylov_tol, max_iter=krylov_iter)
+    f1 = F(y + h * k1)
+    k2, n2 = gmres(matvec, f1 - 2.0 * k1, k1, tol=krylov_tol, max_iter=krylov_iter)
+    y_new = y + (1.5 * h) * k1 + (0.5 * h) * k2
+    return Step(y=y_new, f=None, err=(0.5 * h) * (k1 + k2), nfev=nfev + 1)
+
+
+def hermite(y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor, h: float, theta: float) -> Tensor:
+    """Cubic Hermite interpolation between two steps at the fraction ``theta`` of the step (3rd order)."""
+    t = theta
+    h00, h10 = 2 * t ** 3 - 3 * t ** 2 + 1, t ** 3 - 2 * t ** 2 + t
+    h01, h11 = -2 * t ** 3 + 3 * t ** 2, t ** 3 - t ** 2
+    return h00 * y0 + (h10 * h) * f0 + h01 * y1 + (h11 * h) * f1
