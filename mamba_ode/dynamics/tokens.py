@@ -9,8 +9,9 @@ token has ended or the horizon is reached. Every token gets its own :class:`Toke
   slope ``β = d‖u_l‖/d ln t`` are read from the field at the final state and over the last decade;
 * ``BLOWUP`` — its norm diverged at its own finite time ``t_blowup``;
 * ``GROWTH`` — its norm grew by the resolution factor without a finite-time singularity signature;
-* ``DEPENDS`` — a token before it (``driver``) blew up or grew without bound, ending the system for it;
-* ``FAILED`` — the step budget ran out before the token was decided.
+* ``DEPENDS`` — a token before it (``driver``) blew up, grew without bound or could not be followed;
+* ``FAILED`` — the steps stalled on this token (its dynamics too fast or too stiff to follow at a
+  fixed pace), or the step budget ran out before it was decided.
 
 How it integrates (one autonomous system in a variable σ, state ``(u, τ)``, ``τ = ln(1 + t)``)::
 
@@ -20,32 +21,42 @@ Log time makes algebraic and logarithmic dynamics smooth (t up to 1e12 in a few 
 factor g slows the clock as the norm grows (a Sundman transformation), so a finite-time singularity
 ``‖u‖ ~ (T − t)^{-1/(k-1)}`` becomes a smooth, at most exponential, growth in σ with t(σ) → T: the
 solver follows the norm to ``blowup_factor·R0`` (1e8 by default), where ``T − t`` is far below any
-tolerance, and T is read there (plus the local extrapolation ``1 / ((k − 1) r)``, r = d ln‖u‖/dt, k
-the local growth order d ln r / d ln‖u‖ + 1). A growth order near 1 (exponential growth) is no
-singularity: ``GROWTH``. Steps are Dormand–Prince 5(4); when Hairer's stiffness indicator stays above
-3.25 (or the step size collapses while nothing blows up), the rest of the segment switches to the
-linearly implicit ROS2 with matrix-free Krylov solves (:mod:`~mamba_ode.dynamics.solvers.steppers`); the
-switch is recorded in ``methods``. Nothing here knows about Mamba: ``field(t, u)`` is any causal field
-on (1, L, W) tokens, autonomous in t.
+tolerance, and reads T there (plus the local extrapolation ``1 / ((k − 1) r)``, r = d ln‖u‖/dt, k the
+local growth order ``d ln r / d ln‖u‖ + 1``). A growth order near 1 (exponential growth) is no
+singularity: ``GROWTH``.
+
+Steps are Dormand–Prince 5(4). When Hairer's stiffness indicator exceeds 3.25 on 15 steps (a run of 6
+below resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free
+Krylov solves (:mod:`~mamba_ode.dynamics.solvers.steppers`), and back when the Krylov estimate of
+``h·|λ|max`` stays below 2 for 10 steps; every switch is recorded in ``methods``. When 60 accepted
+steps in a row advance τ by less than 0.05 without doubling the norm, the steps have stalled on some
+token: the first token carrying at least a quarter of the largest error contribution over those steps
+ends ``FAILED`` (with its dependents), and the prefix before it continues — unless a token's norm is
+already past ``√blowup_factor·R0`` there: the clock froze on a growing norm, and that is resolved as a
+blow-up (or growth) as above, from the growth over the stalled steps. These rules are fixed in
+t, so a token's outcome does not depend on the horizon once the horizon is past its decision.
+Nothing here knows about Mamba: ``field(t, u)`` is any causal field on (1, L, W) tokens, autonomous.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from .solvers.steppers import dp5_step, error_norm, hermite, ros2_step
+from .solvers.steppers import Step, dp5_step, error_norm, hermite, ros34pw2_step
 
 __all__ = ["TokenEnd", "TokenSolution", "integrate_tokens"]
 
-#: Hairer's stiffness indicator threshold and how many accepted steps in a row must exceed it
-_STIFF_RATIO, _STIFF_STEPS = 3.25, 15
+_STIFF_RATIO, _STIFF_STEPS, _NONSTIFF_RESET = 3.25, 15, 6  # Hairer's stiffness test, as in his DOPRI5
+_EXPLICIT_OK, _EXPLICIT_STEPS = 2.0, 10  # back to explicit steps when h·|λ|max stays below this
 _G_SCALE, _G_POWER = 4.0, 3.0
+_STALL_STEPS, _STALL_TAU = 30, 0.025
 
 
 class TokenEnd(str, enum.Enum):
@@ -71,8 +82,8 @@ class TokenSolution:
         ends: per token, a :class:`TokenEnd`.
         t_end: (L,) the time each token's integration ended (its blow-up time for ``BLOWUP``).
         t_blowup: (L,) the token's own blow-up time, NaN unless ``BLOWUP``.
-        driver: per token, the index of the token whose blow-up or growth ended it (itself for
-            ``BLOWUP``/``GROWTH``), else None.
+        driver: per token, the index of the token whose event ended it (itself for ``BLOWUP``, ``GROWTH``
+            and a stalled ``FAILED``), else None.
         messages: per token, one readable line.
         u_end: (L, W) each token's last state (at ``t_end``).
         growth_exponent: (L,) ``α = t⟨u_l, f_l⟩/‖u_l‖²`` at the end (``HORIZON`` tokens; NaN else).
@@ -81,8 +92,9 @@ class TokenSolution:
         decade_slope: (L,) ``(‖u(t)‖ − ‖u(t/10)‖)/ln 10`` over the last decade.
         growth_order: (L,) the local growth order k at the stop of a ``BLOWUP``/``GROWTH`` token.
         t_max: the horizon asked for.
-        methods: ``[(stepper, t_from, t_to)]`` segments: ``"dopri5"`` or ``"ros2"`` (after a stiffness switch).
-        stats: ``nfev``, ``n_accepted``, ``n_rejected``, ``n_events`` (blow-ups and growth stops resolved).
+        methods: ``[(stepper, t_from, t_to)]`` segments, ``"dopri5"`` or ``"ros34pw2"`` (stiff stretches).
+        stats: ``nfev``, ``n_accepted``, ``n_rejected``, ``n_events`` (blow-ups and growth stops) and
+            ``n_stalls`` (tokens ended because the steps stalled on them).
     """
 
     ts: Tensor
@@ -110,7 +122,8 @@ class TokenSolution:
     @property
     def integration_end(self) -> float:
         """The last time any token reached."""
-        return float(self.t_end.max()) if self.t_end.numel() else 0.0
+        finite = self.t_end[torch.isfinite(self.t_end)]
+        return float(finite.max()) if finite.numel() else 0.0
 
 
 class _System:
@@ -124,23 +137,14 @@ class _System:
     def split(self, y: Tensor) -> tuple[Tensor, float]:
         return y[:-1].view(-1, self.width), float(y[-1])
 
-    def g(self, u: Tensor) -> float:
-        return 1.0 / (1.0 + (float(torch.linalg.vector_norm(u)) / (_G_SCALE * self.r0)) ** _G_POWER)
-
     def __call__(self, y: Tensor) -> Tensor:
         u, tau = self.split(y)
-        t = math.expm1(tau)
+        t = math.expm1(min(tau, 700.0))  # a trial stage may overshoot τ wildly; its step is then rejected
         self.nfev += 1
         fu = self.field(torch.tensor(t, dtype=torch.float64), u[None])[0]
         self.last_fu = fu
-        g = self.g(u)
+        g = 1.0 / (1.0 + (float(torch.linalg.vector_norm(u)) / (_G_SCALE * self.r0)) ** _G_POWER)
         return torch.cat([(g * (1.0 + t)) * fu.reshape(-1), y.new_tensor([g])])
-
-
-@dataclass
-class _Record:
-    ts: list[float] = field(default_factory=list)
-    norms: list[Tensor] = field(default_factory=list)
 
 
 def _rates(u: Tensor, fu: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,6 +152,42 @@ def _rates(u: Tensor, fu: Tensor) -> tuple[Tensor, Tensor]:
     n = torch.linalg.vector_norm(u, dim=-1)
     dot = (u * fu).sum(-1)
     return n, torch.where(n > 0, dot / n.clamp_min(1e-300) ** 2, torch.zeros_like(n))
+
+
+class _Stepping:
+    """Step-size control and the explicit/implicit switch of one segment."""
+
+    def __init__(self, rtol: float, atol: float, stiff_switch: bool) -> None:
+        self.rtol, self.atol, self.stiff_switch = rtol, atol, stiff_switch
+        self.kind = "dopri5"
+        self.stiff_count = self.nonstiff_run = self.explicit_ok = 0
+
+    def step(self, sys: _System, y: Tensor, f: Tensor, h: float) -> Step:
+        return dp5_step(sys, y, f, h) if self.kind == "dopri5" else ros34pw2_step(sys, y, f, h)
+
+    def factor(self, err: float) -> float:
+        order = 5.0 if self.kind == "dopri5" else 3.0
+        return 5.0 if err == 0 else min(5.0, max(0.2, 0.9 * err ** (-1.0 / order)))
+
+    def switch_after(self, step: Step) -> bool:
+        """Update the stiffness counters after an accepted step; True when the stepper changes."""
+        if not self.stiff_switch:
+            return False
+        if self.kind == "dopri5":
+            if step.stiffness > _STIFF_RATIO:
+                self.stiff_count, self.nonstiff_run = self.stiff_count + 1, 0
+            else:
+                self.nonstiff_run += 1
+                self.stiff_count = 0 if self.nonstiff_run >= _NONSTIFF_RESET else self.stiff_count
+            if self.stiff_count >= _STIFF_STEPS:
+                self.kind, self.explicit_ok = "ros34pw2", 0
+                return True
+            return False
+        self.explicit_ok = self.explicit_ok + 1 if step.stiffness < _EXPLICIT_OK else 0
+        if self.explicit_ok >= _EXPLICIT_STEPS:
+            self.kind, self.stiff_count, self.nonstiff_run = "dopri5", 0, 0
+            return True
+        return False
 
 
 class _Integrator:
@@ -159,30 +199,37 @@ class _Integrator:
         self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
         self.blowup_factor, self.stiff_switch = blowup_factor, stiff_switch
         L, W = u0.shape
-        self.L, self.W = L, W
-        self.u0 = u0
+        self.L, self.W, self.u0 = L, W, u0
         self.ends: list[TokenEnd | None] = [None] * L
         self.t_end = torch.full((L,), math.nan, dtype=torch.float64)
         self.t_blowup = torch.full((L,), math.nan, dtype=torch.float64)
+        self.order = torch.full((L,), math.nan, dtype=torch.float64)
         self.driver: list[int | None] = [None] * L
         self.messages = [""] * L
         self.u_end = torch.full((L, W), math.nan, dtype=u0.dtype, device=u0.device)
-        self.order = torch.full((L,), math.nan, dtype=torch.float64)
-        self.rec = _Record()
+        self.ts: list[float] = []
+        self.norms: list[Tensor] = []
         self.methods: list[tuple[str, float, float]] = []
-        self.stats = {"nfev": 0, "n_accepted": 0, "n_rejected": 0, "n_events": 0}
+        self.stats = {"nfev": 0, "n_accepted": 0, "n_rejected": 0, "n_events": 0, "n_stalls": 0}
 
     # ------------------------------------------------------------------ bookkeeping
 
     def record(self, t: float, u: Tensor) -> None:
         norms = torch.full((self.L,), math.nan, dtype=torch.float64)
         norms[: u.shape[0]] = torch.linalg.vector_norm(u.double(), dim=-1).cpu()
-        self.rec.ts.append(t)
-        self.rec.norms.append(norms)
+        self.ts.append(t)
+        self.norms.append(norms)
 
     def end(self, l: int, kind: TokenEnd, t: float, u_l: Tensor, msg: str, driver: int | None = None) -> None:
         self.ends[l], self.t_end[l], self.messages[l], self.driver[l] = kind, t, msg, driver
         self.u_end[l] = u_l
+
+    def end_all(self, u: Tensor, t: float, kind: TokenEnd, msg: str) -> None:
+        for l in range(u.shape[0]):
+            self.end(l, kind, t, u[l], msg)
+
+    def budget_left(self) -> bool:
+        return self.stats["n_accepted"] + self.stats["n_rejected"] < self.max_steps
 
     # ------------------------------------------------------------------ main loop
 
@@ -193,12 +240,11 @@ class _Integrator:
         while m > 0:
             r0 = max(float(torch.linalg.vector_norm(self.u0[:m])), float(torch.linalg.vector_norm(u[:m])))
             if r0 == 0.0:  # every remaining token is zero: a fixed point
-                for l in range(m):
-                    self.end(l, TokenEnd.HORIZON, self.t_max, u[l], f"integrated to t={self.t_max:.6g}")
-                break
+                self.end_all(u[:m], self.t_max, TokenEnd.HORIZON, f"integrated to t={self.t_max:.6g} (static)")
+                return
             out = self.segment(u[:m], t, r0)
             if out is None:  # the segment reached the horizon or ran out of steps
-                break
+                return
             u, t, m = out
 
     def segment(self, u: Tensor, t: float, r0: float) -> tuple[Tensor, float, int] | None:
@@ -206,54 +252,50 @@ class _Integrator:
         sys = _System(self.field, self.W, r0)
         y = torch.cat([u.reshape(-1), u.new_tensor([math.log1p(t)])])
         f = sys(y)
-        h = self._initial_step(y, f)
-        stepper, t_seg, stiff_run = "dopri5", t, 0
+        h, stepping, t_seg = self._initial_step(y, f), _Stepping(self.rtol, self.atol, self.stiff_switch), t
         prev: tuple[Tensor, Tensor] | None = None  # (norms, rates) at the previous accepted step
+        window: deque[tuple[float, float, Tensor, Tensor, Tensor]] = deque(maxlen=_STALL_STEPS)
+        # (τ, ln‖u‖, token errors, norms, rates) of the last accepted steps
         try:
             while True:
-                if self.stats["n_accepted"] + self.stats["n_rejected"] >= self.max_steps:
-                    self._out_of_steps(y, sys)
+                if not self.budget_left():
+                    u_now, tau = sys.split(y)
+                    self.end_all(u_now, math.expm1(tau), TokenEnd.FAILED, f"the step budget (max_steps="
+                                 f"{self.max_steps}) ran out at t={math.expm1(tau):.6g}")
                     return None
-                step = dp5_step(sys, y, f, h) if stepper == "dopri5" else ros2_step(sys, y, f, h)
+                step = stepping.step(sys, y, f, h)
                 err = error_norm(step.err, y, step.y, self.rtol, self.atol)
-                if not math.isfinite(err) or not torch.isfinite(step.y).all():
+                if not (math.isfinite(err) and err <= 1.0 and torch.isfinite(step.y).all()):
                     self.stats["n_rejected"] += 1
-                    h *= 0.25
+                    h *= stepping.factor(err) if math.isfinite(err) else 0.25
                     continue
-                if err > 1.0:
-                    self.stats["n_rejected"] += 1
-                    h *= max(0.2, 0.9 * err ** (-1.0 / (5.0 if stepper == "dopri5" else 2.0)))
-                    if h < 1e-14 * (1.0 + abs(float(y[-1]))):
-                        if stepper == "dopri5" and self.stiff_switch:
-                            stepper = self._switch(t_seg, math.expm1(float(y[-1])))
-                            t_seg = math.expm1(float(y[-1]))
-                            h = self._initial_step(y, f)
-                            continue
-                        self._collapse(y, sys)
-                        return None
-                    continue
-                # accepted
                 self.stats["n_accepted"] += 1
                 y_old, f_old, h_old = y, f, h
                 y, f = step.y, (step.f if step.f is not None else sys(step.y))
-                h *= min(5.0, max(0.2, 0.9 * err ** (-1.0 / (5.0 if stepper == "dopri5" else 2.0)))) \
-                    if err > 0 else 5.0
-                if stepper == "dopri5" and self.stiff_switch:
-                    stiff_run = stiff_run + 1 if step.stiffness > _STIFF_RATIO else 0
-                    if stiff_run >= _STIFF_STEPS:
-                        stepper = self._switch(t_seg, math.expm1(float(y[-1])))
-                        t_seg = math.expm1(float(y[-1]))
-                u_now, tau = sys.split(y)
-                if tau >= self.tau_max:
+                h *= stepping.factor(err)
+                t_now = math.expm1(float(y[-1]))
+                if stepping.switch_after(step):
+                    other = "dopri5" if stepping.kind == "ros34pw2" else "ros34pw2"
+                    self.methods.append((other, t_seg, t_now))
+                    t_seg = t_now
+                if float(y[-1]) >= self.tau_max:
                     self._finish_horizon(sys, y_old, f_old, y, f, h_old)
-                    self.methods.append((stepper, t_seg, self.t_max))
+                    self.methods.append((stepping.kind, t_seg, self.t_max))
                     return None
-                t_now = math.expm1(tau)
+                u_now, _ = sys.split(y)
                 self.record(t_now, u_now)
-                norms, rates = _rates(u_now, sys.last_fu if sys.last_fu is not None else u_now * 0)
-                if float(torch.linalg.vector_norm(u_now)) >= self.blowup_factor * r0:
-                    self.methods.append((stepper, t_seg, t_now))
+                norms, rates = _rates(u_now, sys.last_fu if sys.last_fu is not None else torch.zeros_like(u_now))
+                total = float(torch.linalg.vector_norm(u_now))
+                if total >= self.blowup_factor * r0:
+                    self.methods.append((stepping.kind, t_seg, t_now))
                     return self._resolve(u_now, t_now, r0, norms, rates, prev)
+                window.append((float(y[-1]), math.log(max(total, 1e-300)), self._token_errors(step, y_old, y), norms,
+                               rates))
+                if self._stalled(window):
+                    self.methods.append((stepping.kind, t_seg, t_now))
+                    if bool((norms >= math.sqrt(self.blowup_factor) * r0).any()):  # the clock froze on a huge norm
+                        return self._resolve(u_now, t_now, r0, norms, rates, (window[0][3], window[0][4]))
+                    return self._stall(u_now, t_now, norms, window)
                 prev = (norms, rates)
         finally:
             self.stats["nfev"] += sys.nfev
@@ -266,9 +308,29 @@ class _Integrator:
         d1 = float(torch.sqrt(torch.mean((f / scale) ** 2)))
         return 0.01 * d0 / d1 if d0 > 1e-5 and d1 > 1e-5 else 1e-6
 
-    def _switch(self, t_from: float, t_now: float) -> str:
-        self.methods.append(("dopri5", t_from, t_now))
-        return "ros2"
+    def _token_errors(self, step: Step, y0: Tensor, y1: Tensor) -> Tensor:
+        """(m,) each token's scaled squared error of an accepted step."""
+        scale = self.atol + self.rtol * torch.maximum(y0[:-1].abs(), y1[:-1].abs())
+        return ((step.err[:-1] / scale) ** 2).view(-1, self.W).sum(-1).double().cpu()
+
+    @staticmethod
+    def _stalled(window: deque[tuple[float, float, Tensor, Tensor, Tensor]]) -> bool:
+        return (len(window) == _STALL_STEPS and window[-1][0] - window[0][0] < _STALL_TAU
+                and window[-1][1] - window[0][1] < math.log(2.0))
+
+    def _stall(self, u: Tensor, t: float, norms: Tensor,
+               window: deque[tuple[float, float, Tensor, Tensor, Tensor]]) -> tuple[Tensor, float, int]:
+        """The steps stalled: end the first token limiting them, and its dependents; return the prefix."""
+        self.stats["n_stalls"] += 1
+        errs = torch.stack([w[2] for w in window]).sum(0)
+        c = int(torch.nonzero(errs >= 0.01 * errs.max())[0])
+        self.end(c, TokenEnd.FAILED, t, u[c], f"the steps stalled on this token at t={t:.8g} (norm "
+                                              f"{float(norms[c]):.3g}): its dynamics is too fast or too stiff to "
+                                              "follow", c)
+        for l in range(c + 1, u.shape[0]):
+            self.end(l, TokenEnd.DEPENDS, t, u[l], f"depends on token {c}, on which the steps stalled at "
+                                                   f"t={t:.6g}", c)
+        return u[:c].clone(), t, c
 
     def _resolve(self, u: Tensor, t: float, r0: float, norms: Tensor, rates: Tensor,
                  prev: tuple[Tensor, Tensor] | None) -> tuple[Tensor, float, int]:
@@ -276,8 +338,7 @@ class _Integrator:
         self.stats["n_events"] += 1
         big = norms >= math.sqrt(self.blowup_factor) * r0
         j = int(torch.nonzero(big)[0]) if big.any() else int(torch.argmax(norms))
-        m = u.shape[0]
-        for l in range(j, m):
+        for l in range(j, u.shape[0]):
             order, t_star = self._singularity(l, t, norms, rates, prev)
             if big[l] and t_star is not None:
                 self.t_blowup[l], self.order[l] = t_star, order
@@ -289,12 +350,13 @@ class _Integrator:
                                                       f"finite-time singularity signature (growth order {order:.3g})",
                          l)
             else:
-                why = ("blows up" if self.ends[j] is TokenEnd.BLOWUP else "grows without bound")
+                why = "blows up" if self.ends[j] is TokenEnd.BLOWUP else "grows without bound"
                 tj = float(self.t_end[j])
                 self.end(l, TokenEnd.DEPENDS, tj, u[l], f"depends on token {j}, which {why} at t={tj:.6g}", j)
         return u[:j].clone(), t, j
 
-    def _singularity(self, l: int, t: float, norms: Tensor, rates: Tensor,
+    @staticmethod
+    def _singularity(l: int, t: float, norms: Tensor, rates: Tensor,
                      prev: tuple[Tensor, Tensor] | None) -> tuple[float, float | None]:
         """(local growth order k, blow-up time or None) of token l from its last two accepted steps."""
         if prev is None:
@@ -310,7 +372,6 @@ class _Integrator:
 
     def _finish_horizon(self, sys: _System, y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor, h: float) -> None:
         """The step crossed τ_max: interpolate the state there and end every active token at the horizon."""
-        tau0, tau1 = float(y0[-1]), float(y1[-1])
         lo, hi = 0.0, 1.0
         for _ in range(60):  # τ(θ) is monotone: bisection on the Hermite interpolant
             mid = 0.5 * (lo + hi)
@@ -318,75 +379,41 @@ class _Integrator:
                 lo = mid
             else:
                 hi = mid
-        theta = hi if tau1 > tau0 else 1.0
-        y = hermite(y0, f0, y1, f1, h, theta)
-        u, _ = sys.split(y)
+        u, _ = sys.split(hermite(y0, f0, y1, f1, h, hi))
         self.record(self.t_max, u)
-        for l in range(u.shape[0]):
-            self.end(l, TokenEnd.HORIZON, self.t_max, u[l], f"integrated to t={self.t_max:.6g}")
-
-    def _out_of_steps(self, y: Tensor, sys: _System) -> None:
-        u, tau = sys.split(y)
-        t = math.expm1(tau)
-        for l in range(u.shape[0]):
-            self.end(l, TokenEnd.FAILED, t, u[l], f"the step budget (max_steps={self.max_steps}) ran out at "
-                                                  f"t={t:.6g}")
-
-    def _collapse(self, y: Tensor, sys: _System) -> None:
-        u, tau = sys.split(y)
-        t = math.expm1(tau)
-        for l in range(u.shape[0]):
-            self.end(l, TokenEnd.FAILED, t, u[l], f"the step size collapsed at t={t:.6g} with the implicit "
-                                                  "stepper too")
+        self.end_all(u, self.t_max, TokenEnd.HORIZON, f"integrated to t={self.t_max:.6g}")
 
     # ------------------------------------------------------------------ result
 
-    def evidence(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(α, β at the end; decade exponent and slope) for the ``HORIZON`` tokens."""
+    def _decade(self, ts: Tensor, norms: Tensor, l: int) -> tuple[float, float]:
+        """(ln-norm exponent, slope) of token l over the last decade before its end, from the recorded steps."""
+        t1 = float(self.t_end[l])
+        i0 = int(torch.searchsorted(ts, torch.tensor(t1 / 10.0, dtype=torch.float64)))
+        if not 0 < i0 < len(ts) or float(ts[i0 - 1]) <= 0:
+            return math.nan, math.nan
+        ta, tb = float(ts[i0 - 1]), float(ts[i0])
+        na, nb, n1 = float(norms[i0 - 1, l]), float(norms[i0, l]), float(norms[-1, l])
+        w = (math.log(t1 / 10.0) - math.log(ta)) / (math.log(tb) - math.log(ta)) if tb > ta else 1.0
+        n10 = na + w * (nb - na)  # the norm at t1/10, linear in ln t between recorded steps
+        if not (n10 > 0 and n1 > 0):
+            return math.nan, math.nan
+        return (math.log(n1) - math.log(n10)) / math.log(10.0), (n1 - n10) / math.log(10.0)
+
+    def solution(self) -> TokenSolution:
         L = self.L
-        alpha = torch.full((L,), math.nan, dtype=torch.float64)
-        beta = torch.full((L,), math.nan, dtype=torch.float64)
+        ts, norms = torch.tensor(self.ts, dtype=torch.float64), torch.stack(self.norms)
+        alpha, beta = (torch.full((L,), math.nan, dtype=torch.float64) for _ in range(2))
+        dexp, dslope = (torch.full((L,), math.nan, dtype=torch.float64) for _ in range(2))
         horizon = [l for l in range(L) if self.ends[l] is TokenEnd.HORIZON]
         if horizon:
             m = max(horizon) + 1
-            u = self.u_end[:m]
-            with torch.no_grad():
-                fu = self.field(torch.tensor(self.t_max, dtype=torch.float64), u[None])[0]
+            fu = self.field(torch.tensor(self.t_max, dtype=torch.float64), self.u_end[:m][None])[0]
             self.stats["nfev"] += 1
-            n, r = _rates(u.double(), fu.double())
+            n, r = _rates(self.u_end[:m].double(), fu.double())
             for l in horizon:
-                if n[l] > 0:
-                    alpha[l] = self.t_max * r[l]
-                    beta[l] = self.t_max * r[l] * n[l]
-                else:
-                    alpha[l], beta[l] = 0.0, 0.0
-        ts = torch.tensor(self.rec.ts, dtype=torch.float64)
-        norms = torch.stack(self.rec.norms)
-        dexp = torch.full((L,), math.nan, dtype=torch.float64)
-        dslope = torch.full((L,), math.nan, dtype=torch.float64)
-        for l in horizon:
-            t1 = float(self.t_end[l])
-            i0 = int(torch.searchsorted(ts, torch.tensor(t1 / 10.0, dtype=torch.float64)))
-            if t1 / 10.0 <= 0 or i0 >= len(ts) or ts[i0] <= 0:
-                continue
-            # the norm at t1/10 by linear interpolation in ln t between accepted steps
-            a = max(i0 - 1, 0)
-            ta, tb = float(ts[a]), float(ts[i0])
-            na, nb = float(norms[a, l]), float(norms[i0, l])
-            if ta <= 0 or not (math.isfinite(na) and math.isfinite(nb)):
-                continue
-            w = (math.log(t1 / 10.0) - math.log(ta)) / (math.log(tb) - math.log(ta)) if tb > ta else 1.0
-            n10 = na + w * (nb - na)
-            n1 = float(norms[-1, l]) if math.isfinite(float(norms[-1, l])) else float("nan")
-            if n10 > 0 and n1 > 0:
-                dexp[l] = (math.log(n1) - math.log(n10)) / math.log(10.0)
-                dslope[l] = (n1 - n10) / math.log(10.0)
-        return alpha, beta, dexp, dslope
-
-    def solution(self) -> TokenSolution:
-        alpha, beta, dexp, dslope = self.evidence()
-        ts = torch.tensor(self.rec.ts, dtype=torch.float64)
-        norms = torch.stack(self.rec.norms)
+                alpha[l] = self.t_max * r[l] if n[l] > 0 else 0.0
+                beta[l] = self.t_max * r[l] * n[l] if n[l] > 0 else 0.0
+                dexp[l], dslope[l] = self._decade(ts, norms, l)
         ends = [e if e is not None else TokenEnd.FAILED for e in self.ends]
         return TokenSolution(ts=ts, norms=norms, ends=ends, t_end=self.t_end, t_blowup=self.t_blowup,
                              driver=self.driver, messages=self.messages, u_end=self.u_end, growth_exponent=alpha,
@@ -408,7 +435,7 @@ def integrate_tokens(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_ma
         max_steps: most step attempts over the whole integration; then the remaining tokens end ``FAILED``.
         blowup_factor: the norm growth (over the active prefix's scale R0) at which a singularity is
             resolved; T − t there is negligible for any growth order above 1.5.
-        stiff_switch: switch to the implicit ROS2 stepper when Hairer's stiffness test fires.
+        stiff_switch: switch to the implicit ROS34PW2 stepper on stiff stretches.
 
     Returns:
         A :class:`TokenSolution`.

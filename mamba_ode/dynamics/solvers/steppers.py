@@ -1,4 +1,4 @@
-"""One step of an autonomous system ``dy/dσ = F(y)``: Dormand–Prince 5(4) (explicit) and ROS2 (linearly
+"""One step of an autonomous system ``dy/dσ = F(y)``: Dormand–Prince 5(4) (explicit) and ROS34PW2 (linearly
 implicit, matrix-free), with their error estimates.
 
 These steppers know nothing about Mamba or tokens: ``y`` is any floating tensor and ``F`` maps it to a
@@ -7,10 +7,12 @@ tensor of the same shape. :mod:`mamba_ode.dynamics.tokens` drives them.
 * :func:`dp5_step` — the Dormand–Prince pair behind ``dopri5``/``RK45`` (5th order, 4th-order error
   estimate, first-same-as-last), plus Hairer's stiffness indicator ``h·‖k7 − k6‖ / ‖y7 − y6‖``: values
   above 3.25 mean the step size is limited by stability, not accuracy.
-* :func:`ros2_step` — the two-stage Rosenbrock–W method ROS2 of Verwer, Spee, Blom & Hundsdorfer (1999),
-  L-stable and of order 2 for *any* approximation of the Jacobian, which is what lets the linear systems
-  ``(I − γ h J) k = r`` be solved inexactly by GMRES with finite-difference Jacobian–vector products:
-  no Jacobian is ever formed (the systems here have L·E unknowns).
+* :func:`ros34pw2_step` — the four-stage Rosenbrock–W method ROS34PW2 of Rang & Angermann (2005): order
+  3 with an embedded order-2 solution, L-stable and stiffly accurate. Being a W-method, it keeps its
+  order for *any* approximation of the Jacobian, which is what lets the linear systems
+  ``(I − γ h J) u = r`` be solved inexactly by GMRES with finite-difference Jacobian–vector products: no
+  Jacobian is ever formed (the systems here have L·E unknowns). Written in the transformed variables
+  ``u_i = Σ_j Γ_ij k_j`` (Hairer & Wanner), so each stage costs one linear solve and no extra product.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Step", "dp5_step", "ros2_step", "gmres", "error_norm", "hermite"]
+__all__ = ["Step", "dp5_step", "ros34pw2_step", "gmres", "error_norm", "hermite"]
 
 Field = Callable[[Tensor], Tensor]
 
@@ -39,7 +41,32 @@ _A = (
 )
 #: 5th-order weights minus 4th-order weights (the error estimate), over the seven stages
 _E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
-_GAMMA = 1.0 + 1.0 / math.sqrt(2.0)
+# ROS34PW2 (Rang & Angermann 2005): γ, α (strictly lower), Γ (lower, γ on the diagonal), b, b̂
+_W_GAMMA = 0.43586652150845900
+_W_ALPHA = [[0.0, 0.0, 0.0, 0.0],
+            [0.87173304301691801, 0.0, 0.0, 0.0],
+            [0.84457060015369423, -0.11299064236484185, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0]]
+_W_GAMMAS = [[_W_GAMMA, 0.0, 0.0, 0.0],
+             [-0.87173304301691801, _W_GAMMA, 0.0, 0.0],
+             [-0.90338057013044082, 0.054180672388095326, _W_GAMMA, 0.0],
+             [0.24212380706095346, -1.2232505839045147, 0.54526025533510214, _W_GAMMA]]
+_W_B = [0.24212380706095346, -1.2232505839045147, 1.5452602553351020, 0.43586652150845900]
+_W_BHAT = [0.37810903145819369, -0.096042292212423178, 0.5, 0.21793326075422950]
+
+
+def _transformed_tableau() -> tuple[list[list[float]], list[list[float]], list[float], list[float]]:
+    """(A = αΓ⁻¹, C = diag(1/γ) − Γ⁻¹, m = bΓ⁻¹, m̂ = b̂Γ⁻¹) of ROS34PW2, computed once in float64."""
+    G = torch.tensor(_W_GAMMAS, dtype=torch.float64)
+    Gi = torch.linalg.inv(G)
+    A = torch.tensor(_W_ALPHA, dtype=torch.float64) @ Gi
+    C = torch.diag(1.0 / torch.diagonal(G)) - Gi
+    m = torch.tensor(_W_B, dtype=torch.float64) @ Gi
+    mh = torch.tensor(_W_BHAT, dtype=torch.float64) @ Gi
+    return A.tolist(), C.tolist(), m.tolist(), mh.tolist()
+
+
+_W_A, _W_C, _W_M, _W_MHAT = _transformed_tableau()
 
 
 @dataclass
@@ -51,7 +78,8 @@ class Step:
         f: F at the new state (explicit: the FSAL stage; implicit: None).
         err: the (unscaled) local error estimate, shaped like y.
         nfev: field evaluations spent.
-        stiffness: Hairer's indicator ``h‖k7 − k6‖/‖y7 − y6‖`` (explicit steps), NaN otherwise.
+        stiffness: an estimate of ``h·|λ|max`` of the Jacobian: Hairer's indicator ``h‖k7 − k6‖/‖y7 − y6‖``
+            for explicit steps, the Krylov (Ritz) estimate for ROS34PW2.
     """
 
     y: Tensor
@@ -100,7 +128,7 @@ def dp5_step(F: Field, y: Tensor, f0: Tensor, h: float) -> Step:
 
 
 def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: float = 1e-6,
-          max_iter: int = 30) -> tuple[Tensor, int]:
+          max_iter: int = 30) -> tuple[Tensor, int, float]:
     """Solve ``A x = b`` by GMRES (one cycle) with modified Gram–Schmidt (vectors flattened).
 
     Arguments:
@@ -111,7 +139,8 @@ def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: flo
         max_iter: most Krylov vectors (= matrix-vector products).
 
     Returns:
-        ``(x, n_matvec)``.
+        ``(x, n_matvec, ritz)``: ritz is ``max |1 − μ|`` over the Ritz values μ of A found by the Arnoldi
+        process (0 when none was built) — for ``A = I − γhJ``, ``ritz/γ`` estimates ``h·|λ|max`` of J.
     """
     shape = b.shape
     r0 = (b - matvec(x0)).reshape(-1)
@@ -119,7 +148,7 @@ def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: flo
     beta = float(torch.linalg.vector_norm(r0))
     bnorm = float(torch.linalg.vector_norm(b)) or 1.0
     if beta <= tol * bnorm:
-        return x0, n_mv
+        return x0, n_mv, 0.0
     V = [r0 / beta]
     H = torch.zeros(max_iter + 1, max_iter, dtype=torch.float64)
     k_done = 0
@@ -141,15 +170,24 @@ def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: flo
     x = x0.reshape(-1).clone()
     for i in range(k_done):
         x = x + float(coef[i]) * V[i].to(x.dtype)
-    return x.reshape(shape), n_mv
+    ritz = float((1.0 - torch.linalg.eigvals(H[:k_done, :k_done])).abs().max()) if k_done else 0.0
+    return x.reshape(shape), n_mv, ritz
 
 
-def ros2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, krylov_tol: float = 1e-4,
-              krylov_iter: int = 30) -> Step:
-    """One ROS2 step of size h from y (``f0 = F(y)``), the Jacobian applied by finite differences.
+def hermite(y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor, h: float, theta: float) -> Tensor:
+    """Cubic Hermite interpolation between two steps at the fraction ``theta`` of the step (3rd order)."""
+    t = theta
+    h00, h10 = 2 * t ** 3 - 3 * t ** 2 + 1, t ** 3 - 2 * t ** 2 + t
+    h01, h11 = -2 * t ** 3 + 3 * t ** 2, t ** 3 - t ** 2
+    return h00 * y0 + (h10 * h) * f0 + h01 * y1 + (h11 * h) * f1
 
-    ``(I − γhJ) k1 = F(y)``, ``(I − γhJ) k2 = F(y + h k1) − 2 k1``, ``y1 = y + 3/2 h k1 + 1/2 h k2``,
-    γ = 1 + 1/√2; error estimate ``h/2 (k1 + k2)`` (against the embedded first-order ``y + h k1``).
+
+def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, krylov_tol: float = 1e-6,
+                  krylov_iter: int = 40) -> Step:
+    """One ROS34PW2 step of size h from y (``f0 = F(y)``), the Jacobian applied by finite differences.
+
+    Stages in transformed variables: ``(I/(γh) − J) u_i = F(y + Σ_{j<i} A_ij u_j) + Σ_{j<i} (C_ij/h) u_j``;
+    ``y1 = y + Σ m_i u_i``, error ``Σ (m_i − m̂_i) u_i`` (against the embedded order-2 solution).
 
     Arguments:
         F: the autonomous field.
@@ -160,31 +198,44 @@ def ros2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, krylov_tol: float = 
         krylov_iter: most GMRES iterations per solve.
 
     Returns:
-        A :class:`Step` (``f`` is None: F at the new state is not computed).
+        A :class:`Step` (``f`` is None).
     """
     ynorm = float(torch.linalg.vector_norm(y))
     nfev = 0
+    scale = _W_GAMMA * h
 
-    def matvec(v: Tensor) -> Tensor:
+    def matvec(v: Tensor) -> Tensor:  # (I − γhJ) v
         nonlocal nfev
         vn = float(torch.linalg.vector_norm(v))
         if vn == 0.0:
             return v.clone()
         eps = math.sqrt(torch.finfo(y.dtype).eps) * (1.0 + ynorm) / vn
         nfev += 1
-        jv = (F(y + eps * v) - f0) / eps
-        return v - (_GAMMA * h) * jv
+        return v - scale * (F(y + eps * v) - f0) / eps
 
-    k1, n1 = gmres(matvec, f0, f0, tol=krylov_tol, max_iter=krylov_iter)
-    f1 = F(y + h * k1)
-    k2, n2 = gmres(matvec, f1 - 2.0 * k1, k1, tol=krylov_tol, max_iter=krylov_iter)
-    y_new = y + (1.5 * h) * k1 + (0.5 * h) * k2
-    return Step(y=y_new, f=None, err=(0.5 * h) * (k1 + k2), nfev=nfev + 1)
-
-
-def hermite(y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor, h: float, theta: float) -> Tensor:
-    """Cubic Hermite interpolation between two steps at the fraction ``theta`` of the step (3rd order)."""
-    t = theta
-    h00, h10 = 2 * t ** 3 - 3 * t ** 2 + 1, t ** 3 - 2 * t ** 2 + t
-    h01, h11 = -2 * t ** 3 + 3 * t ** 2, t ** 3 - t ** 2
-    return h00 * y0 + (h10 * h) * f0 + h01 * y1 + (h11 * h) * f1
+    us: list[Tensor] = []
+    ritz = 0.0
+    for i in range(4):
+        if i == 0:
+            fi = f0
+        else:
+            yi = y.clone()
+            for j in range(i):
+                if _W_A[i][j]:
+                    yi.add_(us[j], alpha=_W_A[i][j])
+            nfev += 1
+            fi = F(yi)
+        rhs = fi.clone()
+        for j in range(i):
+            if _W_C[i][j]:
+                rhs.add_(us[j], alpha=_W_C[i][j] / h)
+        rhs = scale * rhs  # (I − γhJ) u_i = γh · rhs_i
+        ui, _, r = gmres(matvec, rhs, rhs, tol=krylov_tol, max_iter=krylov_iter)
+        ritz = max(ritz, r)
+        us.append(ui)
+    y_new = y.clone()
+    err = torch.zeros_like(y)
+    for i in range(4):
+        y_new.add_(us[i], alpha=_W_M[i])
+        err.add_(us[i], alpha=_W_M[i] - _W_MHAT[i])
+    return Step(y=y_new, f=None, err=err, nfev=nfev, stiffness=ritz / _W_GAMMA)
