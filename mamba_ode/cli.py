@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from .analysis.analyze import DEFAULT_PROMPT, analyze
-from .analysis.report import comparison_sentence, write_report
+from .analysis.report import write_report
+from .analysis.summary import comparison_sentence
 from .io.config import MambaConfig
 from .nn.lm import MambaLM
 from .nn.load import load
@@ -104,11 +105,17 @@ def _analyze(args: argparse.Namespace) -> int:
     say(f"writing the report to {args.out}")
     page = write_report(result, args.out)
     summary = result.summary()
-    print(f"{'layer':>5}  {'eig +/-/0':>10}  {'from parameters':<26} {'from trajectories':<24} agreement")
+    rows = [["layer", "eig +/-/0", "from parameters", "finite-time", "divergent", "bounded", "convergent",
+             "undetermined", "first t*", "integrated to", "predictions vs trajectories"]]
     for rec in summary["layers"]:
-        sp = rec["spectrum"]
-        print(f"{rec['layer']:>5}  {sp['n_positive']:>3}/{sp['n_negative']:>2}/{sp['n_zero']:<3}  "
-              f"{rec['parameter_regime']:<26} {rec['trajectory_regime']:<24} {rec['agreement']}")
+        sp, c, t1 = rec["spectrum"], rec["trajectory"]["counts"], rec["trajectory"]["first_blowup"]
+        rows.append([str(rec["layer"]), f"{sp['n_positive']}/{sp['n_negative']}/{sp['n_zero']}",
+                     rec["parameter_regime"], *(str(c.get(k, 0)) for k in ("divergent-finite-time", "divergent",
+                                                                          "bounded", "convergent", "undetermined")),
+                     "-" if t1 is None else f"{t1:.4g}", f"{rec['integration_end']:.4g}", rec["agreement"]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.rjust(w) if i < len(r) - 1 else cell for i, (cell, w) in enumerate(zip(r, widths))))
     cmp_ = summary["comparison"]
     print(f"discrete network vs depth-time ODE: {comparison_sentence(cmp_)}")
     print(f"report: {page}  ({time.perf_counter() - start:.1f} s)")

@@ -4,16 +4,9 @@ Imports every layer below it; only assembles (no new numerics here but the drawi
 """
 
 from . import plots
-from .analyze import DEFAULT_PROMPT, Analysis, LayerDynamics, agreement, analyze
-from .report import (
-    FIGURE_NAMES,
-    SCHEMA_VERSION,
-    comparison_sentence,
-    make_figures,
-    render_html,
-    validate_summary,
-    write_report,
-)
+from .analyze import DEFAULT_PROMPT, Analysis, LayerDynamics, agreement, analyze, regime_of_labels
+from .report import FIGURE_NAMES, make_figures, render_html, write_report
+from .summary import SCHEMA_VERSION, comparison_sentence, validate_summary
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -26,6 +19,7 @@ __all__ = [
     "comparison_sentence",
     "make_figures",
     "plots",
+    "regime_of_labels",
     "render_html",
     "validate_summary",
     "write_report",

@@ -32,13 +32,16 @@ from torch import Tensor
 
 from ..dynamics.compare import DiscreteComparison, compare_discrete
 from ..dynamics.fields import DepthField, layer_field
-from ..dynamics.solvers import Solution, solve
+from ..dynamics.tokens import TokenSolution, integrate_tokens
 from ..nn.lm import MambaLMBase
-from ..regimes.classify import TrajectoryClassification, classify_trajectory
 from ..regimes.labels import Definiteness, Label
+from ..regimes.predict import TokenPrediction, predict_tokens, prediction_agreement
 from ..regimes.table import RegimeTable, Verdict, layer_fractions, layer_spectrum, regime_table
+from ..regimes.tokens import TokenClassification, classify_tokens
+from .summary import SCHEMA_VERSION
 
-__all__ = ["LayerDynamics", "Analysis", "analyze", "DEFAULT_PROMPT", "agreement"]
+__all__ = ["LayerDynamics", "Analysis", "analyze", "DEFAULT_PROMPT", "agreement", "regime_of_labels",
+           "token_pieces"]
 
 DEFAULT_PROMPT = "To be, or not to be, that is the question."
 _MAX_ATTENTION_TOKENS = 64
@@ -46,23 +49,25 @@ _MAX_ATTENTION_TOKENS = 64
 
 @dataclass
 class LayerDynamics:
-    """One analysed layer: its verdicts from parameters and its integrated trajectories.
+    """One analysed layer: its verdicts from parameters, its tokens' integrated outcomes and predictions.
 
     Attributes:
         layer: index k.
         verdicts: the layer's :class:`Verdict` records (one for Mamba-1, one per head for Mamba-2).
-        solution: the :class:`mamba_ode.Solution` of the layer's idealised field from the prompt's
-            token states, ys (T, 1, L, width).
-        classification: :func:`mamba_ode.classify_trajectory` of that solution.
-        token_labels: per token, its trajectory label (length L).
+        solution: the :class:`~mamba_ode.dynamics.tokens.TokenSolution` of the layer's idealised field from
+            the prompt's token states (per-token events, norms at the solver's steps).
+        classification: the per-token labels (:func:`mamba_ode.classify_tokens`).
+        predictions: per token, the parameter-side prediction (theorem or indicator).
+        agreement: per kind of prediction, how often it agrees with the integrated labels.
         quadratic_form: ``u_1ᵀ M u_1`` at t = 0 (Mamba-2: with the first group's ``M_0``).
     """
 
     layer: int
     verdicts: list[Verdict]
-    solution: Solution
-    classification: TrajectoryClassification
-    token_labels: list[Label]
+    solution: TokenSolution
+    classification: TokenClassification
+    predictions: list[TokenPrediction]
+    agreement: dict[str, dict]
     quadratic_form: float
 
     @property
@@ -76,49 +81,73 @@ class LayerDynamics:
         return self.spectrum["label"]
 
     @property
+    def token_labels(self) -> list[Label]:
+        """Per token, its integrated label."""
+        return self.classification.labels
+
+    @property
     def trajectory_regime(self) -> Label:
-        """The layer's verdict from its trajectories.
-
-        One diverging token makes the layer divergent (``divergent-finite-time`` when a token blows
-        up, else ``divergent``): once a token is unbounded the sequence is stopped, and the tokens
-        after it, which depend on it, are left ``undetermined``. Otherwise ``convergent`` when every
-        determined token converges, ``bounded`` when every determined token stays bounded, and
-        ``undetermined`` when no token could be labelled.
-        """
-        labels = set(self.token_labels)
-        for lab in (Label.FINITE, Label.DIVERGENT):
-            if lab in labels:
-                return lab
-        determined = labels - {Label.UNDETERMINED}
-        if not determined:
-            return Label.UNDETERMINED
-        if determined == {Label.CONVERGENT}:
-            return Label.CONVERGENT
-        return Label.BOUNDED
+        """The layer's summary from its tokens: the most frequent decided label (ties towards divergence),
+        ``undetermined`` when no token was decided."""
+        return regime_of_labels(self.token_labels)
 
 
-def agreement(parameter_label: str, trajectory_regime: str) -> str:
-    """How the parameter verdict and the trajectory verdict of one layer relate.
-
-    A positive semi-definite Sym(M) predicts divergence and a negative semi-definite one
-    convergence (the paper's 2-D picture); an indefinite Sym(M) — the rule for real layers, where
-    rank(M) ≤ N ≪ E — predicts nothing by itself.
+def regime_of_labels(labels: Sequence[Label | str]) -> Label:
+    """The most frequent decided label (ties towards divergence); ``undetermined`` when none is decided.
 
     Arguments:
-        parameter_label: the spectrum label of the layer.
-        trajectory_regime: the layer's verdict from trajectories (:attr:`LayerDynamics.trajectory_regime`).
+        labels: per-token trajectory labels.
 
     Returns:
-        ``"agree"``, ``"disagree"``, ``"no prediction (indefinite)"`` or ``"undetermined"``.
+        A :class:`Label`.
     """
-    if trajectory_regime == Label.UNDETERMINED:
-        return "undetermined"
-    grows = str(trajectory_regime).startswith("divergent")
-    if str(parameter_label).startswith("positive"):
-        return "agree" if grows else "disagree"
-    if str(parameter_label).startswith("negative"):
-        return "agree" if trajectory_regime == Label.CONVERGENT else "disagree"
-    return "no prediction (indefinite)"
+    order = [Label.FINITE, Label.DIVERGENT, Label.BOUNDED, Label.CONVERGENT]
+    counts = Counter(Label(x) for x in labels if Label(x) != Label.UNDETERMINED)
+    if not counts:
+        return Label.UNDETERMINED
+    return max(order, key=lambda lab: (counts.get(lab, 0), -order.index(lab)))
+
+
+def agreement(stats: dict[str, dict]) -> str:
+    """One line on how the per-token predictions of a layer relate to its integrated labels.
+
+    Arguments:
+        stats: :func:`mamba_ode.regimes.predict.prediction_agreement` of the layer.
+
+    Returns:
+        e.g. ``"theorem 1/1 agree; indicator 30/41 agree (11 disagree)"``, or ``"no prediction"``.
+    """
+    parts = []
+    for kind in ("theorem", "indicator"):
+        st = stats.get(kind, {})
+        n_cmp = st.get("agree", 0) + st.get("disagree", 0)
+        if st.get("n", 0) == 0:
+            continue
+        text = f"{kind} {st['agree']}/{n_cmp} agree" if n_cmp else f"{kind}: {st['n']} predicted, none decided"
+        if st.get("disagree"):
+            text += f" ({st['disagree']} disagree)"
+        parts.append(text)
+    return "; ".join(parts) if parts else "no prediction"
+
+
+def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str] | None:
+    """The decoded text of each token (``decode_tokens`` when the tokenizer has it), or None without a tokenizer.
+
+    Arguments:
+        tokenizer: an object with ``decode`` (and optionally ``decode_tokens``), or None.
+        ids: token ids.
+
+    Returns:
+        One string per id, or None.
+    """
+    if tokenizer is None:
+        return None
+    try:
+        if hasattr(tokenizer, "decode_tokens"):
+            return [str(x) for x in tokenizer.decode_tokens(list(ids))]
+        return [str(tokenizer.decode([int(i)])) for i in ids]
+    except (ValueError, TypeError, KeyError):  # ids the tokenizer cannot decode
+        return None
 
 
 def _finite(x: Any) -> float:
@@ -183,27 +212,47 @@ class Analysis:
         err = [e if math.isfinite(e) else None for e in cmp_.rel_error[:, 0].tolist()]
         finite = [e for e in err if e is not None]
         return {
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
+            "token_indexing": "0-based",
             "model": {"name": self.model_name, "architecture": self.architecture,
                       "source": str(ck.source) if ck else None,
                       "layout": ck.layout if ck else "in-memory", "d_model": cfg.d_model, "n_layer": cfg.n_layer,
                       "d_inner": cfg.d_inner, "d_state": cfg.d_state, "dt_rank": getattr(cfg, "dt_rank", None),
                       "n_heads": getattr(cfg, "n_heads", None), "n_groups": getattr(cfg, "ngroups", 1)},
-            "prompt": {"text": self.prompt, "n_tokens": int(self.input_ids.shape[-1])},
+            "prompt": {"text": self.prompt, "n_tokens": int(self.input_ids.shape[-1]),
+                       "ids": [int(i) for i in self.input_ids[0].tolist()],
+                       "tokens": token_pieces(self.model.tokenizer, self.input_ids[0].tolist())},
             "settings": dict(self.settings),
             "layers": layers,
             "comparison": {"h": float(cmp_.h), "times": [float(t) for t in cmp_.ts.tolist()],
                            "relative_error": err, "max_relative_error": max(finite) if finite else None,
                            "status": cmp_.ode_solution.status[0].value, "message": cmp_.ode_solution.messages[0]},
             "figures": {},
+            "notes": [],
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
         }
+
+
+def _none_if_nan(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _token_records(lay: LayerDynamics) -> list[dict[str, Any]]:
+    out = []
+    for v, p in zip(lay.classification.tokens, lay.predictions):
+        out.append({"index": v.index, "label": str(v.label), "t_blowup": _none_if_nan(v.t_blowup),
+                    "predicted": None if p.label is None else str(p.label),
+                    "prediction_kind": None if p.kind is None else str(p.kind), "reason": v.reason,
+                    "prediction_reason": p.reason, "predicted_t_blowup": _none_if_nan(p.t_blowup),
+                    "decay_exponent": _none_if_nan(v.decay_exponent), "growth_slope": _none_if_nan(v.growth_slope),
+                    "end": str(v.end), "t_end": _none_if_nan(v.t_end)})
+    return out
 
 
 def _layer_summary(lay: LayerDynamics) -> dict[str, Any]:
     spec = lay.spectrum
     sol = lay.solution
-    tb = float(sol.t_blowup[0])
+    tbs = [v.t_blowup for v in lay.classification.tokens if v.t_blowup is not None]
     return {
         "layer": lay.layer,
         "spectrum": {"n_positive": int(spec["n_pos"]), "n_negative": int(spec["n_neg"]),
@@ -212,12 +261,16 @@ def _layer_summary(lay: LayerDynamics) -> dict[str, Any]:
         "parameter_regime": str(spec["label"]),
         "channel_fractions": {str(k): float(v) for k, v in layer_fractions(lay.verdicts).items()},
         "heads": [v.to_dict() for v in lay.verdicts if v.head is not None],
-        "trajectory": {"status": sol.status[0].value, "t_final": _finite(sol.t_final[0]),
-                       "t_blowup": tb if math.isfinite(tb) else None, "labels": [str(x) for x in lay.token_labels],
-                       "counts": {str(k): v for k, v in Counter(lay.token_labels).items()}},
+        "integration_end": _finite(sol.integration_end),
+        "trajectory": {"labels": [str(x) for x in lay.token_labels], "counts": lay.classification.counts(),
+                       "first_blowup": min(tbs) if tbs else None, "integration_end": _finite(sol.integration_end),
+                       "methods": [[name, _finite(a), _finite(b)] for name, a, b in sol.methods],
+                       "stats": {k: int(v) for k, v in sol.stats.items()}},
+        "tokens": _token_records(lay),
         "trajectory_regime": str(lay.trajectory_regime),
         "token1_quadratic_form": _finite(lay.quadratic_form),
-        "agreement": agreement(str(spec["label"]), lay.trajectory_regime),
+        "prediction_agreement": lay.agreement,
+        "agreement": agreement(lay.agreement),
     }
 
 
@@ -233,11 +286,22 @@ def _chosen_layers(layers: Sequence[int] | None, K: int) -> list[int]:
     return chosen
 
 
+def _analyse_layer(model: MambaLMBase, k: int, u0: Tensor, table: RegimeTable, t_max: float, rtol: float,
+                   atol: float, max_steps: int) -> LayerDynamics:
+    """Integrate layer k's idealised field from u0 (1, L, W), label every token, predict it, compare."""
+    sol = integrate_tokens(layer_field(model, k), u0, t_max, rtol=rtol, atol=atol, max_steps=max_steps)
+    params = model.layer_params(k)
+    with torch.no_grad():
+        q = float(params.quadratic_form(u0[0, 0])[0])
+    cls = classify_tokens(sol)
+    preds = predict_tokens(params, u0)
+    return LayerDynamics(k, table.layer(k), sol, cls, preds, prediction_agreement(preds, cls.tokens), q)
+
+
 # long function: over 80 lines with its docstring, which documents every argument
 def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *,
             layers: Sequence[int] | None = None, t_max: float = 1e4, rtol: float = 1e-5, atol: float = 1e-8,
-            method: str = "dopri5", blowup_factor: float = 10.0, max_steps: int = 5000,
-            model_name: str | None = None,
+            max_steps: int = 20_000, model_name: str | None = None,
             progress: Callable[[str], None] | None = None) -> Analysis:
     """Analyse a model's token dynamics on a prompt (the computation behind ``mamba-ode analyze``).
 
@@ -246,13 +310,10 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
             :class:`mamba_ode.Mamba2Field` on the mixer input, and the parameter verdicts are per head).
         prompt: text (needs ``model.tokenizer``), a list of ids or an id tensor (L,) / (1, L).
         layers: layer indices to integrate (default: all; negative indices count from the end).
-        t_max: end time of the idealised S6 trajectories (integrated in log time).
-        rtol, atol: solver tolerances.
-        method: torchdiffeq method name.
-        blowup_factor: a layer's trajectory is stopped as divergent once max|u| exceeds this multiple
-            of its initial max|u| (growing tokens make the field stiff: an explicit solver would
-            otherwise spend thousands of steps per layer).
-        max_steps: step budget per layer; a trajectory that exhausts it is labelled undetermined.
+        t_max: horizon of the idealised layer dynamics (every token is followed to its own event or to
+            t_max, see :func:`mamba_ode.integrate_tokens`).
+        rtol, atol: tolerances of the adaptive steps.
+        max_steps: step budget per layer; tokens still running when it is spent end undetermined.
         model_name: name recorded in the summary (default: the checkpoint source).
         progress: called with a short message before each stage (the CLI prints it).
 
@@ -261,17 +322,22 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
 
     Raises:
         TypeError: if model is not a mamba_ode model.
-        ValueError: for a bad prompt, layer index or t_max ≤ 0.
+        ValueError: for a bad prompt, layer index, t_max ≤ 0 or max_steps < 1.
     """
     if not isinstance(model, MambaLMBase):
         raise TypeError(f"argument 'model' must be a mamba_ode.MambaLM or Mamba2LM, got {type(model).__name__}")
     if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
         raise ValueError(f"argument 't_max' must be a finite number > 0, got {t_max!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"argument 'max_steps' must be a positive int, got {max_steps!r}")
     K = model.config.n_layer
     chosen = _chosen_layers(layers, K)
     say = progress or (lambda msg: None)
     timings: dict[str, float] = {}
-    ids = model.encode(prompt)[:1]
+    ids = model.encode(prompt)
+    if ids.shape[0] != 1:
+        raise ValueError(f"argument 'prompt' holds {ids.shape[0]} sequences; analyze takes one (analyse each "
+                         "sequence on its own)")
     text = prompt if isinstance(prompt, str) else None
 
     t0 = time.perf_counter()
@@ -280,27 +346,19 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     spectra = [{"layer": k, "eigenvalues": layer_spectrum(table.layer(k))["eigenvalues"]} for k in range(K)]
     timings["regime_table"] = time.perf_counter() - t0
 
-    results: list[LayerDynamics] = []
-    t_eval = torch.cat([torch.zeros(1), torch.logspace(-3, math.log10(t_max), 60)]).double()
     t0 = time.perf_counter()
     states = {k: u.detach().double() for k, u in model.field_starts(ids, chosen).items()}
+    results = []
     for k in chosen:
         say(f"layer {k}: integrating the idealised layer dynamics to t = {t_max:g}")
-        fieldk = layer_field(model, k)
-        u0 = states[k]
-        sol = solve(fieldk, u0, (0.0, float(t_max)), t_eval=t_eval, method=method, rtol=rtol, atol=atol,
-                    log_time=True, blowup_threshold=blowup_factor * float(u0.abs().max()), max_steps=max_steps)
-        cls = classify_trajectory(sol)
-        with torch.no_grad():
-            q = float(model.layer_params(k).quadratic_form(u0[0, 0])[0])
-        results.append(LayerDynamics(k, table.layer(k), sol, cls, list(cls.labels[0]), q))
+        results.append(_analyse_layer(model, k, states[k], table, float(t_max), rtol, atol, max_steps))
     timings["trajectories"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say("discrete network vs depth-time ODE")
     depth = DepthField(model)
     x0 = depth.initial_state(ids).detach()
-    comparison = compare_discrete(depth, x0, (0.0, float(K)), h=1.0, rtol=rtol, atol=atol, method=method)
+    comparison = compare_discrete(depth, x0, (0.0, float(K)), h=1.0, rtol=rtol, atol=atol)
     timings["comparison"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -310,8 +368,8 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     channel = int(P.abs().amax(dim=(0, 1, 2)).argmax())
     timings["hidden_attention"] = time.perf_counter() - t0
 
-    settings = {"layers": chosen, "t_max": float(t_max), "rtol": rtol, "atol": atol, "method": method,
-                "blowup_factor": float(blowup_factor), "max_steps": int(max_steps),
+    settings = {"layers": chosen, "t_max": float(t_max), "rtol": rtol, "atol": atol,
+                "method": "dopri5, ros34pw2 on stiff stretches", "max_steps": int(max_steps),
                 "dtype": "float64", "device": str(ids.device)}
     name = model_name or (str(model.checkpoint.source) if model.checkpoint else "in-memory model")
     return Analysis(name, model, text, ids, table, spectra, results, comparison, P, channel, settings, timings)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
-import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
@@ -30,6 +29,8 @@ from ..dynamics.solvers import Solution
 from ..regimes.criteria import criteria_1d
 from ..regimes.labels import Label
 from ..regimes.table import RegimeTable, layer_fractions
+from ._figure import REGIME_COLORS, axes_for, get, records_of, require, seq_index
+from .token_plots import deciding_tokens, plot_layer_summary, plot_token_trajectories
 
 __all__ = [
     "REGIME_COLORS",
@@ -40,45 +41,10 @@ __all__ = [
     "plot_hidden_attention",
     "plot_comparison",
     "plot_regime_diagram",
+    "plot_token_trajectories",
+    "plot_layer_summary",
+    "deciding_tokens",
 ]
-
-#: One colour per regime label, shared by every figure and the HTML report.
-REGIME_COLORS: dict[str, str] = {
-    Label.CONVERGENT: "#2b6cb0",
-    Label.STATIC: "#718096",
-    Label.BOUNDED: "#38a169",
-    Label.DIVERGENT: "#dd6b20",
-    Label.FINITE: "#c53030",
-    Label.LOGARITHMIC: "#dd6b20",
-    Label.UNDETERMINED: "#a0aec0",
-    Label.UNDECIDED: "#a0aec0",
-}
-
-
-def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 4.0)) -> tuple[Figure, Axes]:
-    """(figure, axes): a new figure when ``ax`` is None, else ax's figure."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-        return fig, ax
-    root = ax.get_figure(root=True)
-    if not isinstance(root, Figure):
-        raise ValueError("argument 'ax' belongs to no figure")
-    return root, ax
-
-
-def _require(obj: Any, attrs: Sequence[str], name: str) -> None:
-    """TypeError unless obj has every attribute in attrs."""
-    missing = [a for a in attrs if not hasattr(obj, a)]
-    if missing:
-        raise TypeError(f"argument {name!r} must have attributes {', '.join(attrs)} "
-                        f"({type(obj).__name__} lacks {', '.join(missing)})")
-
-
-def _seq_index(seq: int, n: int) -> int:
-    if not isinstance(seq, int) or not -n <= seq < n:
-        raise ValueError(f"argument 'seq' must be an int in [{-n}, {n}), got {seq!r}")
-    return seq % n
-
 
 # ============================================================================ trajectories
 
@@ -104,10 +70,10 @@ def plot_trajectories(solution: Solution, *, seq: int = 0, tokens: Sequence[int]
         TypeError: if ``solution`` lacks ``ts``/``ys``/``t_blowup``.
         ValueError: for an out-of-range ``seq`` or token index.
     """
-    _require(solution, ("ts", "ys", "t_blowup"), "solution")
+    require(solution, ("ts", "ys", "t_blowup"), "solution")
     ts = solution.ts.detach().double().cpu()
     ys = solution.ys.detach().double().cpu()
-    b = _seq_index(seq, ys.shape[1])
+    b = seq_index(seq, ys.shape[1])
     L = ys.shape[2]
     if tokens is None:
         tokens = sorted({round(i) for i in torch.linspace(0, L - 1, min(L, 12)).tolist()})
@@ -115,7 +81,7 @@ def plot_trajectories(solution: Solution, *, seq: int = 0, tokens: Sequence[int]
         if not isinstance(tok, int) or not 0 <= tok < L:
             raise ValueError(f"argument 'tokens' holds {tok!r}, outside [0, {L})")
     norms = ys[:, b].norm(dim=-1)  # (T, L)
-    fig, ax = _axes(ax)
+    fig, ax = axes_for(ax)
     positive = ts[ts > 0]
     if logx is None:
         logx = positive.numel() > 1 and float(positive.max() / positive.min()) > 100
@@ -175,12 +141,12 @@ def plot_phase_portrait(field: Callable[[Any, Tensor], Tensor], *, lim: float = 
     u = torch.stack([U1.reshape(-1), U2.reshape(-1)], dim=-1).unsqueeze(-1)  # (n², 2, 1)
     with torch.no_grad():
         du = field(0.0, u).reshape(n, n, 2).double()
-    fig, ax = _axes(ax, (5.0, 5.0))
+    fig, ax = axes_for(ax, (5.0, 5.0))
     speed = du.norm(dim=-1)
     ax.streamplot(U1.numpy(), U2.numpy(), du[..., 0].numpy(), du[..., 1].numpy(),
                   color=torch.log1p(speed).numpy(), cmap="Greys", density=1.0, linewidth=0.8)
     if trajectories is not None:
-        _require(trajectories, ("ys",), "trajectories")
+        require(trajectories, ("ys",), "trajectories")
         ys = trajectories.ys.detach().double().cpu()
         if ys.dim() != 4 or ys.shape[2] != 2 or ys.shape[3] != 1:
             raise ValueError(f"argument 'trajectories' must hold (T, B, 2, 1) states, got {tuple(ys.shape)}")
@@ -202,19 +168,6 @@ def plot_phase_portrait(field: Callable[[Any, Tensor], Tensor], *, lim: float = 
 # ============================================================================ spectra and regime maps
 
 
-def _records(table: Any, name: str) -> list[Any]:
-    records = list(getattr(table, "records", table))
-    if not records:
-        raise ValueError(f"argument {name!r} holds no layer records")
-    return records
-
-
-def _get(rec: Any, key: str, default: Any = None) -> Any:
-    if isinstance(rec, dict):
-        return rec.get(key, default)
-    return getattr(rec, key, default)
-
-
 def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, title: str | None = None) -> Figure:
     """The non-zero spectrum of Sym(M) per layer: one column of dots per layer.
 
@@ -234,15 +187,15 @@ def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, ti
         ValueError: for an empty table.
         TypeError: for records without eigenvalues.
     """
-    records = _records(table, "table")
-    fig, ax = _axes(ax, (max(5.0, 0.35 * len(records) + 2), 4.0))
+    records = records_of(table, "table")
+    fig, ax = axes_for(ax, (max(5.0, 0.35 * len(records) + 2), 4.0))
     vmax = 0.0
     for i, rec in enumerate(records):
-        ev = _get(rec, "eigenvalues")
+        ev = get(rec, "eigenvalues")
         if ev is None:
             raise TypeError(f"argument 'table': record {i} has no 'eigenvalues'")
         ev = torch.as_tensor(ev, dtype=torch.float64).reshape(-1)
-        layer = _get(rec, "layer", i)
+        layer = get(rec, "layer", i)
         pos, neg = ev[ev > 0], ev[ev <= 0]
         ax.scatter([layer] * pos.numel(), pos.numpy(), s=10, color=REGIME_COLORS[Label.DIVERGENT], alpha=0.8)
         ax.scatter([layer] * neg.numel(), neg.numpy(), s=10, color=REGIME_COLORS[Label.CONVERGENT], alpha=0.8)
@@ -279,20 +232,20 @@ def plot_regime_map(table: Any, *, ax: Axes | None = None, title: str | None = N
     if isinstance(table, RegimeTable):  # verdicts: one row per layer (Mamba-2: fractions of heads)
         table = [{"layer": k, "channel_fractions": layer_fractions(table.layer(k))}
                  for k in sorted({r.layer for r in table})]
-    records = _records(table, "table")
+    records = records_of(table, "table")
     fracs = []
     for i, rec in enumerate(records):
-        f = _get(rec, "channel_fractions")
+        f = get(rec, "channel_fractions")
         if f is None:
             raise TypeError(f"argument 'table': record {i} has no 'channel_fractions'")
         fracs.append(dict(f))
     labels = [k for k in REGIME_COLORS if any(k in f for f in fracs)]
     labels += sorted({k for f in fracs for k in f} - set(labels))
     data = torch.tensor([[f.get(k, 0.0) for k in labels] for f in fracs], dtype=torch.float64)
-    fig, ax = _axes(ax, (1.2 * len(labels) + 3, 0.3 * len(records) + 1.8))
+    fig, ax = axes_for(ax, (1.2 * len(labels) + 3, 0.3 * len(records) + 1.8))
     im = ax.imshow(data.numpy(), aspect="auto", cmap="magma", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-    ax.set_yticks(range(len(records)), [str(_get(r, "layer", i)) for i, r in enumerate(records)])
+    ax.set_yticks(range(len(records)), [str(get(r, "layer", i)) for i, r in enumerate(records)])
     ax.set_ylabel("layer")
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
@@ -332,7 +285,7 @@ def plot_hidden_attention(P: Tensor, *, channel: int = 0, seq: int = 0, scale: s
         P = P.unsqueeze(0)
     if P.dim() != 4 or P.shape[1] != P.shape[2]:
         raise ValueError(f"argument 'P' must have shape (B, L, L, E), got {tuple(P.shape)}")
-    b = _seq_index(seq, P.shape[0])
+    b = seq_index(seq, P.shape[0])
     E = P.shape[3]
     if not isinstance(channel, int) or not -E <= channel < E:
         raise ValueError(f"argument 'channel' must be an int in [{-E}, {E}), got {channel!r}")
@@ -353,7 +306,7 @@ def plot_hidden_attention(P: Tensor, *, channel: int = 0, seq: int = 0, scale: s
             img = (a - lo) / (hi - lo if hi > lo else 1.0)
         cmap, vmin, vmax = "viridis", 0.0, 1.0
     img = img.masked_fill(mask, float("nan"))
-    fig, ax = _axes(ax, (5.0, 4.2))
+    fig, ax = axes_for(ax, (5.0, 4.2))
     im = ax.imshow(img.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     fig.colorbar(im, ax=ax, label={"row": "|P| / row max", "minmax": "|P| (min-max)", "signed": "P"}[scale])
     ax.set_xlabel("source token j")
@@ -384,17 +337,17 @@ def plot_comparison(comparison: DiscreteComparison, *, seq: int = 0, token: int 
         TypeError: for an object without those attributes.
         ValueError: for out-of-range indices.
     """
-    _require(comparison, ("ts", "discrete", "continuous"), "comparison")
+    require(comparison, ("ts", "discrete", "continuous"), "comparison")
     ts = comparison.ts.detach().double().cpu()
     disc = comparison.discrete.detach().double().cpu()
     cont = comparison.continuous.detach().double().cpu()
-    b = _seq_index(seq, disc.shape[1])
+    b = seq_index(seq, disc.shape[1])
     L = disc.shape[2]
     if not isinstance(token, int) or not -L <= token < L:
         raise ValueError(f"argument 'token' must be an int in [{-L}, {L}), got {token!r}")
     nd = disc[:, b, token].norm(dim=-1)
     nc = cont[:, b, token].norm(dim=-1)
-    fig, ax = _axes(ax)
+    fig, ax = axes_for(ax)
     ax.plot(ts.numpy(), nc.numpy(), "-", color=REGIME_COLORS[Label.CONVERGENT], label="continuous (adaptive)")
     ax.plot(ts.numpy(), nd.numpy(), "o--", ms=4, color=REGIME_COLORS[Label.DIVERGENT], label="discrete (Euler)")
     err = getattr(comparison, "rel_error", None)
@@ -455,7 +408,7 @@ def plot_regime_diagram(mu: Tensor | Sequence[float], s_delta: Tensor | Sequence
             tb = float(crit.t_blowup_token1[0])
             if math.isfinite(tb):
                 tstar[i, j] = tb
-    fig, ax = _axes(ax, (6.0, 4.5))
+    fig, ax = axes_for(ax, (6.0, 4.5))
     cmap = ListedColormap([REGIME_COLORS.get(n, "#a0aec0") for n in names])
     extent = (float(mu[0]), float(mu[-1]), float(s_delta[0]), float(s_delta[-1]))
     ax.imshow(lab.numpy(), origin="lower", extent=extent, aspect="auto", cmap=cmap, vmin=-0.5,

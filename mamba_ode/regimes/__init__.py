@@ -5,7 +5,9 @@ Three views of the same question, one module each:
 * from parameters — :mod:`~mamba_ode.regimes.criteria` (the paper's theorems),
   :mod:`~mamba_ode.regimes.spectrum` (Sym(M) from low-rank factors, per-channel reductions) and
   :mod:`~mamba_ode.regimes.table` (one :class:`Verdict` per layer or head);
-* from trajectories — :mod:`~mamba_ode.regimes.classify`;
+* from trajectories — :mod:`~mamba_ode.regimes.tokens` (per token, from events) and
+  :mod:`~mamba_ode.regimes.classify` (from a :class:`mamba_ode.Solution` on an output grid);
+* per token from parameters, as theorem or indicator — :mod:`~mamba_ode.regimes.predict`;
 * theory against numerics — :mod:`~mamba_ode.regimes.agreement`.
 
 Labels are the ``str`` enums of :mod:`~mamba_ode.regimes.labels`. Imports the dynamics and nn layers.
@@ -14,7 +16,8 @@ Labels are the ``str`` enums of :mod:`~mamba_ode.regimes.labels`. Imports the dy
 from .agreement import AgreementCase, AgreementReport, compare_theory_numerics, two_dim_params
 from .classify import TrajectoryClassification, classify_trajectory
 from .criteria import Criteria1D, CriteriaND, blowup_time_1d, criteria_1d, criteria_nd
-from .labels import CRITERIA_REGIMES, EXPECTED_LABEL, TRAJECTORY_LABELS, Definiteness, Label
+from .labels import COMPATIBLE, CRITERIA_REGIMES, EXPECTED_LABEL, TRAJECTORY_LABELS, Definiteness, Label
+from .predict import PredictionKind, TokenPrediction, predict_tokens, prediction_agreement
 from .spectrum import ChannelReductions, SymSpectrum, channel_reductions, sym_spectrum
 from .table import (
     RegimeTable,
@@ -25,8 +28,17 @@ from .table import (
     layer_verdict,
     regime_table,
 )
+from .tokens import TokenClassification, TokenVerdict, classify_tokens
 
 __all__ = [
+    "COMPATIBLE",
+    "PredictionKind",
+    "TokenClassification",
+    "TokenPrediction",
+    "TokenVerdict",
+    "classify_tokens",
+    "prediction_agreement",
+    "predict_tokens",
     "AgreementCase",
     "AgreementReport",
     "CRITERIA_REGIMES",

@@ -1,9 +1,9 @@
 """The label vocabulary of the regimes, as ``str`` enums (members compare equal to their text).
 
 * :class:`Label` — regimes predicted from parameters (``convergent``, ``static``,
-  ``divergent-finite-time``, ``divergent-logarithmic``, ``divergent``, ``undecided``) and labels read
-  from trajectories (``convergent``, ``divergent-finite-time``, ``divergent``, ``bounded``,
-  ``undetermined``).
+  ``divergent-finite-time``, ``divergent-logarithmic``, ``divergent``, ``undecided``, and the one-sided
+  ``non-divergent`` / ``non-convergent`` of a semi-definite layer) and labels read from trajectories
+  (``convergent``, ``divergent-finite-time``, ``divergent``, ``bounded``, ``undetermined``).
 * :class:`Definiteness` — the sign structure of the spectrum of Sym(M).
 * :data:`EXPECTED_LABEL` — the trajectory label each parameter regime predicts.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 
 __all__ = ["StrEnum", "Label", "Definiteness", "CRITERIA_REGIMES", "TRAJECTORY_LABELS", "EXPECTED_LABEL",
-           "SIGN_SYMBOL"]
+           "COMPATIBLE", "SIGN_SYMBOL"]
 
 
 class StrEnum(str, enum.Enum):
@@ -37,6 +37,8 @@ class Label(StrEnum):
     BOUNDED = "bounded"
     UNDETERMINED = "undetermined"
     UNDECIDED = "undecided"
+    NONDIVERGENT = "non-divergent"
+    NONCONVERGENT = "non-convergent"
 
 
 class Definiteness(StrEnum):
@@ -67,6 +69,17 @@ TRAJECTORY_LABELS = (Label.CONVERGENT, Label.FINITE, Label.DIVERGENT, Label.BOUN
 EXPECTED_LABEL = {Label.CONVERGENT: Label.CONVERGENT, Label.STATIC: Label.BOUNDED, Label.FINITE: Label.FINITE,
                   Label.LOGARITHMIC: Label.DIVERGENT, Label.DIVERGENT: Label.DIVERGENT,
                   Label.UNDECIDED: Label.UNDETERMINED}
+#: The trajectory labels that agree with each prediction (``divergent`` predicts unbounded growth, in
+#: finite time or not; the one-sided labels admit a bounded limit).
+COMPATIBLE: dict[Label, frozenset[Label]] = {
+    Label.CONVERGENT: frozenset({Label.CONVERGENT}),
+    Label.STATIC: frozenset({Label.BOUNDED}),
+    Label.FINITE: frozenset({Label.FINITE}),
+    Label.LOGARITHMIC: frozenset({Label.DIVERGENT}),
+    Label.DIVERGENT: frozenset({Label.DIVERGENT, Label.FINITE}),
+    Label.NONDIVERGENT: frozenset({Label.CONVERGENT, Label.BOUNDED}),
+    Label.NONCONVERGENT: frozenset({Label.DIVERGENT, Label.FINITE, Label.BOUNDED}),
+}
 #: A one-character symbol per definiteness: what an input–output matrix can do to a token's norm.
 SIGN_SYMBOL = {Definiteness.POSITIVE: "+", Definiteness.NEGATIVE: "-", Definiteness.INDEFINITE: "±",
                Definiteness.ZERO: "0"}

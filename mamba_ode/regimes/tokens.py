@@ -1,0 +1,163 @@
+"""Labels per token from :func:`mamba_ode.integrate_tokens` — decided by events and by the field itself.
+
+Each token's :class:`~mamba_ode.dynamics.tokens.TokenEnd` decides most labels directly:
+
+* ``BLOWUP`` → ``divergent-finite-time``, with the token's own t*;
+* ``GROWTH`` → ``divergent`` (it grew by the resolution factor without a singularity signature);
+* ``DEPENDS`` / ``FAILED`` → ``undetermined``, the reason naming the cause (the token it depends on and
+  what happened to it, or why the steps stalled);
+* ``HORIZON`` → from the growth exponent ``α = d ln‖u‖/d ln t`` read from the field at the final state
+  and its average ``ᾱ`` over the last decade (both must agree): ``convergent`` when both are ≤ −0.05
+  (the decay exponent reported is ᾱ), ``divergent`` when both are ≥ 0.02 and the growth is not
+  accelerating (α ≤ 1.1 ᾱ + 0.01: an accelerating token may still blow up after the horizon, so it is
+  ``undetermined``; the ln-t slope reported is the decade average), ``bounded`` when both are within
+  ±0.005, ``undetermined`` otherwise, or when the horizon is shorter than ``min_t_end``.
+
+Nothing here depends on output times: the evidence comes from the field and the solver's own steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .._checks import finite_scalar
+from ..dynamics.tokens import TokenEnd, TokenSolution
+from .labels import TRAJECTORY_LABELS, Label
+
+__all__ = ["TokenVerdict", "TokenClassification", "classify_tokens"]
+
+
+@dataclass
+class TokenVerdict:
+    """One token's label from its integrated trajectory.
+
+    Attributes:
+        index: token index (0-based).
+        label: a trajectory :class:`Label` (convergent, divergent-finite-time, divergent, bounded,
+            undetermined).
+        reason: one line: why this label (or why undetermined).
+        t_blowup: its own blow-up time (``divergent-finite-time``), else None.
+        decay_exponent: the decay exponent ᾱ over the last decade (``convergent``), else None.
+        growth_slope: the ln-t slope over the last decade (``divergent`` at the horizon), else None.
+        end: how its integration ended.
+        t_end: when its integration ended.
+    """
+
+    index: int
+    label: Label
+    reason: str
+    t_blowup: float | None = None
+    decay_exponent: float | None = None
+    growth_slope: float | None = None
+    end: TokenEnd = TokenEnd.HORIZON
+    t_end: float = math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (labels as text)."""
+        d = asdict(self)
+        d["label"], d["end"] = str(self.label), str(self.end)
+        return d
+
+
+@dataclass
+class TokenClassification:
+    """The per-token verdicts of one integration.
+
+    Attributes:
+        tokens: one :class:`TokenVerdict` per token, in order.
+        thresholds: the thresholds used.
+    """
+
+    tokens: list[TokenVerdict]
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[Label]:
+        """The labels, in token order."""
+        return [v.label for v in self.tokens]
+
+    def counts(self) -> dict[str, int]:
+        """Number of tokens per trajectory label (keys: the labels' text)."""
+        c = Counter(str(v.label) for v in self.tokens)
+        return {str(lab): c.get(str(lab), 0) for lab in TRAJECTORY_LABELS}
+
+    def __str__(self) -> str:
+        return f"TokenClassification({self.counts()})"
+
+
+def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
+    t_end = sol.t_max
+    a, ab = float(sol.growth_exponent[l]), float(sol.decade_exponent[l])
+    base: dict[str, Any] = {"index": l, "end": TokenEnd.HORIZON, "t_end": t_end}
+    if float(sol.norms[0, l]) <= th["zero_norm"] and float(sol.u_end[l].abs().max()) <= th["zero_norm"]:
+        return TokenVerdict(label=Label.BOUNDED, reason="identically zero (static)", **base)
+    if t_end < th["min_t_end"]:
+        return TokenVerdict(label=Label.UNDETERMINED, reason=f"horizon t={t_end:.3g} < min_t_end={th['min_t_end']:g}: "
+                            "too short to read an asymptotic exponent", **base)
+    if not (math.isfinite(a) and math.isfinite(ab)):
+        return TokenVerdict(label=Label.UNDETERMINED, reason="no growth exponent over the last decade", **base)
+    dmin, gmin, bmax = th["decay_exponent_min"], th["growth_exponent_min"], th["bounded_exponent_max"]
+    if a <= -dmin and ab <= -dmin:
+        return TokenVerdict(label=Label.CONVERGENT, reason=f"‖u‖ decays like t^{ab:.3f} over the last decade "
+                            f"(exponent {a:.3f} at t={t_end:.3g})", decay_exponent=ab, **base)
+    if a >= gmin and ab >= gmin:
+        slope = float(sol.decade_slope[l])
+        if a <= 1.1 * ab + 0.01:
+            return TokenVerdict(label=Label.DIVERGENT, reason=f"‖u‖ grows without blow-up up to t={t_end:.3g}, "
+                                f"decelerating: exponent {a:.3f} (decade {ab:.3f}), slope {slope:.3g} per unit ln t",
+                                growth_slope=slope, **base)
+        return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ grows and accelerates at t={t_end:.3g} (exponent "
+                            f"{a:.3f}, decade average {ab:.3f}): it may still blow up after the horizon", **base)
+    if abs(a) <= bmax and abs(ab) <= bmax:
+        return TokenVerdict(label=Label.BOUNDED, reason=f"‖u‖ levels off (exponent {a:.2e})", **base)
+    return TokenVerdict(label=Label.UNDETERMINED, reason=f"growth exponent {a:.3g} (decade {ab:.3g}) between the "
+                        f"thresholds (bounded ≤ {bmax}, decay ≥ {dmin}, growth ≥ {gmin}): integrate further", **base)
+
+
+def classify_tokens(solution: TokenSolution, *, decay_exponent_min: float = 0.05, growth_exponent_min: float = 0.02,
+                    bounded_exponent_max: float = 0.005, min_t_end: float = 100.0,
+                    zero_norm: float = 0.0) -> TokenClassification:
+    """Label every token of a :class:`~mamba_ode.dynamics.tokens.TokenSolution` (rules in the module docstring).
+
+    Arguments:
+        solution: the result of :func:`mamba_ode.integrate_tokens`.
+        decay_exponent_min: convergence threshold on −α.
+        growth_exponent_min: divergence threshold on α.
+        bounded_exponent_max: boundedness threshold on |α|.
+        min_t_end: shortest horizon at which an asymptotic exponent is read.
+        zero_norm: norms ≤ this count as zero.
+
+    Returns:
+        A :class:`TokenClassification`.
+
+    Raises:
+        TypeError: if solution is not a TokenSolution.
+        ValueError: for negative or inconsistent thresholds.
+    """
+    if not isinstance(solution, TokenSolution):
+        raise TypeError(f"argument 'solution' must be a TokenSolution (from integrate_tokens), got "
+                        f"{type(solution).__name__}")
+    th = {"decay_exponent_min": decay_exponent_min, "growth_exponent_min": growth_exponent_min,
+          "bounded_exponent_max": bounded_exponent_max, "min_t_end": min_t_end, "zero_norm": zero_norm}
+    for k, v in th.items():
+        if finite_scalar(v, k) < 0:
+            raise ValueError(f"argument {k!r} must be ≥ 0, got {v}")
+    if not bounded_exponent_max <= min(decay_exponent_min, growth_exponent_min):
+        raise ValueError("argument 'bounded_exponent_max' must not exceed 'decay_exponent_min' or "
+                         "'growth_exponent_min'")
+    out = []
+    for l, end in enumerate(solution.ends):
+        t_end, msg = float(solution.t_end[l]), solution.messages[l]
+        base: dict[str, Any] = {"index": l, "end": end, "t_end": t_end}
+        if end is TokenEnd.BLOWUP:
+            out.append(TokenVerdict(label=Label.FINITE, reason=msg, t_blowup=float(solution.t_blowup[l]), **base))
+        elif end is TokenEnd.GROWTH:
+            out.append(TokenVerdict(label=Label.DIVERGENT, reason=msg, **base))
+        elif end is TokenEnd.HORIZON:
+            out.append(_horizon(solution, l, th))
+        else:
+            out.append(TokenVerdict(label=Label.UNDETERMINED, reason=msg, **base))
+    return TokenClassification(out, th)
