@@ -615,6 +615,27 @@ def test_memory_estimate_accepts_a_large_real_model(tmp_path, monkeypatch):
         mamba_ode.load(d, dtype=torch.bfloat16)
 
 
+def test_available_memory_from_meminfo_and_cgroup(tmp_path, monkeypatch):
+    """Available RAM: MemAvailable, capped by a cgroup v2 limit (its inactive page cache counted as free)."""
+    (tmp_path / "meminfo").write_text("MemTotal:       32000000 kB\nMemAvailable:    2000000 kB\n")
+    cg = tmp_path / "cgroup"
+    cg.mkdir()
+    monkeypatch.setattr(machine, "_MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(machine, "_CGROUP", cg)
+    cpu = torch.device("cpu")
+    assert machine.available_memory(cpu) == 2000000 * 1024  # no cgroup files
+    (cg / "memory.max").write_text("max\n")
+    (cg / "memory.current").write_text("100\n")
+    assert machine.available_memory(cpu) == 2000000 * 1024  # no limit
+    (cg / "memory.max").write_text(f"{2**30}\n")
+    (cg / "memory.current").write_text(f"{900 * 2**20}\n")
+    (cg / "memory.stat").write_text(f"anon 5\ninactive_file {100 * 2**20}\n")
+    assert machine.available_memory(cpu) == 2**30 - 900 * 2**20 + 100 * 2**20
+    monkeypatch.setattr(machine, "_MEMINFO", tmp_path / "absent")
+    (cg / "memory.max").write_text("max\n")
+    assert machine.available_memory(cpu) is None or machine.available_memory(cpu) > 0  # os.sysconf, where known
+
+
 def test_layer_count_checked_against_weights_before_per_layer_tables(ckpt, monkeypatch):
     """A layer count that fits in memory but not the weights is refused from the weight keys, at once."""
     monkeypatch.setattr(machine, "available_memory", lambda device: 2**50)

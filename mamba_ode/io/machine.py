@@ -117,9 +117,21 @@ def _host_available() -> int | None:
             avail = None
     limit, used = _read_int(_CGROUP / "memory.max"), _read_int(_CGROUP / "memory.current")
     if limit is not None and used is not None:
-        left = max(limit - used, 0)
+        left = max(limit - used + _reclaimable_cache(), 0)
         avail = left if avail is None else min(avail, left)
     return avail
+
+
+def _reclaimable_cache() -> int:
+    """Bytes of inactive page cache in this cgroup (counted in memory.current, yet freed on demand)."""
+    try:
+        for line in (_CGROUP / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "inactive_file" and value.strip().isdigit():
+                return int(value)
+    except (OSError, UnicodeDecodeError):
+        pass
+    return 0
 
 
 def available_memory(device: torch.device) -> int | None:
