@@ -58,7 +58,7 @@ def detect_layout(cfg: dict[str, Any], where: str = "config.json") -> str:
     if model_type is not None:
         raise ValueError(f"{where}: unknown model_type {show(model_type)}; expected 'mamba' or 'mamba2' "
                          "(transformers layout) or a mamba-ssm config with 'd_model'")
-    if "d_model" in cfg and "n_layer" in cfg:
+    if "d_model" in cfg or "n_layer" in cfg:  # native; a missing one of the two is then named
         ssm = cfg.get("ssm_cfg") or {}
         layer = ssm.get("layer", "Mamba1") if isinstance(ssm, dict) else "Mamba1"
         if layer not in ("Mamba1", "Mamba2"):
