@@ -34,13 +34,28 @@ NATIVE_NAMES = {"d_model": "d_model", "n_layer": "n_layer", "vocab_size": "vocab
 
 
 def file_name_of(field_name: str, layout: str) -> str:
-    """The name a config field has in a config file of ``layout`` (``"hf"`` or ``"native"``)."""
+    """The name a config field has in a config file of ``layout``.
+
+    Arguments:
+        field_name: a :class:`MambaConfig` / :class:`Mamba2Config` field.
+        layout: ``"hf"`` or ``"native"``.
+
+    Returns:
+        The field as written in the file (``hidden_size``, ``ssm_cfg.d_state``), or ``field_name``.
+    """
     names = HF_NAMES if layout == "hf" else NATIVE_NAMES
     return names.get(field_name, field_name)
 
 
 def show(value: Any) -> str:
-    """A short one-line description of a JSON value for error messages (never recursive, never long)."""
+    """A short one-line description of a JSON value for error messages (never recursive, never long).
+
+    Arguments:
+        value: a parsed JSON value.
+
+    Returns:
+        E.g. ``'16' (a string)``, ``null``, ``a list of 3 items``, ``an integer of about 101 digits``.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -63,6 +78,10 @@ def show(value: Any) -> str:
 
 def check_eps(name: str, value: Any) -> None:
     """Raise unless a dataclass's norm epsilon is a finite number in (0, 1].
+
+    Arguments:
+        name: the config field's name.
+        value: its value.
 
     Raises:
         ValueError: naming the config field.
@@ -139,6 +158,13 @@ class Fields:
     def pos_int(self, key: str, default: Any = _MISSING) -> int:
         """A positive integer (a required field without ``default``).
 
+        Arguments:
+            key: the field.
+            default: the value when absent (none: the field is required).
+
+        Returns:
+            The integer.
+
         Raises:
             ValueError: for a missing required field or any value that is not an integer ≥ 1.
         """
@@ -149,6 +175,13 @@ class Fields:
 
     def nonneg_int(self, key: str, default: int) -> int:
         """An integer ≥ 0 (absent or null: ``default``).
+
+        Arguments:
+            key: the field.
+            default: the value when absent or null.
+
+        Returns:
+            The integer.
 
         Raises:
             ValueError: for any other value.
@@ -163,6 +196,12 @@ class Fields:
     def opt_pos_int(self, key: str) -> int | None:
         """A positive integer, or None when absent or null.
 
+        Arguments:
+            key: the field.
+
+        Returns:
+            The integer or None.
+
         Raises:
             ValueError: for any other value.
         """
@@ -171,6 +210,13 @@ class Fields:
 
     def rank(self, key: str, d_model: int) -> int:
         """A Δ rank: a positive integer, or ``"auto"`` / null / absent for ``ceil(d_model / 16)``.
+
+        Arguments:
+            key: the field.
+            d_model: the model width the automatic rank derives from.
+
+        Returns:
+            The rank.
 
         Raises:
             ValueError: for any other value.
@@ -185,6 +231,13 @@ class Fields:
     def flag(self, key: str, default: bool) -> bool:
         """A boolean (``true``/``false``; absent: ``default``).
 
+        Arguments:
+            key: the field.
+            default: the value when absent.
+
+        Returns:
+            The boolean.
+
         Raises:
             ValueError: for any other value (a string ``"false"`` would otherwise read as true).
         """
@@ -195,6 +248,13 @@ class Fields:
 
     def eps(self, key: str, default: float) -> float:
         """A norm epsilon: a finite number in (0, 1].
+
+        Arguments:
+            key: the field.
+            default: the value when absent.
+
+        Returns:
+            The epsilon as a float.
 
         Raises:
             ValueError: for a non-number, a non-finite number or one outside (0, 1].
@@ -207,6 +267,12 @@ class Fields:
 
     def limit_pair(self, key: str) -> tuple[float, float]:
         """A Δ clamp ``[lo, hi]`` with ``0 <= lo <= hi``, lo finite (null or absent: ``(0, inf)``).
+
+        Arguments:
+            key: the field.
+
+        Returns:
+            ``(lo, hi)`` as floats.
 
         Raises:
             ValueError: for anything else (NaN, a reversed pair, a negative or infinite lower bound).
@@ -227,6 +293,14 @@ class Fields:
     def only(self, key: str, allowed: tuple[Any, ...], default: Any) -> Any:
         """A field that may only take one of ``allowed`` values (absent: ``default``).
 
+        Arguments:
+            key: the field.
+            allowed: the supported values.
+            default: the value when absent.
+
+        Returns:
+            The value.
+
         Raises:
             ValueError: naming the supported values.
         """
@@ -238,6 +312,13 @@ class Fields:
 
     def obj(self, key: str, required: bool = False) -> Fields:
         """A nested JSON object (absent or null: empty unless ``required``).
+
+        Arguments:
+            key: the field.
+            required: refuse an absent or null object.
+
+        Returns:
+            A :class:`Fields` over the object, naming its fields ``key.name``.
 
         Raises:
             ValueError: for a missing required object or a value that is not an object.
@@ -252,6 +333,9 @@ class Fields:
 
 def check_pure_mamba(f: Fields) -> None:
     """Refuse a native config of a hybrid model (MLP blocks or attention layers).
+
+    Arguments:
+        f: the config's top-level fields.
 
     Raises:
         ValueError: naming the file and the field ``d_intermediate`` or ``attn_layer_idx``.
@@ -272,6 +356,14 @@ def checked(where: str, layout: str, build: Callable[[], T]) -> T:
 
     The dataclass checks speak of internal field names (``config field 'ngroups'``); the message
     gains the file name in front and the field's name in the file (``n_groups``) behind.
+
+    Arguments:
+        where: the file name.
+        layout: ``"hf"`` or ``"native"``.
+        build: the constructor call.
+
+    Returns:
+        What ``build`` returns.
 
     Raises:
         ValueError: the constructor's, reworded.

@@ -95,14 +95,28 @@ def parameter_count(config: AnyConfig) -> int:
 
 
 def native_to_canonical(key: str) -> str:
-    """A mamba-ssm key name → the canonical (transformers) one (only the embedding differs)."""
+    """A mamba-ssm key name → the canonical (transformers) one (only the embedding differs).
+
+    Arguments:
+        key: a key of a native state dict.
+
+    Returns:
+        The canonical key.
+    """
     if key == "backbone.embedding.weight":
         return "backbone.embeddings.weight"
     return key
 
 
 def canonical_to_native(key: str) -> str:
-    """A canonical (transformers) key name → the mamba-ssm one."""
+    """A canonical (transformers) key name → the mamba-ssm one.
+
+    Arguments:
+        key: a canonical key.
+
+    Returns:
+        The native key.
+    """
     if key == "backbone.embeddings.weight":
         return "backbone.embedding.weight"
     return key

@@ -151,7 +151,14 @@ def available_memory(device: torch.device) -> int | None:
 
 
 def format_bytes(n: int) -> str:
-    """A byte count in binary units (``"1.5 GiB"``; astronomically large counts as a power of two)."""
+    """A byte count in binary units (``"1.5 GiB"``; astronomically large counts as a power of two).
+
+    Arguments:
+        n: bytes (a Python int of any size).
+
+    Returns:
+        The text.
+    """
     if n < 1024:
         return f"{n} B"
     if n >= 1024**6:
