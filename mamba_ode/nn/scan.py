@@ -468,24 +468,30 @@ def selective_scan(
                                                       chunk_size)
         return (y, h) if return_last_state else y
 
-    dtype_out = u.dtype
+    y, h = _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, chunk_size)
+    return (y, h) if return_last_state else y
+
+
+def _scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+                delta_bias: Tensor | None, delta_softplus: bool, backend: str,
+                chunk_size: int) -> tuple[Tensor, Tensor]:
+    """The "reference" and "fast" backends around the scan proper: bias, softplus, D, gate, dtypes."""
     # compute in a common float dtype, at least float32 (mamba-ssm keeps its state in float32), from
     # the bias and the softplus on (as mamba-ssm: delta.float() + delta_bias.float())
     wd = torch.promote_types(torch.promote_types(u.dtype, delta.dtype), torch.promote_types(A.dtype, B.dtype))
     wd = torch.promote_types(torch.promote_types(wd, C.dtype), torch.float32)
-    u_w, delta, A = u.to(wd), delta.to(wd), A.to(wd)
+    u_w, dt, A = u.to(wd), delta.to(wd), A.to(wd)
     if delta_bias is not None:
-        delta = delta + delta_bias.to(wd)[None, :, None]
+        dt = dt + delta_bias.to(wd)[None, :, None]
     if delta_softplus:
-        delta = F.softplus(delta)
+        dt = F.softplus(dt)
     Bg, Cg = _as_groups(B).to(wd), _as_groups(C).to(wd)
     if backend == "reference":
-        y, h = _scan_reference(u_w, delta, A, Bg, Cg)
+        y, h = _scan_reference(u_w, dt, A, Bg, Cg)
     else:
-        y, h = _scan_fast(u_w, delta, A, Bg, Cg, chunk_size)
+        y, h = _scan_fast(u_w, dt, A, Bg, Cg, chunk_size)
     if D is not None:
         y = y + D.to(wd)[None, :, None] * u_w
     if z is not None:
         y = y * F.silu(z.to(wd))
-    y = y.to(dtype_out)
-    return (y, h) if return_last_state else y
+    return y.to(u.dtype), h
