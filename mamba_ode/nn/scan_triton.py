@@ -33,9 +33,17 @@ __all__ = ["selective_scan_triton", "interpreted"]
 #: channels per program (forward, backward); powers of two, lowered to divide E // G for grouped B/C
 BLOCK_E_FWD = 8
 BLOCK_E_BWD = 4
+#: elements of one (BLOCK_E, BLOCK_N, BLOCK_L) tile in the forward / backward kernel: bounds the
+#: registers per thread (N = 16, 16-token chunks: 8 and 4 channels per program); for a large N
+#: (Mamba-2: 128) the chunk and the channel block shrink instead
+TILE_FWD = 2048
+TILE_BWD = 1024
 #: longest token chunk (``chunk_size`` is rounded up to a power of two and capped here)
 MAX_BLOCK_L = 64
 NUM_WARPS = 4
+#: token-varying gB / gC: per-block partial sums (deterministic) while they hold at most this many
+#: times the elements of u, else atomic adds into (B, G, N, L)
+PARTIAL_MAX_RATIO = 4
 
 
 # ----------------------------------------------------------------------------- device helpers
@@ -103,6 +111,14 @@ def _chunk_states(h0, dt, u, A, Bx):
     dBu = (dt * u)[:, None, :] * Bx
     a, b = tl.associative_scan((dA, dBu), 2, _combine)
     return a * h0[:, :, None] + b, dBu
+
+
+@triton.jit
+def _put(ptrs, x, mask, ATOMIC: tl.constexpr):
+    if ATOMIC:
+        tl.atomic_add(ptrs, x, mask=mask)
+    else:
+        tl.store(ptrs, x, mask=mask)
 
 
 @triton.jit
@@ -178,7 +194,7 @@ def _scan_bwd_kernel(
     su_b, su_e, su_l, sd_b, sd_e, sd_l, sz_b, sz_e, sz_l, sA_e, sA_n,
     sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l, sg_b, sg_e, sg_l, sh_b, sh_e, sh_n,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    VAR_B: tl.constexpr, VAR_C: tl.constexpr, HAS_GLAST: tl.constexpr, ACC: tl.constexpr,
+    VAR_B: tl.constexpr, VAR_C: tl.constexpr, HAS_GLAST: tl.constexpr, ACC: tl.constexpr, ATOMIC: tl.constexpr,
     BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
@@ -204,8 +220,14 @@ def _scan_bwd_kernel(
     out_rows = pid_b * E * L + offs_e[:, None] * L  # gu, gdelta, gz: contiguous (B, E, L)
     en_offs = offs_e[:, None] * N + offs_n[None, :]
     chunk_base = chunk_ptr + pid_b * n_chunks * E * N
-    # token-varying gB / gC: one (N, L) partial sum per block of channels, (B, E / BLOCK_E, N, L)
-    part_base = (pid_b * tl.num_programs(1) + pid_e) * N * L
+    # token-varying gB / gC: one (N, L) partial sum per block of channels, (B, E / BLOCK_E, N, L), or
+    # atomic adds into (B, G, N, L)
+    if ATOMIC:
+        gB_base = (pid_b * (E // per_B) + e0 // per_B) * N * L
+        gC_base = (pid_b * (E // per_C) + e0 // per_C) * N * L
+    else:
+        gB_base = (pid_b * tl.num_programs(1) + pid_e) * N * L
+        gC_base = gB_base
     if HAS_GLAST:
         carry = tl.load(glast_ptr + pid_b * sh_b + offs_e[:, None] * sh_e + offs_n[None, :] * sh_n,
                         mask=mask_en, other=0.0).to(ACC)
@@ -266,11 +288,11 @@ def _scan_bwd_kernel(
         gCx = hs * g[:, None, :]
         nl_offs = offs_n[:, None] * L + t[None, :]
         if VAR_B:
-            tl.store(gB_ptr + part_base + nl_offs, tl.sum(gBx, axis=0), mask=m_nl)
+            _put(gB_ptr + gB_base + nl_offs, tl.sum(gBx, axis=0), m_nl, ATOMIC)
         else:
             gBk += tl.sum(gBx, axis=2)
         if VAR_C:
-            tl.store(gC_ptr + part_base + nl_offs, tl.sum(gCx, axis=0), mask=m_nl)
+            _put(gC_ptr + gC_base + nl_offs, tl.sum(gCx, axis=0), m_nl, ATOMIC)
         else:
             gCk += tl.sum(gCx, axis=2)
     en_out = pid_b * E * N + en_offs
@@ -312,9 +334,19 @@ def _io_layout(X: Tensor, e: int) -> tuple[Tensor, tuple[int, int, int, int], in
     return X4, (X4.stride(0), X4.stride(1), X4.stride(2), X4.stride(3)), e // X4.shape[1], True
 
 
-def _block_e(e: int, cap: int, pers: list[int]) -> int:
-    """Largest power of two ≤ cap (and ≤ E rounded up) dividing the group sizes of token-varying B/C."""
-    blk = min(cap, _next_pow2(e))
+def _block_n(n: int) -> int:
+    return max(2, _next_pow2(n))
+
+
+def _block_l(chunk_size: int, n: int) -> int:
+    """Tokens per chunk: ``chunk_size`` rounded up to a power of two, within the backward tile budget."""
+    return max(2, min(MAX_BLOCK_L, _next_pow2(chunk_size), TILE_BWD // _block_n(n)))
+
+
+def _block_e(e: int, cap: int, tile: int, n: int, block_l: int, pers: list[int]) -> int:
+    """Largest power of two ≤ cap, within the tile budget (and ≤ E rounded up), dividing the group
+    sizes of token-varying B/C (so that a block of channels reads one group)."""
+    blk = max(1, min(cap, tile // (_block_n(n) * block_l), _next_pow2(e)))
     while blk > 1 and any(p % blk for p in pers):
         blk //= 2
     return blk
@@ -348,15 +380,15 @@ class _TritonScan(torch.autograd.Function):
         y = torch.empty(b, e, length, device=u.device, dtype=u.dtype)
         last = torch.zeros(b, e, n, device=u.device, dtype=acc)
         chunks = torch.empty((b, n_chunks, e, n) if save else (1,), device=u.device, dtype=acc)
-        blk = _block_e(e, BLOCK_E_FWD, [p for p, v in ((per_b, var_b), (per_c, var_c)) if v])
-        if b * e:
+        blk = _block_e(e, BLOCK_E_FWD, TILE_FWD, n, block_l, [p for p, v in ((per_b, var_b), (per_c, var_c)) if v])
+        if b * e * length:
             _scan_fwd_kernel[(b, triton.cdiv(e, blk))](
                 u, delta, A, Bk, Ck, D if D is not None else u, z if z is not None else u,
                 delta_bias if delta_bias is not None else u, y, last, chunks,
                 e, length, n, n_chunks, per_b, per_c, *_common_strides(u, delta, z, A, lb, lc),
                 HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
                 VAR_B=var_b, VAR_C=var_c, SAVE_CHUNKS=save, ACC=_TL[acc],
-                BLOCK_E=blk, BLOCK_N=max(2, _next_pow2(n)), BLOCK_L=block_l, num_warps=NUM_WARPS)
+                BLOCK_E=blk, BLOCK_N=_block_n(n), BLOCK_L=block_l, num_warps=NUM_WARPS)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, chunks)
         ctx.softplus, ctx.block_l = softplus, block_l
         return y, last
@@ -369,20 +401,22 @@ class _TritonScan(torch.autograd.Function):
         acc = chunks.dtype
         Bk, lb, per_b, var_b = _io_layout(B, e)
         Ck, lc, per_c, var_c = _io_layout(C, e)
-        blk = _block_e(e, BLOCK_E_BWD, [p for p, v in ((per_b, var_b), (per_c, var_c)) if v])
+        blk = _block_e(e, BLOCK_E_BWD, TILE_BWD, n, ctx.block_l,
+                       [p for p, v in ((per_b, var_b), (per_c, var_c)) if v])
         n_blk = triton.cdiv(e, blk)
+        atomic = n_blk * n > PARTIAL_MAX_RATIO * e
         gy = gy if gy is not None else torch.zeros_like(u)
         dev = u.device
         gu = torch.zeros(b, e, length, device=dev, dtype=u.dtype)
         gdl = torch.zeros(b, e, length, device=dev, dtype=delta.dtype)
         gz = torch.zeros(b, e, length, device=dev, dtype=z.dtype) if z is not None else gu
         gA = torch.zeros(b, e, n, device=dev, dtype=acc)
-        gB = torch.zeros((b, n_blk, n, length) if var_b else (b, e, n), device=dev, dtype=acc)
-        gC = torch.zeros((b, n_blk, n, length) if var_c else (b, e, n), device=dev, dtype=acc)
+        gB = torch.zeros(_grad_buffer(b, e, n, length, Bk, var_b, atomic, n_blk), device=dev, dtype=acc)
+        gC = torch.zeros(_grad_buffer(b, e, n, length, Ck, var_c, atomic, n_blk), device=dev, dtype=acc)
         gD = torch.zeros(b, e, device=dev, dtype=acc)
         gbias = torch.zeros(b, e, device=dev, dtype=acc)
         sh = glast.stride() if glast is not None else (0, 0, 0)
-        if b * e:
+        if b * e * length:
             _scan_bwd_kernel[(b, n_blk)](
                 u, delta, A, Bk, Ck, D if D is not None else u, z if z is not None else u,
                 delta_bias if delta_bias is not None else u, chunks, gy, glast if glast is not None else gy,
@@ -390,23 +424,32 @@ class _TritonScan(torch.autograd.Function):
                 e, length, n, chunks.shape[1], per_b, per_c, *_common_strides(u, delta, z, A, lb, lc),
                 *gy.stride(), *sh,
                 HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
-                VAR_B=var_b, VAR_C=var_c, HAS_GLAST=glast is not None, ACC=_TL[acc],
-                BLOCK_E=blk, BLOCK_N=max(2, _next_pow2(n)), BLOCK_L=ctx.block_l, num_warps=NUM_WARPS)
-        return (gu, gdl, gA.sum(0).to(A.dtype), _io_grad(gB, B, var_b), _io_grad(gC, C, var_c),
+                VAR_B=var_b, VAR_C=var_c, HAS_GLAST=glast is not None, ACC=_TL[acc], ATOMIC=atomic,
+                BLOCK_E=blk, BLOCK_N=_block_n(n), BLOCK_L=ctx.block_l, num_warps=NUM_WARPS)
+        return (gu, gdl, gA.sum(0).to(A.dtype), _io_grad(gB, B, var_b, atomic), _io_grad(gC, C, var_c, atomic),
                 gD.sum(0).to(D.dtype) if D is not None else None, gz if z is not None else None,
                 gbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None, None, None)
 
 
-def _io_grad(part: Tensor, X: Tensor, var: bool) -> Tensor:
-    """Sum the kernel's partial gradient of B or C into X's shape and dtype.
+def _grad_buffer(b: int, e: int, n: int, length: int, X4: Tensor, var: bool, atomic: bool,
+                 n_blk: int) -> tuple[int, ...]:
+    """Shape of the kernel's gradient buffer for B or C (see :func:`_io_grad`)."""
+    if not var:
+        return (b, e, n)
+    return (b, X4.shape[1], n, length) if atomic else (b, n_blk, n, length)
 
-    Token-varying: part (B, E / BLOCK_E, N, L), blocks of one group adjacent; constant: (B, E, N).
+
+def _io_grad(part: Tensor, X: Tensor, var: bool, atomic: bool) -> Tensor:
+    """The kernel's gradient buffer of B or C, summed into X's shape and dtype.
+
+    Constant: (B, E, N) per batch element; token-varying: (B, E / BLOCK_E, N, L) partial sums with
+    the blocks of one group adjacent, or (B, G, N, L) already summed (atomic adds).
     """
     if not var:
         return part.sum(0).to(X.dtype)
-    b, n_blk, n, length = part.shape
+    b, n_part, n, length = part.shape
     g = 1 if X.dim() == 3 else X.shape[1]
-    out = part.view(b, g, n_blk // g, n, length).sum(2)
+    out = part if atomic else part.view(b, g, n_part // g, n, length).sum(2)
     return (out.squeeze(1) if X.dim() == 3 else out).to(X.dtype)
 
 
@@ -427,7 +470,8 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
         z: (B, E, L) or None; the output is multiplied by ``SiLU(z)``.
         delta_bias: (E,) or None, added before the softplus.
         delta_softplus: apply softplus to ``delta + delta_bias``.
-        chunk_size: tokens per chunk, rounded up to a power of two (2 … ``MAX_BLOCK_L``).
+        chunk_size: tokens per chunk, rounded up to a power of two (2 … ``MAX_BLOCK_L``, and at
+            most ``TILE_BWD / N``).
 
     Returns:
         ``(y, last_state)``: y (B, E, L) in u's dtype; last_state (B, E, N) in float32 (float64
@@ -440,7 +484,7 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
         raise ValueError("selective_scan: backend='triton' needs CUDA tensors (argument 'u' is on "
                          f"{u.device}); on the CPU set TRITON_INTERPRET=1 before the first triton scan to run "
                          "triton's interpreter (slow), or use backend='fast'")
-    block_l = min(MAX_BLOCK_L, max(2, _next_pow2(chunk_size)))
+    block_l = _block_l(chunk_size, A.shape[1])
     if u.is_cuda:
         with torch.cuda.device(u.device):
             y, last = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, block_l)
