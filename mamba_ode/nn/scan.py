@@ -442,7 +442,7 @@ def selective_scan(
             ``"cuda"`` (mamba-ssm's kernel; without it one warning and ``"triton"`` on CUDA
             tensors, ``"fast"`` otherwise).
         chunk_size: tokens per chunk of the ``"fast"`` backend, and of the ``"triton"`` one
-            (rounded up to a power of two, at most 64).
+            (rounded up to a power of two, at most 64 and at most 1024 / N there).
 
     Returns:
         y (B, E, L) in the dtype of ``u``; with ``return_last_state`` the pair
