@@ -284,6 +284,12 @@ def test_cpu_tensors_route_to_fast(monkeypatch):
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
+
+def _compiled_triton_or_skip() -> None:
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        pytest.skip("TRITON_INTERPRET is set: the kernels would not be compiled")
+
 GPU_CASES = ["full", "plain", "L1", "N1", "many-chunks", "grouped-G2", "const-B-grouped-C", "grouped-B-var-C",
              "last-state-only", "float16", "bfloat16", "float64", "non-contiguous"]
 
@@ -292,9 +298,7 @@ GPU_CASES = ["full", "plain", "L1", "N1", "many-chunks", "grouped-G2", "const-B-
 @gpu
 @pytest.mark.parametrize("name", GPU_CASES)
 def test_compiled_triton_matches_reference_on_cuda(name):
-    pytest.importorskip("triton")
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        pytest.skip("TRITON_INTERPRET is set: the kernels would not be compiled")
+    _compiled_triton_or_skip()
     res = compare_case(CASES[name], device="cuda")
     tol = TOL[CASES[name]["dtype"]]
     bad = {k: v for k, v in res["errors"].items() if not v <= tol}
@@ -306,7 +310,7 @@ def test_compiled_triton_matches_reference_on_cuda(name):
 @gpu
 @pytest.mark.parametrize("length", [1000, 4096])
 def test_compiled_triton_long_sequences_on_cuda(length):
-    pytest.importorskip("triton")
+    _compiled_triton_or_skip()
     res = compare_case(_case(b=2, e=64, n=16, L=length, chunk=16), device="cuda")
     assert max(res["errors"].values()) <= 1e-4, res["errors"]
 
@@ -319,7 +323,7 @@ def test_130m_shaped_model_float32_gpu_matches_float64_cpu():
 
     L = 512 rather than 2048 keeps the float64 CPU run (the oracle) to seconds.
     """
-    pytest.importorskip("triton")
+    _compiled_triton_or_skip()
     import copy
 
     import mamba_ode
