@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
+import huggingface_hub
+import huggingface_hub.constants as hub_constants
 import pytest
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 import mamba_ode
+from mamba_ode.io import checkpoints as ck
+from mamba_ode.io import machine
 from mamba_ode.io.checkpoints import read_checkpoint, write_checkpoint
-from mamba_ode.io.config import MambaConfig
+from mamba_ode.io.config import MambaConfig, config_from_dict
+from mamba_ode.io.keys import parameter_count
 
 CONFIGS = [
     # odd sizes, biases on, conv bias off, untied
@@ -261,10 +268,8 @@ def test_hub_id_from_offline_cache(hf_mamba, tmp_path, monkeypatch):
         shutil.copy(f, snap / f.name)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as hc
-
-    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     model = mamba_ode.load("state-spaces/mamba-tiny-hf")
     assert model.checkpoint.source == "state-spaces/mamba-tiny-hf"
     assert model.checkpoint.directory == snap
@@ -480,3 +485,309 @@ def test_half_precision_model_runs_with_float32_residual(hf_mamba, tmp_path):
     assert out16.logits.dtype == torch.bfloat16
     err = (out16.logits.float() - out32.logits).abs().max() / out32.logits.abs().max()
     assert err < 5e-2  # bfloat16 has an 8-bit mantissa
+
+
+# ----------------------------------------------------------------------------- bad input: config values
+
+
+def _edit_config(d, fn):
+    raw = json.loads((d / "config.json").read_text())
+    fn(raw)
+    (d / "config.json").write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize(("layout", "path", "value", "match"), [
+    ("hf", ("hidden_size",), "16",
+     r"config.json: field 'hidden_size' must be a positive integer, got '16' \(a string\)"),
+    ("hf", ("num_hidden_layers",), 2.0, r"field 'num_hidden_layers' must be a positive integer, got 2.0 \(a float\)"),
+    ("hf", ("state_size",), 0, r"field 'state_size' must be a positive integer, got 0"),
+    ("hf", ("vocab_size",), -5, r"field 'vocab_size' must be a positive integer, got -5"),
+    ("hf", ("conv_kernel",), True, r"field 'conv_kernel' must be a positive integer, got true \(a boolean\)"),
+    ("hf", ("expand",), [2], r"field 'expand' must be a positive integer, got a list of 1 item"),
+    ("hf", ("time_step_rank",), {"a": 1}, r"field 'time_step_rank' must be a positive integer or 'auto', got an obj"),
+    ("hf", ("tie_word_embeddings",), "false", r"field 'tie_word_embeddings' must be true or false, got 'false'"),
+    ("hf", ("layer_norm_epsilon",), "tiny", r"field 'layer_norm_epsilon' must be a finite number in \(0, 1\], "
+                                            r"got 'tiny' \(a string\)"),
+    ("hf", ("use_bias",), None, r"field 'use_bias' must be true or false, got null"),
+    ("native", ("d_model",), "16", r"config.json: field 'd_model' must be a positive integer, got '16'"),
+    ("native", ("ssm_cfg", "d_state"), 0, r"config.json: field 'ssm_cfg.d_state' must be a positive integer, got 0"),
+    ("native", ("ssm_cfg", "dt_rank"), -1, r"field 'ssm_cfg.dt_rank' must be a positive integer or 'auto', got -1"),
+    ("native", ("ssm_cfg",), "x", r"field 'ssm_cfg' must be an object, got 'x'"),
+    ("native", ("pad_vocab_size_multiple",), 0, r"field 'pad_vocab_size_multiple' must be a positive integer"),
+    ("native", ("rms_norm",), 1, r"field 'rms_norm' must be true or false, got 1 \(an integer\)"),
+])
+def test_config_value_named_as_in_file(tmp_path, ckpt, layout, path, value, match):
+    """A wrong config value: one line naming the file, the field as written there, the value and what was expected."""
+    d = ckpt if layout == "hf" else _native_copy(tmp_path, ckpt)
+
+    def put(raw):
+        (raw if len(path) == 1 else raw[path[0]])[path[-1]] = value
+
+    _edit_config(d, put)
+    with pytest.raises(ValueError, match=match) as info:
+        mamba_ode.load(d)
+    assert "\n" not in str(info.value) and str(d / "config.json") in str(info.value)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("layer_norm_epsilon", float("nan")), ("layer_norm_epsilon", float("inf")), ("layer_norm_epsilon", 0.0),
+    ("layer_norm_epsilon", -1e-5), ("layer_norm_epsilon", 2.0), ("layer_norm_epsilon", {"__float__": "NaN"}),
+])
+def test_non_finite_or_out_of_range_config_floats(ckpt, field, value):
+    """NaN epsilon used to load and give all-NaN logits: non-finite and out-of-range floats are refused."""
+    _edit_config(ckpt, lambda raw: raw.__setitem__(field, value))
+    with pytest.raises(ValueError, match=rf"config.json: field '{field}' must be a finite number in \(0, 1\]"):
+        mamba_ode.load(ckpt)
+
+
+@pytest.mark.parametrize(("limit", "match"), [
+    ([float("nan"), 1.0], r"with 0 <= lo <= hi and lo finite, got \[nan, 1.0\]"),
+    ([0.1, 0.01], r"with 0 <= lo <= hi and lo finite, got \[0.1, 0.01\]"),
+    ([-1.0, 1.0], r"with 0 <= lo <= hi and lo finite, got \[-1.0, 1.0\]"),
+    ([float("inf"), float("inf")], r"with 0 <= lo <= hi and lo finite, got \[inf, inf\]"),
+    (["a", 1], r"of numbers, got a list of 2 items"),
+])
+def test_dt_limit_pair_checked(limit, match):
+    cfg = {"d_model": 16, "n_layer": 1, "vocab_size": 8, "ssm_cfg": {"layer": "Mamba2", "headdim": 8,
+                                                                     "dt_limit": limit}}
+    with pytest.raises(ValueError, match=r"config.json: field 'ssm_cfg.dt_limit' must be a pair \[lo, hi\] " + match):
+        config_from_dict(cfg, "config.json")
+    hf = {"model_type": "mamba2", "hidden_size": 16, "num_hidden_layers": 1, "vocab_size": 8, "head_dim": 8,
+          "n_groups": 1, "time_step_limit": limit}
+    with pytest.raises(ValueError, match=r"config.json: field 'time_step_limit' must be a pair \[lo, hi\] " + match):
+        config_from_dict(hf, "config.json")
+
+
+def test_derived_config_error_names_the_file_field():
+    """The dataclass's own checks (ngroups divides the heads) name the field as written in the file too."""
+    hf = {"model_type": "mamba2", "hidden_size": 32, "num_hidden_layers": 1, "vocab_size": 5, "num_heads": 8,
+          "head_dim": 8, "n_groups": 3}
+    with pytest.raises(ValueError, match=r"config.json: .*'ngroups' = 3 does not divide.*field 'n_groups'"):
+        config_from_dict(hf, "config.json")
+
+
+def test_direct_config_refuses_non_finite_epsilon():
+    with pytest.raises(ValueError, match="config field 'norm_eps' must be a finite number"):
+        MambaConfig(d_model=8, n_layer=1, vocab_size=8, norm_eps=float("nan"))
+
+
+# ----------------------------------------------------------------------------- bad input: size and memory
+
+
+def test_huge_layer_count_refused_from_config_alone(ckpt, monkeypatch):
+    """num_hidden_layers = 10**9 used to build the table of expected shapes until memory ran out: the
+    memory estimate refuses it first, with both numbers, and nothing loops over the layers before."""
+    def no_tables(*args, **kwargs):
+        raise AssertionError("expected_shapes called before the memory check")
+
+    monkeypatch.setattr(ck, "expected_shapes", no_tables)
+    _edit_config(ckpt, lambda raw: raw.__setitem__("num_hidden_layers", 10**9))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"config.json: the model needs about .*TiB \(.* parameters × 4 bytes of "
+                                         r"float32\) but only .* is available on cpu.*num_hidden_layers = "
+                                         r"1,000,000,000") as info:
+        mamba_ode.load(ckpt)
+    assert time.perf_counter() - start < 2
+    assert "\n" not in str(info.value) and "dtype=torch.bfloat16" in str(info.value)
+    _edit_config(ckpt, lambda raw: raw.__setitem__("num_hidden_layers", 10**400))
+    with pytest.raises(ValueError, match=r"needs about 2\^\d+ B .*num_hidden_layers = about 10\^"):
+        mamba_ode.load(ckpt)
+
+
+def test_memory_estimate_accepts_a_large_real_model(tmp_path, monkeypatch):
+    """No fixed cap: the 2.8B configuration passes on a machine with the memory for it and is refused,
+    with both numbers, on one without (the machine's free memory replaced by the test)."""
+    cfg = {"model_type": "mamba", "hidden_size": 2560, "num_hidden_layers": 64, "vocab_size": 50280,
+           "state_size": 16, "expand": 2, "conv_kernel": 4, "tie_word_embeddings": True}
+    d = tmp_path / "mamba-2.8b"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    n = parameter_count(config_from_dict(cfg))
+    assert 2.7e9 < n < 2.9e9
+    monkeypatch.setattr(machine, "available_memory", lambda device: 64 * 2**30)
+    with pytest.raises(FileNotFoundError, match="no weights found"):  # past the memory check
+        mamba_ode.load(d)
+    monkeypatch.setattr(machine, "available_memory", lambda device: 8 * 2**30)
+    with pytest.raises(ValueError, match=r"needs about 10\.3 GiB \(2,76\d,\d{3},\d{3} parameters × 4 bytes of "
+                                         r"float32\) but only 8\.0 GiB is available"):
+        mamba_ode.load(d)
+    with pytest.raises(FileNotFoundError, match="no weights found"):  # bfloat16 halves it: 5.2 GiB fits
+        mamba_ode.load(d, dtype=torch.bfloat16)
+
+
+def test_available_memory_from_meminfo_and_cgroup(tmp_path, monkeypatch):
+    """Available RAM: MemAvailable, capped by a cgroup v2 limit (its inactive page cache counted as free)."""
+    (tmp_path / "meminfo").write_text("MemTotal:       32000000 kB\nMemAvailable:    2000000 kB\n")
+    cg = tmp_path / "cgroup"
+    cg.mkdir()
+    monkeypatch.setattr(machine, "_MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(machine, "_CGROUP", cg)
+    cpu = torch.device("cpu")
+    assert machine.available_memory(cpu) == 2000000 * 1024  # no cgroup files
+    (cg / "memory.max").write_text("max\n")
+    (cg / "memory.current").write_text("100\n")
+    assert machine.available_memory(cpu) == 2000000 * 1024  # no limit
+    (cg / "memory.max").write_text(f"{2**30}\n")
+    (cg / "memory.current").write_text(f"{900 * 2**20}\n")
+    (cg / "memory.stat").write_text(f"anon 5\ninactive_file {100 * 2**20}\n")
+    assert machine.available_memory(cpu) == 2**30 - 900 * 2**20 + 100 * 2**20
+    monkeypatch.setattr(machine, "_MEMINFO", tmp_path / "absent")
+    (cg / "memory.max").write_text("max\n")
+    assert machine.available_memory(cpu) is None or machine.available_memory(cpu) > 0  # os.sysconf, where known
+
+
+def test_layer_count_checked_against_weights_before_per_layer_tables(ckpt, monkeypatch):
+    """A layer count that fits in memory but not the weights is refused from the weight keys, at once."""
+    monkeypatch.setattr(machine, "available_memory", lambda device: 2**50)
+    _edit_config(ckpt, lambda raw: raw.__setitem__("num_hidden_layers", 10**7))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"model.safetensors: missing key 'backbone.layers.3.norm.weight' \(and more\)"
+                                         r": the weights hold 3 layers but the config says num_hidden_layers = "
+                                         r"10000000"):
+        mamba_ode.load(ckpt)
+    assert time.perf_counter() - start < 2
+
+
+# ----------------------------------------------------------------------------- bad input: arguments
+
+
+@pytest.mark.parametrize(("device", "exc", "match"), [
+    ("tpu", ValueError, r"argument 'device' must be 'cpu', 'cuda', 'cuda:N' or 'mps', got 'tpu'"),
+    ("cuda:99", ValueError, r"argument 'device' is 'cuda:99'"),
+    ("meta", ValueError, r"device type 'meta' is not supported"),
+    (3, TypeError, r"argument 'device' must be a str or a torch.device, got int"),
+])
+def test_bad_device(ckpt, device, exc, match):
+    with pytest.raises(exc, match=match):
+        mamba_ode.load(ckpt, device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(ckpt):
+    """load(device='cuda') used to fail with an AssertionError deep inside torch."""
+    with pytest.raises(ValueError, match=r"argument 'device' is 'cuda' but CUDA is not available .*use device='cpu'"):
+        mamba_ode.load(ckpt, device="cuda")
+    with pytest.raises(ValueError, match=r"argument 'device' is 'cuda:0' but CUDA is not available"):
+        mamba_ode.load(ckpt, device=torch.device("cuda", 0))
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without MPS")
+def test_mps_only_where_available(ckpt):
+    with pytest.raises(ValueError, match="argument 'device' is 'mps' but MPS is not available"):
+        mamba_ode.load(ckpt, device="mps")
+
+
+def test_device_object_accepted(ckpt):
+    model = mamba_ode.load(ckpt, device=torch.device("cpu"))
+    assert model.lm_head.weight.device.type == "cpu"
+
+
+@pytest.mark.parametrize("source", ["", "   "])
+def test_empty_source(source):
+    """load("") used to read the current directory and say `missing config.json in checkpoint directory .`."""
+    with pytest.raises(ValueError, match=r"load: argument 'source' is an empty string .*or None for the shipped"):
+        mamba_ode.load(source)
+
+
+def test_bad_refinements_and_tokenizer_argument_types(ckpt):
+    with pytest.raises(TypeError, match="argument 'refinements' must be a bool"):
+        mamba_ode.load(ckpt, refinements="yes")
+    with pytest.raises(TypeError, match="argument 'tokenizer' must be None, a path"):
+        mamba_ode.load(ckpt, tokenizer=3)
+
+
+def test_empty_input_ids(ckpt):
+    """A forward pass on an empty sequence used to crash inside torch's convolution."""
+    model = mamba_ode.load(ckpt)
+    with pytest.raises(ValueError, match=r"argument 'input_ids' is empty \(shape \(1, 0\)\)"):
+        model(torch.zeros(1, 0, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"argument 'input_ids' is empty \(shape \(0, 4\)\)"):
+        model.embed(torch.zeros(0, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"argument 'prompt' is empty \(input_ids of shape \(2, 0\)\)"):
+        model.encode(torch.zeros(2, 0, dtype=torch.int64))
+
+
+# ----------------------------------------------------------------------------- bad input: file contents
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json"])
+def test_non_utf8_file(ckpt, name):
+    """A file that is not UTF-8 used to give a bare UnicodeDecodeError."""
+    if name == "tokenizer_config.json":
+        mamba_ode.ByteTokenizer().save(ckpt)
+    (ckpt / name).write_bytes((ckpt / name).read_bytes().replace(b"{", b"{\xe9", 1))
+    with pytest.raises(ValueError, match=rf"{name}: not UTF-8 text \(byte 0xe9 at offset 1\)"):
+        mamba_ode.load(ckpt)
+
+
+def test_deeply_nested_json(ckpt):
+    """A deeply nested config.json used to raise RecursionError from the json module."""
+    (ckpt / "config.json").write_text('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError, match=r"config.json: not readable JSON \(nested deeper than"):
+        mamba_ode.load(ckpt)
+    (ckpt / "config.json").write_text('{"hidden_size": ' + "9" * 5000 + "}")
+    with pytest.raises(ValueError, match=r"config.json: not readable JSON \(Exceeds the limit"):
+        mamba_ode.load(ckpt)
+
+
+def test_bad_shard_index(tmp_path, ckpt):
+    out = tmp_path / "sharded"
+    out.mkdir()
+    shutil.copy(ckpt / "config.json", out / "config.json")
+    (out / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../../etc/passwd"}}))
+    with pytest.raises(ValueError, match=r"index.json: field 'weight_map.a' must be a file name in the checkpoint"):
+        mamba_ode.load(out)
+
+
+@pytest.mark.parametrize(("record", "match"), [
+    ([1, 2], r"refine.json: expected a JSON object, got a list of 2 items"),
+    ({"token_reorder": [1]}, r"refine.json: field 'token_reorder' must be an object"),
+    ({"token_reorder": {"backbone.layers.0.mixer": {"tau": "x"}}}, r"field 'token_reorder.backbone.layers.0.mixer'"),
+    ({"token_reorder": {}, "K": {"a.K": [1, None]}}, r"refine.json: field 'K.a.K' must be a list of finite numbers"),
+    ({"token_reorder": {"backbone.layers.0.mixer": {}}, "K": {"backbone.layers.0.mixer.K": [1.0, 2.0]}},
+     r"refine.json: cannot re-install the recorded refinements"),
+])
+def test_bad_refine_json(ckpt, record, match):
+    (ckpt / "refine.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=match):
+        mamba_ode.load(ckpt)
+    mamba_ode.load(ckpt, refinements=False)  # not read when not wanted
+
+
+# ----------------------------------------------------------------------------- bad input: Hub ids
+
+
+def _hub_online(monkeypatch, error):
+    """huggingface_hub with network access whose download fails with ``error`` (nothing is cached)."""
+    def fake_snapshot_download(repo_id, allow_patterns=None, local_files_only=False, **kwargs):
+        if local_files_only:
+            raise LocalEntryNotFoundError("Cannot find an appropriate cached snapshot folder for the specified "
+                                          "revision on the local disk and outgoing traffic has been disabled.")
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+
+
+def test_uncached_hub_id_online(monkeypatch):
+    """An uncached Hub id with the network on (and failing) used to print a message cut after its first
+    line without the hint: one line, the cause and the fix."""
+    _hub_online(monkeypatch, ConnectionError("Failed to resolve 'huggingface.co'\n(caused by NameResolutionError"))
+    with pytest.raises(FileNotFoundError) as info:
+        mamba_ode.load("state-spaces/mamba-nowhere-hf")
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg == ("hub id 'state-spaces/mamba-nowhere-hf' is not in the local Hugging Face cache and could not "
+                   "be downloaded (ConnectionError: Failed to resolve 'huggingface.co'); download it once with "
+                   "network access, or pass a local directory")
+
+
+def test_uncached_hub_id_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError) as info:
+        mamba_ode.load("state-spaces/mamba-nowhere-hf")
+    assert "\n" not in str(info.value)
+    assert str(info.value).endswith("HF_HUB_OFFLINE is set; download it once with network access, or pass a "
+                                    "local directory")

@@ -8,25 +8,34 @@ import pytest
 import torch
 
 from mamba_ode.nn import scan as scan_mod
-from mamba_ode.nn.scan import cuda_kernel_available, selective_scan
+from mamba_ode.nn.scan import cuda_kernel_available, selective_scan, triton_available
 
 # relative tolerance between backends, per dtype
 REL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 
-def _inputs(b, e, n, length, groups=1, dtype=torch.float64, seed=0, device="cpu"):
+def _inputs(b, e, n, length, groups=1, dtype=torch.float64, seed=0, device="cpu", b_kind=None, c_kind=None):
+    """Random scan inputs. B and C are (B, N, L) (groups=1) or (B, G, N, L); ``b_kind`` / ``c_kind``
+    override each: "const" (E, N), "var" (B, N, L) or "G<k>" (B, k, N, L)."""
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape, scale=1.0):
         return (scale * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype).to(device)
 
-    bshape = (b, n, length) if groups == 1 else (b, groups, n, length)
+    def io(kind):
+        if kind == "const":
+            return r(e, n)
+        if kind == "var":
+            return r(b, n, length)
+        return r(b, int(kind[1:]), n, length)
+
+    default = "var" if groups == 1 else f"G{groups}"
     return dict(
         u=r(b, e, length),
         delta=r(b, e, length, scale=0.5),
         A=(-torch.rand(e, n, generator=g, dtype=torch.float64) * 2 - 0.05).to(dtype).to(device),
-        B=r(*bshape),
-        C=r(*bshape),
+        B=io(b_kind or default),
+        C=io(c_kind or default),
         D=r(e),
         z=r(b, e, length),
         delta_bias=r(e, scale=0.3),
@@ -34,13 +43,21 @@ def _inputs(b, e, n, length, groups=1, dtype=torch.float64, seed=0, device="cpu"
 
 
 def _plain_recurrence(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """The discrete recurrence written out per channel and token in float64, independent of the scan."""
+    """The discrete recurrence written out per channel and token in float64, independent of the scan.
+
+    B and C: (E, N) constant, (B, N, L), or (B, G, N, L), each on its own.
+    """
     u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
     b, e, length = u.shape
     n = A.shape[1]
-    if B.dim() == 3:
-        B, C = B[:, None], C[:, None]
-    per = e // B.shape[1]
+
+    def coefficient(X, bi, d, t):  # the N-vector of B or C for channel d at token t
+        if X.dim() == 2:
+            return X[d]
+        if X.dim() == 3:
+            return X[bi, :, t]
+        return X[bi, d // (e // X.shape[1]), :, t]
+
     if delta_bias is not None:
         delta = delta + delta_bias.double()[None, :, None]
     if delta_softplus:
@@ -51,8 +68,8 @@ def _plain_recurrence(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
         for d in range(e):
             h = torch.zeros(n, dtype=torch.float64)
             for t in range(length):
-                h = torch.exp(delta[bi, d, t] * A[d]) * h + delta[bi, d, t] * u[bi, d, t] * B[bi, d // per, :, t]
-                y[bi, d, t] = (h * C[bi, d // per, :, t]).sum()
+                h = torch.exp(delta[bi, d, t] * A[d]) * h + delta[bi, d, t] * u[bi, d, t] * coefficient(B, bi, d, t)
+                y[bi, d, t] = (h * coefficient(C, bi, d, t)).sum()
             hlast[bi, d] = h
     if D is not None:
         y = y + D.double()[None, :, None] * u
@@ -162,6 +179,9 @@ def test_half_precision_inputs_compute_in_float32():
         (lambda x: x.update(z=x["z"][..., :-1]), "'z'"),
         (lambda x: x.update(delta_bias=x["delta_bias"][None]), "'delta_bias'"),
         (lambda x: x.update(B=x["B"][:, None].expand(-1, 3, -1, -1)), "groups"),
+        (lambda x: x.update(B=x["A"][:-1]), "'B'"),  # constant B must be (E, N)
+        (lambda x: x.update(C=x["A"][:, :-1]), "'C'"),
+        (lambda x: x.update(C=x["C"][0]), "'C'"),  # (N, L) is neither (E, N) nor (B, N, L)
     ],
 )
 def test_bad_shapes_name_the_argument(change, arg):
@@ -174,7 +194,7 @@ def test_bad_shapes_name_the_argument(change, arg):
 def test_bad_backend_and_types():
     x = _inputs(1, 2, 2, 3)
     with pytest.raises(ValueError, match="backend"):
-        selective_scan(**x, backend="triton")
+        selective_scan(**x, backend="tpu")
     with pytest.raises(ValueError, match="chunk_size"):
         selective_scan(**x, chunk_size=0)
     x["u"] = x["u"].numpy()
@@ -213,7 +233,8 @@ def test_cuda_backends_agree(length):
     """reference vs fast vs (when importable) mamba-ssm's kernel on the GPU."""
     x = _inputs(2, 8, 4, length, dtype=torch.float32, seed=length, device="cuda")
     out = {}
-    backends = ["reference", "fast"] + (["cuda"] if cuda_kernel_available() else [])
+    backends = ["reference", "fast"] + (["cuda"] if cuda_kernel_available() else []) + (
+        ["triton"] if triton_available() else [])
     for backend in backends:
         leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
         y, h = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend=backend)
@@ -227,14 +248,15 @@ def test_cuda_backends_agree(length):
             assert _rel(g[k], ref[2][k]) <= 1e-4, (backend, k)
 
 
-def test_fast_never_holds_a_whole_sequence_BELN_tensor():
+@pytest.mark.parametrize("b_kind,c_kind", [(None, None), ("const", "const")])
+def test_fast_never_holds_a_whole_sequence_BELN_tensor(b_kind, c_kind):
     """The fast backend works in chunks: no op ever sees a (B, E, L, N)-sized tensor (profiler shapes)."""
     import math
 
     from torch.profiler import ProfilerActivity, profile
 
     b, e, n, length = 2, 8, 4, 256
-    x = _inputs(b, e, n, length, dtype=torch.float32)
+    x = _inputs(b, e, n, length, dtype=torch.float32, b_kind=b_kind, c_kind=c_kind)
     leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         y = selective_scan(**leaves, delta_softplus=True, backend="fast", chunk_size=16)
@@ -244,3 +266,81 @@ def test_fast_never_holds_a_whole_sequence_BELN_tensor():
     assert biggest <= b * e * length  # the size of u itself; (B, E, L, N) would be N times more
     # and the reference backend, which materialises per-step (B, E, N) slices, is not what ran
     assert biggest < b * e * length * n
+
+
+# ----------------------------------------------------------------------------- mamba-ssm contract: constant
+# and mixed B/C, independent group counts, half precision, complex A
+
+IO_KINDS = [("const", "var"), ("var", "const"), ("const", "const"), ("const", "G2"), ("G2", "const"),
+            ("G2", "var"), ("var", "G4"), ("G4", "G2")]
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("b_kind,c_kind", IO_KINDS)
+@pytest.mark.parametrize("length,n", [(1, 1), (9, 3)])
+def test_constant_and_mixed_B_C_match_plain_recurrence(backend, b_kind, c_kind, length, n):
+    """B and C each constant (E, N), (B, N, L) or grouped, on their own: the plain float64 recurrence."""
+    x = _inputs(2, 4, n, length, b_kind=b_kind, c_kind=c_kind, seed=length + n)
+    y, h = selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend, chunk_size=4)
+    y0, h0 = _plain_recurrence(**x, delta_softplus=True)
+    torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h, h0, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("b_kind,c_kind", IO_KINDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_gradients_with_constant_and_mixed_B_C(b_kind, c_kind, dtype):
+    """fast vs reference: every gradient (constant B/C summed over batch and tokens), state gradient in."""
+    x = _inputs(2, 8, 3, 21, b_kind=b_kind, c_kind=c_kind, dtype=dtype, seed=5)
+    grads = {}
+    for backend in ("reference", "fast"):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+        y, h = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend=backend, chunk_size=4)
+        (y.pow(2).sum() + h.sin().sum()).backward()
+        grads[backend] = {k: v.grad for k, v in leaves.items()}
+    for k in grads["reference"]:
+        assert grads["fast"][k].shape == x[k].shape
+        assert _rel(grads["fast"][k], grads["reference"][k]) <= REL[dtype], k
+
+
+def test_fast_gradcheck_constant_B_and_C_float64():
+    x = _inputs(2, 2, 2, 5, b_kind="const", c_kind="const", seed=4)
+    args = tuple(x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C"))
+
+    def f(u, delta, A, B, C):
+        return selective_scan(u, delta, A, B, C, return_last_state=True, backend="fast", chunk_size=2)
+
+    assert torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_inputs_with_float32_parameters_follow_mamba_ssm(backend, half):
+    """u, delta, B, C, z in half precision, A, D, delta_bias in float32 (mamba-ssm's usual call):
+    y in u's dtype, last state float32, the bias added and the softplus taken in float32 — so the
+    result is the float64 recurrence of the same (rounded) inputs up to the output rounding."""
+    x = _inputs(2, 4, 3, 13, b_kind="var", c_kind="G2", dtype=torch.float32, seed=8)
+    x.update({k: x[k].to(half) for k in ("u", "delta", "B", "C", "z")})
+    x["delta_bias"] = x["delta_bias"] + 1e-3  # not representable in half precision
+    y, h = selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
+    assert y.dtype == half and h.dtype == torch.float32
+    y0, h0 = _plain_recurrence(**x, delta_softplus=True)
+    assert _rel(h.double(), h0) <= 1e-5
+    assert _rel(y.double(), y0) <= {torch.float16: 1e-3, torch.bfloat16: 8e-3}[half]
+
+
+def test_complex_A_is_refused_naming_A():
+    x = _inputs(1, 2, 2, 3)
+    x["A"] = x["A"].to(torch.complex128)
+    with pytest.raises(TypeError, match="'A'"):
+        selective_scan(**x)
+
+
+def test_optional_arguments_may_be_None():
+    """D, z and delta_bias are optional, one at a time as well as together."""
+    x = _inputs(2, 3, 2, 7, seed=9)
+    y0, _ = _plain_recurrence(x["u"], x["delta"], x["A"], x["B"], x["C"])
+    for backend in ("reference", "fast"):
+        y = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], None, None, None, False, False,
+                           backend=backend)
+        torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)

@@ -6,18 +6,27 @@ layer reads into a model. This is the only layer that knows file layouts and key
 
 from .checkpoints import Checkpoint, expected_shapes, read_checkpoint, resolve_source, validate_state, write_checkpoint
 from .config import AnyConfig, Mamba2Config, MambaConfig, config_from_dict, detect_layout, is_mamba2_config
-from .tokenizers import ByteTokenizer, tokenizer_for
+from .keys import parameter_count
+from .machine import available_memory, check_device, check_dtype, check_memory
+from .tokenizers import ByteTokenizer, HFTokenizer, load_tokenizer, tokenizer_for
 
 __all__ = [
     "AnyConfig",
     "ByteTokenizer",
     "Checkpoint",
+    "HFTokenizer",
     "Mamba2Config",
     "MambaConfig",
+    "available_memory",
+    "check_device",
+    "check_dtype",
+    "check_memory",
     "config_from_dict",
     "detect_layout",
     "expected_shapes",
     "is_mamba2_config",
+    "load_tokenizer",
+    "parameter_count",
     "read_checkpoint",
     "resolve_source",
     "tokenizer_for",

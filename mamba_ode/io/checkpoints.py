@@ -23,16 +23,19 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from huggingface_hub import snapshot_download
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..models import shipped_model_dir, shipped_names
+from ._fields import show
 from .config import Mamba2Config, MambaConfig, config_from_dict, detect_layout
+from .files import read_json
+from .hub import hub_directory, is_hub_id
+from .keys import canonical_to_native, expected_shapes, native_to_canonical
+from .machine import check_device, check_dtype, check_memory
 
 __all__ = ["Checkpoint", "read_checkpoint", "expected_shapes", "write_checkpoint", "resolve_source", "validate_state",
            "read_refinements", "write_refinements", "REFINE_FILE"]
@@ -43,7 +46,7 @@ REFINE_FILE = "refine.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 HUB_PATTERNS = ["config.json", "*.safetensors", "*.bin", "*.json", "*.model", "*.txt"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_LAYER_KEY = re.compile(r"^backbone\.layers\.(\d{1,12})\.")
 
 
 @dataclass(frozen=True)
@@ -63,108 +66,55 @@ class Checkpoint:
     weights: tuple[str, ...]
 
 
-# ----------------------------------------------------------------------------- shapes
-
-
-def expected_shapes(config: MambaConfig | Mamba2Config) -> dict[str, tuple[int, ...]]:
-    """Canonical (transformers) key → expected shape for a Mamba-1 or Mamba-2 config.
-
-    ``lm_head.weight`` is included only for untied models.
-    """
-    if isinstance(config, Mamba2Config):
-        return _expected_shapes_mamba2(config)
-    dm, e, n, r, kc, v = (config.d_model, config.d_inner, config.d_state, config.dt_rank,
-                          config.d_conv, config.vocab_size)
-    shapes: dict[str, tuple[int, ...]] = {"backbone.embeddings.weight": (v, dm), "backbone.norm_f.weight": (dm,)}
-    if not config.rms_norm:
-        shapes["backbone.norm_f.bias"] = (dm,)
-    for k in range(config.n_layer):
-        p = f"backbone.layers.{k}."
-        shapes[p + "norm.weight"] = (dm,)
-        if not config.rms_norm:
-            shapes[p + "norm.bias"] = (dm,)
-        m = p + "mixer."
-        shapes[m + "in_proj.weight"] = (2 * e, dm)
-        if config.proj_bias:
-            shapes[m + "in_proj.bias"] = (2 * e,)
-            shapes[m + "out_proj.bias"] = (dm,)
-        shapes[m + "conv1d.weight"] = (e, 1, kc)
-        if config.conv_bias:
-            shapes[m + "conv1d.bias"] = (e,)
-        shapes[m + "x_proj.weight"] = (r + 2 * n, e)
-        shapes[m + "dt_proj.weight"] = (e, r)
-        shapes[m + "dt_proj.bias"] = (e,)
-        shapes[m + "A_log"] = (e, n)
-        shapes[m + "D"] = (e,)
-        shapes[m + "out_proj.weight"] = (dm, e)
-    if not config.tie_embeddings:
-        shapes["lm_head.weight"] = (v, dm)
-    return shapes
-
-
-def _expected_shapes_mamba2(config: Mamba2Config) -> dict[str, tuple[int, ...]]:
-    """Canonical key → shape for a Mamba-2 config (the same key names in both layouts but the embedding)."""
-    dm, e, h, kc, v = config.d_model, config.d_inner, config.n_heads, config.d_conv, config.vocab_size
-    shapes: dict[str, tuple[int, ...]] = {"backbone.embeddings.weight": (v, dm), "backbone.norm_f.weight": (dm,)}
-    for k in range(config.n_layer):
-        p = f"backbone.layers.{k}."
-        shapes[p + "norm.weight"] = (dm,)
-        m = p + "mixer."
-        shapes[m + "in_proj.weight"] = (config.in_proj_dim, dm)
-        if config.proj_bias:
-            shapes[m + "in_proj.bias"] = (config.in_proj_dim,)
-            shapes[m + "out_proj.bias"] = (dm,)
-        shapes[m + "conv1d.weight"] = (config.conv_dim, 1, kc)
-        if config.conv_bias:
-            shapes[m + "conv1d.bias"] = (config.conv_dim,)
-        shapes[m + "dt_bias"] = (h,)
-        shapes[m + "A_log"] = (h,)
-        shapes[m + "D"] = (h,)
-        shapes[m + "norm.weight"] = (e,)
-        shapes[m + "out_proj.weight"] = (dm, e)
-    if not config.tie_embeddings:
-        shapes["lm_head.weight"] = (v, dm)
-    return shapes
-
-
-def _native_to_canonical(key: str) -> str:
-    if key == "backbone.embedding.weight":
-        return "backbone.embeddings.weight"
-    return key
-
-
-def _canonical_to_native(key: str) -> str:
-    if key == "backbone.embeddings.weight":
-        return "backbone.embedding.weight"
-    return key
-
-
 # ----------------------------------------------------------------------------- reading files
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _load_weight_file(path: Path) -> dict[str, Tensor]:
+    """The tensors of one weight file, keyed by str; a ValueError naming the file for anything else."""
     if path.name.endswith(".safetensors"):
         try:
             return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise ValueError(f"{path}: cannot read safetensors file ({exc})") from None
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{path}: cannot read safetensors file ({_one_line(exc)})") from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, refused globals, truncation
-        raise ValueError(f"{path}: cannot read weights with torch.load(weights_only=True) ({exc})") from None
+        raise ValueError(f"{path}: cannot read weights with torch.load(weights_only=True) ({_one_line(exc)})"
+                         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a dict of tensors (a state dict)")
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a dict of tensors (a state dict), got {type(obj).__name__}")
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{path}: expected a dict of tensors (a state dict), got the key {key!r} "
+                             f"({type(key).__name__}) that is not a str")
+        if not isinstance(value, Tensor) or value.layout != torch.strided:
+            raise ValueError(f"{path}: key {key!r} holds a {type(value).__name__}"
+                             f"{'' if not isinstance(value, Tensor) else f' of layout {value.layout}'}, "
+                             "expected a dense tensor")
     return obj
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0][:300] if lines else type(exc).__name__)
+
+
+def _shard_names(idx_path: Path) -> tuple[str, ...]:
+    """The shard file names listed in a ``*.index.json`` (plain names inside the directory)."""
+    index = read_json(idx_path)
+    wmap = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(wmap, dict):
+        raise ValueError(f"{idx_path}: missing field 'weight_map' (an object mapping keys to shard files)")
+    for key, fname in wmap.items():
+        if not isinstance(fname, str) or not fname or Path(fname).name != fname or fname.startswith("."):
+            raise ValueError(f"{idx_path}: field 'weight_map.{key}' must be a file name in the checkpoint "
+                             f"directory, got {show(fname)}")
+    return tuple(sorted(set(wmap.values())))
 
 
 def _read_weights(directory: Path) -> tuple[dict[str, Tensor], tuple[str, ...]]:
@@ -174,12 +124,8 @@ def _read_weights(directory: Path) -> tuple[dict[str, Tensor], tuple[str, ...]]:
     for name in INDEX_FILES:
         idx_path = directory / name
         if idx_path.is_file():
-            index = _read_json(idx_path)
-            wmap = index.get("weight_map") if isinstance(index, dict) else None
-            if not isinstance(wmap, dict):
-                raise ValueError(f"{idx_path}: missing field 'weight_map'")
+            files = _shard_names(idx_path)
             state: dict[str, Tensor] = {}
-            files = tuple(sorted(set(wmap.values())))
             for fname in files:
                 fpath = directory / fname
                 if not fpath.is_file():
@@ -190,46 +136,72 @@ def _read_weights(directory: Path) -> tuple[dict[str, Tensor], tuple[str, ...]]:
                             f"{', '.join(WEIGHT_FILES + INDEX_FILES)}")
 
 
+def _check_layer_count(state: dict[str, Tensor], config: MambaConfig | Mamba2Config, where: str) -> None:
+    """Refuse a config with more layers than the weights hold, before any per-layer table is built."""
+    found = {int(m.group(1)) for k in state if (m := _LAYER_KEY.match(k))}
+    if len(found) >= config.n_layer:
+        return
+    first = 0
+    for k in sorted(found):
+        if k != first:
+            break
+        first += 1
+    field = "num_hidden_layers" if config.layout == "hf" else "n_layer"
+    raise ValueError(f"{where}: missing key 'backbone.layers.{first}.norm.weight' (and more): the weights hold "
+                     f"{len(found)} layers but the config says {field} = {config.n_layer}")
+
+
 def validate_state(state: dict[str, Tensor], config: MambaConfig | Mamba2Config, where: str) -> dict[str, Tensor]:
-    """Check keys, shapes and finiteness; return the state with canonical keys and ``lm_head`` resolved.
+    """Check keys, shapes, dtypes and finiteness; return the state with canonical keys and ``lm_head`` resolved.
+
+    Arguments:
+        state: the tensors read from the weight file(s) (native or transformers key names).
+        config: the architecture they must match.
+        where: the weight file's name for messages.
+
+    Returns:
+        The state with canonical (transformers) keys; a tied ``lm_head.weight`` dropped.
 
     Raises:
-        ValueError: naming ``where`` and the key for a missing, unexpected, mis-shaped or
+        ValueError: naming ``where`` and the key for a missing, unexpected, mis-shaped, non-float or
             non-finite tensor, or a tied ``lm_head.weight`` that differs from the embedding.
     """
-    expected = expected_shapes(config)
     native = config.layout == "native"
     canon: dict[str, Tensor] = {}
     for key, t in state.items():
-        ck = _native_to_canonical(key) if native else key
+        ck = native_to_canonical(key) if native else key
         if ck in canon:
             raise ValueError(f"{where}: key {key!r} appears twice (native and transformers names)")
         canon[ck] = t
+    _check_layer_count(canon, config, where)
+    expected = expected_shapes(config)
     head = canon.pop("lm_head.weight", None) if config.tie_embeddings else None
     missing = [k for k in expected if k not in canon]
     if missing:
-        shown = _canonical_to_native(missing[0]) if native else missing[0]
+        shown = canonical_to_native(missing[0]) if native else missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ValueError(f"{where}: missing key {shown!r}{more}")
     unexpected = [k for k in canon if k not in expected]
     if unexpected:
-        shown = _canonical_to_native(unexpected[0]) if native else unexpected[0]
+        shown = canonical_to_native(unexpected[0]) if native else unexpected[0]
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise ValueError(f"{where}: unexpected key {shown!r}{more} for the config (n_layer={config.n_layer}, "
                          f"rms_norm={config.rms_norm}, bias={config.proj_bias}, conv_bias={config.conv_bias}, "
                          f"tied={config.tie_embeddings})")
     for k, shape in expected.items():
         t = canon[k]
-        name = _canonical_to_native(k) if native else k
+        name = canonical_to_native(k) if native else k
         if tuple(t.shape) != shape:
             raise ValueError(f"{where}: key {name!r} has shape {tuple(t.shape)}, expected {shape} from the config")
-        if not t.is_floating_point():
-            raise ValueError(f"{where}: key {name!r} has dtype {t.dtype}, expected a floating-point tensor")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{where}: key {name!r} has dtype {t.dtype}, expected a floating-point tensor "
+                             "(float16, bfloat16, float32 or float64)")
         if not torch.isfinite(t).all():
             raise ValueError(f"{where}: key {name!r} has non-finite values (NaN or inf)")
     if head is not None:
         emb = canon["backbone.embeddings.weight"]
-        if head.shape != emb.shape or not torch.equal(head.to(emb.dtype), emb):
+        if (head.shape != emb.shape or head.dtype not in _FLOAT_DTYPES
+                or not torch.equal(head.to(emb.dtype), emb)):
             raise ValueError(f"{where}: key 'lm_head.weight' differs from the embedding although the config "
                              "ties them (tie_embeddings / tie_word_embeddings)")
     return canon
@@ -238,59 +210,62 @@ def validate_state(state: dict[str, Tensor], config: MambaConfig | Mamba2Config,
 # ----------------------------------------------------------------------------- sources
 
 
-def _is_hub_id(source: str) -> bool:
-    return bool(_HUB_ID.match(source)) and not source.startswith((".", "/", "~"))
-
-
-def _hub_directory(repo_id: str) -> Path:
-    """Resolve a Hub id to a local snapshot directory: cache first, then the network unless offline."""
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
-    except Exception:
-        pass
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-    if offline:
-        raise FileNotFoundError(f"hub id {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                                "is set; download it once with network access, or pass a local directory")
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
-    except Exception as exc:
-        raise FileNotFoundError(f"hub id {repo_id!r}: not in the local cache and could not be downloaded "
-                                f"({type(exc).__name__}: {exc})") from None
-
-
 def resolve_source(source: str | os.PathLike | None) -> tuple[Path, str]:
     """Map a user source (path, Hub id, shipped name, or None) to a local directory and a label.
 
+    Arguments:
+        source: a checkpoint directory (or its config.json / weight file), a shipped model name, a
+            Hub id, or None for the shipped default.
+
+    Returns:
+        ``(directory, label)``.
+
     Raises:
-        FileNotFoundError: when nothing matches, naming the source.
+        TypeError: for a source of another type.
+        ValueError: for an empty string or a path the system cannot look up.
+        FileNotFoundError: when nothing matches, naming the source; for an uncached Hub id.
     """
     if source is None:
         return shipped_model_dir(None), "shipped default"
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"load: argument 'source' must be a path, hub id or shipped name, got {type(source).__name__}")
     src = os.fspath(source)
+    if not isinstance(src, str):
+        raise TypeError(f"load: argument 'source' must be a str path, got {type(src).__name__}")
+    if not src.strip():
+        raise ValueError(f"load: argument 'source' is an empty string ({src!r}); pass a checkpoint directory, "
+                         "a Hub id (owner/name) or a shipped model name, or None for the shipped default")
     path = Path(src).expanduser()
-    if path.exists():
-        if path.is_file():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"load: argument 'source' {src[:200]!r} is not a usable path ({_one_line(exc)})") from None
+    if exists:
+        if is_file:
             if path.name == CONFIG_FILE or path.suffix in (".safetensors", ".bin"):
                 return path.parent, src
             raise ValueError(f"{path}: expected a checkpoint directory (config.json + weights), got a file")
         return path, src
     if src in shipped_names():
         return shipped_model_dir(src), src
-    if _is_hub_id(src):
-        return _hub_directory(src), src
-    raise FileNotFoundError(f"no checkpoint at {src!r}: not an existing directory, not a shipped model "
+    if is_hub_id(src):
+        return hub_directory(src, HUB_PATTERNS), src
+    raise FileNotFoundError(f"no checkpoint at {src[:200]!r}: not an existing directory, not a shipped model "
                             f"({', '.join(shipped_names()) or 'none shipped'}), not a Hub id (owner/name)")
 
 
-def read_checkpoint(source: str | os.PathLike | None
+def read_checkpoint(source: str | os.PathLike | None, *, dtype: torch.dtype = torch.float32,
+                    device: str | torch.device = "cpu"
                     ) -> tuple[MambaConfig | Mamba2Config, dict[str, Tensor], Checkpoint]:
     """Read a checkpoint into (config, canonical state dict, provenance).
 
+    The config is read and checked field by field, and the model it describes is sized against the
+    memory ``device`` has (for ``dtype``), before the weights are read or anything is built per layer.
+
     Arguments:
         source: a directory, a Hub id, a shipped model name, or None for the shipped default.
+        dtype: the dtype the model will be built in (for the memory check only).
+        device: where the model will live (for the memory check only).
 
     Returns:
         ``(config, state, info)``; ``config`` is a :class:`MambaConfig` or, for a Mamba-2
@@ -298,18 +273,22 @@ def read_checkpoint(source: str | os.PathLike | None
         tensors in the dtype stored in the file.
 
     Raises:
-        FileNotFoundError: missing directory, config.json or weights; Hub id not cached offline.
-        ValueError: unknown layout, bad config field, missing/unexpected key, wrong shape,
-            non-finite weight, Mamba-2 weights under a Mamba-1 config — the message names the file
-            and the key or field.
+        FileNotFoundError: missing directory, config.json or weights; Hub id neither cached nor downloadable.
+        ValueError: unknown layout, bad config field, a model too large for the memory available,
+            missing/unexpected key, wrong shape, non-finite weight, Mamba-2 weights under a Mamba-1
+            config, a file that is not UTF-8 or not JSON — the message names the file and the key or field.
+        TypeError: for a source, dtype or device of the wrong type.
     """
+    dtype = check_dtype(dtype, where="read_checkpoint")
+    dev = check_device(device, where="read_checkpoint")
     directory, label = resolve_source(source)
     cfg_path = directory / CONFIG_FILE
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path}: missing config.json in checkpoint directory {directory}")
-    raw = _read_json(cfg_path)
+    raw = read_json(cfg_path)
     detect_layout(raw, str(cfg_path))
     config = config_from_dict(raw, str(cfg_path))
+    check_memory(config, dtype, dev, str(cfg_path))
     state, files = _read_weights(directory)
     m2_key = next((k for k in state if k.endswith("mixer.dt_bias")), None)
     if m2_key is not None and not isinstance(config, Mamba2Config):
@@ -347,7 +326,7 @@ def write_checkpoint(directory: str | os.PathLike, config: MambaConfig | Mamba2C
         save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     elif layout == "native":
         cfg = config.to_native_dict()
-        native = {_canonical_to_native(k): v for k, v in state.items()}
+        native = {canonical_to_native(k): v for k, v in state.items()}
         if config.tie_embeddings:
             native["lm_head.weight"] = native["backbone.embedding.weight"].clone()
         torch.save(native, str(out / "pytorch_model.bin"))
@@ -373,13 +352,37 @@ def write_refinements(directory: str | os.PathLike, record: dict) -> Path:
 def read_refinements(directory: str | os.PathLike) -> dict | None:
     """The refinement record of a checkpoint directory (``refine.json``), or None without one.
 
+    Arguments:
+        directory: the checkpoint directory.
+
+    Returns:
+        The record (``{"input_output_sign", "token_reorder", "K"}``), or None.
+
     Raises:
-        ValueError: for a ``refine.json`` that is not a JSON object, naming the file.
+        ValueError: naming the file and the field for a ``refine.json`` that is not UTF-8 JSON, not an
+            object, or whose ``token_reorder`` / ``K`` fields have the wrong form.
     """
     path = Path(directory) / REFINE_FILE
     if not path.is_file():
         return None
-    record = _read_json(path)
+    record = read_json(path)
     if not isinstance(record, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
+        raise ValueError(f"{path}: expected a JSON object, got {show(record)}")
+    reorder, scores = record.get("token_reorder") or {}, record.get("K") or {}
+    if not isinstance(reorder, dict):
+        raise ValueError(f"{path}: field 'token_reorder' must be an object (module path → options), "
+                         f"got {show(reorder)}")
+    for name, opts in reorder.items():
+        if (not isinstance(opts, dict) or set(opts) - {"tau", "hard", "permute_back"}
+                or not all(isinstance(opts.get(k, False), bool) for k in ("hard", "permute_back"))
+                or not isinstance(opts.get("tau", 1.0), (int, float)) or isinstance(opts.get("tau"), bool)
+                or not 0 < float(opts.get("tau", 1.0)) < float("inf")):
+            raise ValueError(f"{path}: field 'token_reorder.{name}' must be an object with a positive finite 'tau' "
+                             f"and boolean 'hard' and 'permute_back', got {show(opts)}")
+    if not isinstance(scores, dict):
+        raise ValueError(f"{path}: field 'K' must be an object (vector name → list of numbers), got {show(scores)}")
+    for name, vec in scores.items():
+        if not isinstance(vec, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                and abs(x) < float("inf") for x in vec):
+            raise ValueError(f"{path}: field 'K.{name}' must be a list of finite numbers, got {show(vec)}")
     return record

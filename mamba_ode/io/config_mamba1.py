@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._fields import padding_multiple, rank, req
+from ._fields import Fields, check_eps, check_pure_mamba, checked, padding_multiple
 
 __all__ = ["MambaConfig", "mamba1_from_dict"]
 
@@ -60,6 +60,7 @@ class MambaConfig:
             object.__setattr__(self, "dt_rank", math.ceil(self.d_model / 16))
         if not isinstance(self.dt_rank, int) or self.dt_rank < 1:
             raise ValueError(f"config field 'dt_rank' must be a positive integer or 'auto', got {self.dt_rank!r}")
+        check_eps("norm_eps", self.norm_eps)
         if self.vocab_size_unpadded == 0:
             object.__setattr__(self, "vocab_size_unpadded", self.vocab_size)
 
@@ -124,9 +125,11 @@ class MambaConfig:
 
 
 
-# long function: over 80 lines with its docstring, which documents every argument
 def mamba1_from_dict(cfg: dict[str, Any], layout: str, where: str = "config.json") -> MambaConfig:
     """Map a Mamba-1 config dict of either layout to :class:`MambaConfig`.
+
+    Every field is checked (type, range, finiteness) before anything is built; errors name the
+    field as written in the file (``hidden_size``, ``ssm_cfg.d_state``).
 
     Arguments:
         cfg: the parsed config.json.
@@ -140,73 +143,38 @@ def mamba1_from_dict(cfg: dict[str, Any], layout: str, where: str = "config.json
         ValueError: naming the file and the field for a missing or invalid field or a hybrid
             (attention / MLP) model.
     """
+    f = Fields(cfg, where)
     if layout == "hf":
-        d_model = req(cfg, "hidden_size", where)
-        act = cfg.get("hidden_act", "silu")
-        if act != "silu":
-            raise ValueError(f"{where}: field 'hidden_act' is {act!r}; only 'silu' is supported")
+        d_model, n_layer, vocab = f.pos_int("hidden_size"), f.pos_int("num_hidden_layers"), f.pos_int("vocab_size")
+        f.only("hidden_act", ("silu",), "silu")
+        expand = f.pos_int("expand", 2)
+        inter = f.opt_pos_int("intermediate_size")
+        if inter is not None and inter != expand * d_model:
+            raise ValueError(f"{where}: field 'intermediate_size' = {inter} disagrees with "
+                             f"expand * hidden_size = {expand * d_model}")
         known = {"hidden_size", "num_hidden_layers", "vocab_size", "state_size", "conv_kernel", "expand",
                  "time_step_rank", "layer_norm_epsilon", "residual_in_fp32", "tie_word_embeddings",
                  "use_conv_bias", "use_bias", "intermediate_size"}
-        out = MambaConfig(
-            d_model=d_model,
-            n_layer=req(cfg, "num_hidden_layers", where),
-            vocab_size=req(cfg, "vocab_size", where),
-            d_state=cfg.get("state_size", 16),
-            d_conv=cfg.get("conv_kernel", 4),
-            expand=cfg.get("expand", 2),
-            dt_rank=rank(cfg.get("time_step_rank", "auto"), d_model, where, "time_step_rank"),
-            rms_norm=True,
-            norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)),
-            residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", True)),
-            conv_bias=bool(cfg.get("use_conv_bias", True)),
-            proj_bias=bool(cfg.get("use_bias", False)),
-            layout="hf",
-            extra={k: v for k, v in cfg.items() if k not in known},
-        )
-        inter = cfg.get("intermediate_size")
-        if inter is not None and inter != out.d_inner:
-            raise ValueError(f"{where}: field 'intermediate_size' = {inter} disagrees with "
-                             f"expand * hidden_size = {out.d_inner}")
-        return out
+        return checked(where, layout, lambda: MambaConfig(
+            d_model=d_model, n_layer=n_layer, vocab_size=vocab, d_state=f.pos_int("state_size", 16),
+            d_conv=f.pos_int("conv_kernel", 4), expand=expand, dt_rank=f.rank("time_step_rank", d_model),
+            rms_norm=True, norm_eps=f.eps("layer_norm_epsilon", 1e-5),
+            residual_in_fp32=f.flag("residual_in_fp32", True), tie_embeddings=f.flag("tie_word_embeddings", True),
+            conv_bias=f.flag("use_conv_bias", True), proj_bias=f.flag("use_bias", False), layout="hf",
+            extra={k: v for k, v in cfg.items() if k not in known}))
 
-    d_model = req(cfg, "d_model", where)
-    if cfg.get("d_intermediate", 0):
-        raise ValueError(f"{where}: field 'd_intermediate' = {cfg['d_intermediate']}: hybrid models with MLP "
-                         "blocks are not supported (only pure Mamba stacks)")
-    if cfg.get("attn_layer_idx"):
-        raise ValueError(f"{where}: field 'attn_layer_idx' is non-empty: hybrid models with attention "
-                         "layers are not supported")
-    ssm = cfg.get("ssm_cfg") or {}
-    if not isinstance(ssm, dict):
-        raise ValueError(f"{where}: field 'ssm_cfg' must be an object, got {type(ssm).__name__}")
-    vocab = req(cfg, "vocab_size", where)
-    mult = cfg.get("pad_vocab_size_multiple", 8)
-    if not isinstance(vocab, int) or vocab < 1:
-        raise ValueError(f"{where}: field 'vocab_size' must be a positive integer, got {vocab!r}")
-    if not isinstance(mult, int) or mult < 1:
-        raise ValueError(f"{where}: field 'pad_vocab_size_multiple' must be a positive integer, got {mult!r}")
-    padded = vocab + (-vocab) % mult
+    d_model, n_layer, vocab = f.pos_int("d_model"), f.pos_int("n_layer"), f.pos_int("vocab_size")
+    check_pure_mamba(f)
+    ssm = f.obj("ssm_cfg")
+    mult = f.pos_int("pad_vocab_size_multiple", 8)
     known = {"d_model", "n_layer", "vocab_size", "ssm_cfg", "rms_norm", "residual_in_fp32", "fused_add_norm",
              "pad_vocab_size_multiple", "tie_embeddings", "d_intermediate", "attn_layer_idx", "attn_cfg",
              "norm_epsilon"}
-    return MambaConfig(
-        d_model=d_model,
-        n_layer=req(cfg, "n_layer", where),
-        vocab_size=padded,
-        d_state=ssm.get("d_state", 16),
-        d_conv=ssm.get("d_conv", 4),
-        expand=ssm.get("expand", 2),
-        dt_rank=rank(ssm.get("dt_rank", "auto"), d_model, where, "ssm_cfg.dt_rank"),
-        rms_norm=bool(cfg.get("rms_norm", True)),
-        norm_eps=float(cfg.get("norm_epsilon", 1e-5)),
-        residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
-        tie_embeddings=bool(cfg.get("tie_embeddings", True)),
-        conv_bias=bool(ssm.get("conv_bias", True)),
-        proj_bias=bool(ssm.get("bias", False)),
-        layout="native",
-        vocab_size_unpadded=vocab,
-        extra={k: v for k, v in cfg.items() if k not in known},
-    )
+    return checked(where, layout, lambda: MambaConfig(
+        d_model=d_model, n_layer=n_layer, vocab_size=vocab + (-vocab) % mult, d_state=ssm.pos_int("d_state", 16),
+        d_conv=ssm.pos_int("d_conv", 4), expand=ssm.pos_int("expand", 2), dt_rank=ssm.rank("dt_rank", d_model),
+        rms_norm=f.flag("rms_norm", True), norm_eps=f.eps("norm_epsilon", 1e-5),
+        residual_in_fp32=f.flag("residual_in_fp32", True), tie_embeddings=f.flag("tie_embeddings", True),
+        conv_bias=ssm.flag("conv_bias", True), proj_bias=ssm.flag("bias", False), layout="native",
+        vocab_size_unpadded=vocab, extra={k: v for k, v in cfg.items() if k not in known}))
 

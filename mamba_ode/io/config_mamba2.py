@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._fields import checked, limit_pair, padding_multiple, req
+from ._fields import Fields, check_eps, check_pure_mamba, checked, padding_multiple, show
 
 __all__ = ["Mamba2Config", "mamba2_from_dict"]
 
@@ -82,9 +82,11 @@ class Mamba2Config:
         lim = self.dt_limit
         if (not isinstance(lim, (tuple, list)) or len(lim) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lim)
-                or math.isnan(lim[0]) or math.isnan(lim[1]) or lim[0] < 0 or lim[0] > lim[1]):
-            raise ValueError(f"config field 'dt_limit' must be a pair 0 <= lo <= hi, got {lim!r}")
+                or not math.isfinite(lim[0]) or math.isnan(lim[1]) or lim[0] < 0 or lim[0] > lim[1]):
+            raise ValueError(f"config field 'dt_limit' must be a pair 0 <= lo <= hi with lo finite, got {lim!r}")
         object.__setattr__(self, "dt_limit", (float(lim[0]), float(lim[1])))
+        check_eps("norm_eps", self.norm_eps)
+        check_eps("mixer_norm_eps", self.mixer_norm_eps)
         if self.vocab_size_unpadded == 0:
             object.__setattr__(self, "vocab_size_unpadded", self.vocab_size)
 
@@ -166,70 +168,67 @@ class Mamba2Config:
 def mamba2_from_dict(cfg: dict[str, Any], layout: str, where: str) -> Mamba2Config:
     """Map a Mamba-2 config dict (either layout) to :class:`Mamba2Config`.
 
+    Every field is checked (type, range, finiteness) before anything is built; errors name the
+    field as written in the file (``n_groups``, ``ssm_cfg.headdim``).
+
+    Arguments:
+        cfg: the parsed config.json.
+        layout: ``"hf"`` or ``"native"``.
+        where: the file name used in error messages.
+
+    Returns:
+        The :class:`Mamba2Config`.
+
     Raises:
         ValueError: naming ``where`` and the field for a missing/invalid field or an unsupported option.
     """
+    f = Fields(cfg, where)
     if layout == "hf":
-        d_model = req(cfg, "hidden_size", where)
-        act = cfg.get("hidden_act", "silu")
-        if act != "silu":
-            raise ValueError(f"{where}: field 'hidden_act' is {act!r}; only 'silu' is supported")
-        expand = cfg.get("expand", 2)
-        heads, head_dim = cfg.get("num_heads"), cfg.get("head_dim", 64)
-        if isinstance(expand, int) and isinstance(d_model, int) and isinstance(heads, int) \
-                and isinstance(head_dim, int) and heads * head_dim != expand * d_model:
+        d_model, n_layer, vocab = f.pos_int("hidden_size"), f.pos_int("num_hidden_layers"), f.pos_int("vocab_size")
+        f.only("hidden_act", ("silu",), "silu")
+        expand, head_dim = f.pos_int("expand", 2), f.pos_int("head_dim", 64)
+        heads = f.opt_pos_int("num_heads")
+        if heads is not None and heads * head_dim != expand * d_model:
             raise ValueError(f"{where}: fields 'num_heads' * 'head_dim' = {heads * head_dim} disagree with "
                              f"expand * hidden_size = {expand * d_model}")
         known = {"model_type", "hidden_size", "num_hidden_layers", "vocab_size", "state_size", "conv_kernel",
                  "expand", "num_heads", "head_dim", "n_groups", "chunk_size", "time_step_limit",
                  "layer_norm_epsilon", "residual_in_fp32", "tie_word_embeddings", "use_conv_bias", "use_bias",
                  "hidden_act"}
-        eps = float(cfg.get("layer_norm_epsilon", 1e-5))
-        return checked(where, lambda: Mamba2Config(
-            d_model=d_model, n_layer=req(cfg, "num_hidden_layers", where), vocab_size=req(cfg, "vocab_size", where),
-            d_state=cfg.get("state_size", 128), d_conv=cfg.get("conv_kernel", 4), expand=expand,
-            headdim=head_dim, ngroups=cfg.get("n_groups", 8), chunk_size=cfg.get("chunk_size", 256),
-            dt_limit=limit_pair(cfg.get("time_step_limit"), where, "time_step_limit"), norm_eps=eps,
-            mixer_norm_eps=eps, residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), conv_bias=bool(cfg.get("use_conv_bias", True)),
-            proj_bias=bool(cfg.get("use_bias", False)), layout="hf",
-            extra={k: v for k, v in cfg.items() if k not in known}))
+        eps = f.eps("layer_norm_epsilon", 1e-5)
+        return checked(where, layout, lambda: Mamba2Config(
+            d_model=d_model, n_layer=n_layer, vocab_size=vocab, d_state=f.pos_int("state_size", 128),
+            d_conv=f.pos_int("conv_kernel", 4), expand=expand, headdim=head_dim, ngroups=f.pos_int("n_groups", 8),
+            chunk_size=f.pos_int("chunk_size", 256), dt_limit=f.limit_pair("time_step_limit"), norm_eps=eps,
+            mixer_norm_eps=eps, residual_in_fp32=f.flag("residual_in_fp32", True),
+            tie_embeddings=f.flag("tie_word_embeddings", False), conv_bias=f.flag("use_conv_bias", True),
+            proj_bias=f.flag("use_bias", False), layout="hf", extra={k: v for k, v in cfg.items() if k not in known}))
 
-    d_model = req(cfg, "d_model", where)
-    if cfg.get("d_intermediate", 0):
-        raise ValueError(f"{where}: field 'd_intermediate' = {cfg['d_intermediate']}: hybrid models with MLP "
-                         "blocks are not supported (only pure Mamba stacks)")
-    if cfg.get("attn_layer_idx"):
-        raise ValueError(f"{where}: field 'attn_layer_idx' is non-empty: hybrid models with attention "
-                         "layers are not supported")
-    if not cfg.get("rms_norm", True):
+    d_model, n_layer, vocab = f.pos_int("d_model"), f.pos_int("n_layer"), f.pos_int("vocab_size")
+    check_pure_mamba(f)
+    if not f.flag("rms_norm", True):
         raise ValueError(f"{where}: field 'rms_norm' is false: Mamba-2 models with LayerNorm are not supported")
-    ssm = cfg["ssm_cfg"]
+    ssm = f.obj("ssm_cfg", required=True)
     unsupported = {"rmsnorm": (True, "the mixer's gated RMSNorm"), "norm_before_gate": (False, "gate before norm"),
                    "D_has_hdim": (False, "one D per head")}
     for key, (want, what) in unsupported.items():
-        if key in ssm and bool(ssm[key]) != want:
-            raise ValueError(f"{where}: field 'ssm_cfg.{key}' = {ssm[key]!r} is not supported (only {what})")
-    expand = ssm.get("expand", 2)
-    d_ssm = ssm.get("d_ssm")
-    if d_ssm is not None and isinstance(expand, int) and isinstance(d_model, int) and d_ssm != expand * d_model:
+        if ssm.has(key) and ssm.raw(key) is not want:
+            raise ValueError(f"{where}: field 'ssm_cfg.{key}' = {show(ssm.raw(key))} is not supported (only {what}: "
+                             f"{str(want).lower()})")
+    expand = ssm.pos_int("expand", 2)
+    d_ssm = ssm.opt_pos_int("d_ssm")
+    if d_ssm is not None and d_ssm != expand * d_model:
         raise ValueError(f"{where}: field 'ssm_cfg.d_ssm' = {d_ssm} differs from expand * d_model: partial-SSM "
                          "mixers are not supported")
-    vocab = req(cfg, "vocab_size", where)
-    mult = cfg.get("pad_vocab_size_multiple", 8)
-    if not isinstance(vocab, int) or vocab < 1:
-        raise ValueError(f"{where}: field 'vocab_size' must be a positive integer, got {vocab!r}")
-    if not isinstance(mult, int) or mult < 1:
-        raise ValueError(f"{where}: field 'pad_vocab_size_multiple' must be a positive integer, got {mult!r}")
+    mult = f.pos_int("pad_vocab_size_multiple", 8)
     known = {"d_model", "n_layer", "vocab_size", "ssm_cfg", "rms_norm", "residual_in_fp32", "fused_add_norm",
              "pad_vocab_size_multiple", "tie_embeddings", "d_intermediate", "attn_layer_idx", "attn_cfg",
              "norm_epsilon"}
-    return checked(where, lambda: Mamba2Config(
-        d_model=d_model, n_layer=req(cfg, "n_layer", where), vocab_size=vocab + (-vocab) % mult,
-        d_state=ssm.get("d_state", 128), d_conv=ssm.get("d_conv", 4), expand=expand,
-        headdim=ssm.get("headdim", 64), ngroups=ssm.get("ngroups", 1), chunk_size=ssm.get("chunk_size", 256),
-        dt_limit=limit_pair(ssm.get("dt_limit"), where, "ssm_cfg.dt_limit"),
-        norm_eps=float(cfg.get("norm_epsilon", 1e-5)), mixer_norm_eps=1e-5,
-        residual_in_fp32=bool(cfg.get("residual_in_fp32", True)), tie_embeddings=bool(cfg.get("tie_embeddings", True)),
-        conv_bias=bool(ssm.get("conv_bias", True)), proj_bias=bool(ssm.get("bias", False)), layout="native",
+    return checked(where, layout, lambda: Mamba2Config(
+        d_model=d_model, n_layer=n_layer, vocab_size=vocab + (-vocab) % mult, d_state=ssm.pos_int("d_state", 128),
+        d_conv=ssm.pos_int("d_conv", 4), expand=expand, headdim=ssm.pos_int("headdim", 64),
+        ngroups=ssm.pos_int("ngroups", 1), chunk_size=ssm.pos_int("chunk_size", 256),
+        dt_limit=ssm.limit_pair("dt_limit"), norm_eps=f.eps("norm_epsilon", 1e-5), mixer_norm_eps=1e-5,
+        residual_in_fp32=f.flag("residual_in_fp32", True), tie_embeddings=f.flag("tie_embeddings", True),
+        conv_bias=ssm.flag("conv_bias", True), proj_bias=ssm.flag("bias", False), layout="native",
         vocab_size_unpadded=vocab, extra={k: v for k, v in cfg.items() if k not in known}))

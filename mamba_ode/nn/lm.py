@@ -106,8 +106,15 @@ class MambaLMBase(nn.Module):
     def embed(self, input_ids: Tensor) -> Tensor:
         """(B, L) token ids → x^0 (B, L, Dm).
 
+        Arguments:
+            input_ids: (B, L) (or (L,)) int64/int32 token ids, B, L ≥ 1.
+
+        Returns:
+            The embeddings x^0.
+
         Raises:
-            ValueError: for ids outside [0, V) or a wrong shape.
+            TypeError: for anything but an integer tensor.
+            ValueError: for ids outside [0, V), a wrong shape, or an empty batch or sequence.
         """
         if not isinstance(input_ids, Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError("argument 'input_ids' must be an integer tensor (B, L)")
@@ -115,7 +122,10 @@ class MambaLMBase(nn.Module):
             input_ids = input_ids.unsqueeze(0)
         if input_ids.dim() != 2:
             raise ValueError(f"argument 'input_ids' must be (B, L), got shape {tuple(input_ids.shape)}")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+        if input_ids.numel() == 0:
+            raise ValueError(f"argument 'input_ids' is empty (shape {tuple(input_ids.shape)}): need at least one "
+                             "sequence and one token")
+        if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:
             raise ValueError(f"argument 'input_ids' has ids outside [0, {self.config.vocab_size})")
         return self.backbone.embeddings(input_ids)
 
@@ -184,7 +194,8 @@ class MambaLMBase(nn.Module):
             raise TypeError(f"argument 'prompt' must be a str, a list of ids or a tensor, got {type(prompt).__name__}")
         ids = prompt.unsqueeze(0) if prompt.dim() == 1 else prompt
         if ids.numel() == 0:
-            raise ValueError("argument 'prompt' is empty: need at least one token")
+            raise ValueError(f"argument 'prompt' is empty (input_ids of shape {tuple(ids.shape)}): need at least "
+                             "one token")
         if ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
             raise ValueError(f"argument 'prompt' must be integer ids of shape (L,) or (B, L), got {ids.dtype} "
                              f"{tuple(ids.shape)}")

@@ -5,7 +5,8 @@ refinements, training) calls :func:`selective_scan`. Its signature and semantics
 mamba-ssm's ``selective_scan_fn``; the layout is (B, E, L) as in mamba-ssm.
 
 Shapes (see :mod:`mamba_ode.shapes`): B batch, E channels (``d_inner``), L tokens, N state size,
-G groups of B/C (Mamba-2; G = 1 for Mamba-1).
+G groups of B/C (Mamba-2; G = 1 for Mamba-1). As in mamba-ssm, B and C are each either
+token-varying, (B, N, L) or grouped (B, G, N, L), or constant (E, N), independently of each other.
 
 For each channel d the recurrence is::
 
@@ -13,7 +14,8 @@ For each channel d the recurrence is::
     y_l^d = <C_l, h_l> + D_d u_l^d
     y_l^d ← y_l^d · SiLU(z_l^d)                              (if z is given)
 
-with ``Δ = softplus(delta + delta_bias)`` when ``delta_softplus`` is true.
+with ``Δ = softplus(delta + delta_bias)`` when ``delta_softplus`` is true. Only a real A is
+supported: mamba-ssm's complex-A path is refused with a TypeError naming ``'A'``.
 
 Backends:
 
@@ -22,28 +24,37 @@ Backends:
 * ``"fast"`` — the default off CUDA. Works in chunks of tokens with a (B, L, E, N)-contiguous
   layout, never holding a (B, E, L, N) tensor for the whole sequence, and has a hand-written
   backward pass that recomputes each chunk from the saved chunk-boundary states.
-* ``"cuda"`` — mamba-ssm's fused kernel, chosen automatically for CUDA tensors when mamba-ssm
-  is importable; otherwise ``"fast"`` is used with one warning naming the install command.
+* ``"triton"`` — forward and backward Triton kernels (:mod:`mamba_ode.nn.scan_triton`, imported
+  on first use; triton is optional). CUDA tensors, or CPU tensors through triton's interpreter
+  when ``TRITON_INTERPRET=1`` is set.
+* ``"cuda"`` — mamba-ssm's fused kernel.
+
+``"auto"`` takes mamba-ssm's kernel for CUDA tensors when it is importable (and accepts the
+arguments' dtypes), else ``"triton"`` when triton imports, else ``"fast"`` with one warning; CPU
+tensors get ``"fast"``.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from types import ModuleType
 from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["selective_scan", "BACKENDS", "cuda_kernel_available"]
+__all__ = ["selective_scan", "BACKENDS", "cuda_kernel_available", "triton_available"]
 
-BACKENDS = ("auto", "reference", "fast", "cuda")
-Backend = Literal["auto", "reference", "fast", "cuda"]
+BACKENDS = ("auto", "reference", "fast", "cuda", "triton")
+Backend = Literal["auto", "reference", "fast", "cuda", "triton"]
 
 #: Tokens per chunk in the fast backend (chosen by ``benchmarks/bench_scan.py``).
 DEFAULT_CHUNK = 16
 
-_CUDA_WARNED = False
+_CUDA_WARNED = False  # one warning when backend="cuda" finds no mamba-ssm kernel
+_GPU_WARNED = False  # one warning when "auto" finds no GPU kernel at all for CUDA tensors
 INSTALL_HINT = "pip install 'mamba_ode[cuda]' (builds mamba-ssm's CUDA kernel)"
 
 
@@ -51,12 +62,18 @@ INSTALL_HINT = "pip install 'mamba_ode[cuda]' (builds mamba-ssm's CUDA kernel)"
 
 
 def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                  D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None) -> int:
-    """Validate shapes; return the number of groups G."""
-    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+                  D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None) -> None:
+    """Validate types and shapes; every message names the argument."""
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
+                    ("delta_bias", delta_bias)):
+        if t is None and name in ("D", "z", "delta_bias"):
+            continue
         if not isinstance(t, Tensor):
             raise TypeError(f"selective_scan: argument {name!r} must be a torch.Tensor, "
                             f"got {type(t).__name__}")
+        if t.is_complex():
+            raise TypeError(f"selective_scan: argument {name!r} is complex ({t.dtype}); mamba_ode implements "
+                            "the real selective scan only (mamba-ssm's complex-A path is not supported)")
     if u.dim() != 3:
         raise ValueError(f"selective_scan: argument 'u' must have shape (B, E, L), got {tuple(u.shape)}")
     b, e, length = u.shape
@@ -66,20 +83,18 @@ def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     if A.dim() != 2 or A.shape[0] != e:
         raise ValueError(f"selective_scan: argument 'A' must have shape (E, N) = ({e}, N), got {tuple(A.shape)}")
     n = A.shape[1]
-    groups = None
     for name, t in (("B", B), ("C", C)):
+        if t.dim() == 2 and t.shape == (e, n):
+            continue  # constant over batch and tokens, like mamba-ssm's (D, N)
         if t.dim() == 3 and t.shape == (b, n, length):
-            g = 1
-        elif t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (n, length):
+            continue
+        if t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (n, length):
             g = t.shape[1]
             if g < 1 or e % g:
                 raise ValueError(f"selective_scan: argument {name!r} has {g} groups, which must divide E={e}")
-        else:
-            raise ValueError(f"selective_scan: argument {name!r} must have shape (B, N, L) = "
-                             f"({b}, {n}, {length}) or (B, G, N, L), got {tuple(t.shape)}")
-        if groups is not None and g != groups:
-            raise ValueError(f"selective_scan: arguments 'B' and 'C' have different group counts ({groups} vs {g})")
-        groups = g
+            continue
+        raise ValueError(f"selective_scan: argument {name!r} must have shape (B, N, L) = ({b}, {n}, {length}), "
+                         f"(B, G, N, L) or constant (E, N) = ({e}, {n}), got {tuple(t.shape)}")
     if D is not None and D.shape != (e,):
         raise ValueError(f"selective_scan: argument 'D' must have shape (E,) = ({e},), got {tuple(D.shape)}")
     if delta_bias is not None and delta_bias.shape != (e,):
@@ -88,23 +103,31 @@ def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     if z is not None and z.shape != u.shape:
         raise ValueError(f"selective_scan: argument 'z' must have the shape of u {tuple(u.shape)}, "
                          f"got {tuple(z.shape)}")
-    return groups or 1
 
 
 def _as_groups(t: Tensor) -> Tensor:
-    """(B, N, L) or (B, G, N, L) → (B, G, N, L)."""
+    """(B, N, L) → (B, 1, N, L); (B, G, N, L) and constant (E, N) unchanged."""
     return t.unsqueeze(1) if t.dim() == 3 else t
 
 
 # ----------------------------------------------------------------------------- reference
 
 
+def _per_channel(X: Tensor, b: int, e: int, length: int) -> Tensor:
+    """(B, G, N, L) or constant (E, N) → (B, E, N, L) (a broadcast view for a constant)."""
+    if X.dim() == 2:
+        return X[None, :, :, None].expand(b, e, X.shape[1], length)
+    return X.repeat_interleave(e // X.shape[1], dim=1)
+
+
 def _scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
-    """Plain recurrence. u, delta (B, E, L); A (E, N); B, C (B, G, N, L). Returns y (B, E, L), h (B, E, N)."""
+    """Plain recurrence. u, delta (B, E, L); A (E, N); B, C (B, G, N, L) or (E, N).
+
+    Returns y (B, E, L), h (B, E, N).
+    """
     b, e, length = u.shape
-    g = B.shape[1]
-    Bx = B.repeat_interleave(e // g, dim=1)  # (B, E, N, L)
-    Cx = C.repeat_interleave(e // g, dim=1)
+    Bx = _per_channel(B, b, e, length)  # (B, E, N, L)
+    Cx = _per_channel(C, b, e, length)
     h = u.new_zeros(b, e, A.shape[1])
     ys = []
     for t in range(length):
@@ -119,15 +142,22 @@ def _scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -
 
 
 def _expand_groups(x: Tensor, e: int) -> Tensor:
-    """(B, T, G, N) → broadcastable (B, T, E, N) view (no copy when G == 1)."""
+    """(B, T, G, N) → broadcastable (B, T, E, N) (no copy when G == 1); a constant (E, N) as is."""
+    if x.dim() == 2:
+        return x
     g = x.shape[2]
     if g == 1:
         return x
     return x.repeat_interleave(e // g, dim=2)
 
 
+def _tokens(x: Tensor, sl: slice) -> Tensor:
+    """The chunk ``sl`` of a (B, L, G, N) B or C; a constant (E, N) one as is."""
+    return x if x.dim() == 2 else x[:, sl]
+
+
 def _chunk_forward(h: Tensor, u: Tensor, dt: Tensor, A: Tensor, Bc: Tensor) -> tuple[Tensor, Tensor]:
-    """Scan one chunk. h (B, E, N) start state; u, dt (B, T, E); A (E, N); Bc (B, T, G, N).
+    """Scan one chunk. h (B, E, N) start state; u, dt (B, T, E); A (E, N); Bc (B, T, G, N) or (E, N).
 
     Returns hs (B, T, E, N) — the states after each token — and dA (B, T, E, N).
     """
@@ -140,17 +170,31 @@ def _chunk_forward(h: Tensor, u: Tensor, dt: Tensor, A: Tensor, Bc: Tensor) -> t
 
 
 def _contract_C(hs: Tensor, Cc: Tensor) -> Tensor:
-    """y[b, t, e] = Σ_n hs[b, t, e, n] C[b, t, g(e), n]. hs (B, T, E, N); Cc (B, T, G, N)."""
+    """y[b, t, e] = Σ_n hs[b, t, e, n] C[b, t, g(e), n]. hs (B, T, E, N); Cc (B, T, G, N) or (E, N)."""
+    if Cc.dim() == 2:
+        return torch.einsum("bten,en->bte", hs, Cc)
     b, t, e, n = hs.shape
     g = Cc.shape[2]
     return torch.einsum("btgpn,btgn->btgp", hs.view(b, t, g, e // g, n), Cc).reshape(b, t, e)
 
 
+def _group_sum(x: Tensor, w: Tensor, like: Tensor) -> Tensor:
+    """Σ over the channels of a group (and, for a constant ``like`` (E, N), over batch and tokens).
+
+    x (B, T, E, N), w (B, T, E) → (B, T, G, N) for ``like`` (B, L, G, N), or (E, N).
+    """
+    if like.dim() == 2:
+        return torch.einsum("bten,bte->en", x, w)
+    b, t, e, n = x.shape
+    g = like.shape[2]
+    return torch.einsum("btgpn,btgp->btgn", x.view(b, t, g, e // g, n), w.view(b, t, g, e // g))
+
+
 class _FastScan(torch.autograd.Function):
-    """Chunked scan with a recomputing backward pass. Internal layout (B, L, E) / (B, L, G, N)."""
+    """Chunked scan with a recomputing backward pass. Internal layout (B, L, E); B/C (B, L, G, N) or (E, N)."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, Bm, Cm, chunk):  # u, dt (B, L, E); A (E, N); Bm, Cm (B, L, G, N)
+    def forward(ctx, u, dt, A, Bm, Cm, chunk):  # u, dt (B, L, E); A (E, N); Bm, Cm (B, L, G, N) or (E, N)
         b, length, e = u.shape
         n = A.shape[1]
         y = u.new_empty(b, length, e)
@@ -160,8 +204,8 @@ class _FastScan(torch.autograd.Function):
         for i, s in enumerate(starts):
             sl = slice(s, min(s + chunk, length))
             h_starts[i] = h
-            hs, _ = _chunk_forward(h, u[:, sl], dt[:, sl], A, Bm[:, sl])
-            y[:, sl] = _contract_C(hs, Cm[:, sl])
+            hs, _ = _chunk_forward(h, u[:, sl], dt[:, sl], A, _tokens(Bm, sl))
+            y[:, sl] = _contract_C(hs, _tokens(Cm, sl))
             h = hs[:, -1].clone()
         ctx.save_for_backward(u, dt, A, Bm, Cm, h_starts)
         ctx.chunk = chunk
@@ -173,7 +217,6 @@ class _FastScan(torch.autograd.Function):
         chunk = ctx.chunk
         b, length, e = u.shape
         n = A.shape[1]
-        g = Bm.shape[2]
         gu = torch.zeros_like(u)
         gdt = torch.zeros_like(dt)
         gA = torch.zeros_like(A)
@@ -186,7 +229,7 @@ class _FastScan(torch.autograd.Function):
         for i in reversed(range(len(starts))):
             s = starts[i]
             sl = slice(s, min(s + chunk, length))
-            uc, dtc, Bc, Cc, gyc = u[:, sl], dt[:, sl], Bm[:, sl], Cm[:, sl], gy[:, sl]
+            uc, dtc, Bc, Cc, gyc = u[:, sl], dt[:, sl], _tokens(Bm, sl), _tokens(Cm, sl), gy[:, sl]
             hs, dA = _chunk_forward(h_starts[i], uc, dtc, A, Bc)
             Cx = _expand_groups(Cc, e)
             # G_t = gy_t ⊗ C_t + dA_{t+1} ⊙ G_{t+1}; scanned in place, last step gets the carry
@@ -204,24 +247,33 @@ class _FastScan(torch.autograd.Function):
             gA += torch.einsum("bten,bte->en", gdA, dtc)
             del gdA, hprev, dA
             # grad through dBu = dt u B
-            Bx = _expand_groups(Bc, e)
-            GB = torch.einsum("bten,bten->bte", G, Bx) if g > 1 else torch.einsum("bten,btn->bte", G, Bc[:, :, 0])
+            if Bc.dim() == 2:
+                GB = torch.einsum("bten,en->bte", G, Bc)
+            elif Bc.shape[2] > 1:
+                GB = torch.einsum("bten,bten->bte", G, _expand_groups(Bc, e))
+            else:
+                GB = torch.einsum("bten,btn->bte", G, Bc[:, :, 0])
             gdt[:, sl] += GB * uc
             gu[:, sl] = GB * dtc
-            dtu = dtc * uc
-            gB[:, sl] = torch.einsum("btgpn,btgp->btgn", G.view(b, -1, g, e // g, n), dtu.view(b, -1, g, e // g))
-            gC[:, sl] = torch.einsum("btgpn,btgp->btgn", hs.view(b, -1, g, e // g, n), gyc.view(b, -1, g, e // g))
+            if Bm.dim() == 2:
+                gB += _group_sum(G, dtc * uc, Bm)
+            else:
+                gB[:, sl] = _group_sum(G, dtc * uc, Bm)
+            if Cm.dim() == 2:
+                gC += _group_sum(hs, gyc, Cm)
+            else:
+                gC[:, sl] = _group_sum(hs, gyc, Cm)
         return gu, gdt, gA, gB, gC, None
 
 
 def _scan_fast(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
-    """u, delta (B, E, L); A (E, N); B, C (B, G, N, L) → y (B, E, L), h (B, E, N)."""
-    ut = u.transpose(1, 2).contiguous()
-    dtt = delta.transpose(1, 2).contiguous()
-    Bt = B.permute(0, 3, 1, 2).contiguous()  # (B, L, G, N)
-    Ct = C.permute(0, 3, 1, 2).contiguous()
+    """u, delta (B, E, L); A (E, N); B, C (B, G, N, L) or (E, N) → y (B, E, L), h (B, E, N)."""
     if u.shape[-1] == 0:
         return u.new_zeros(u.shape), u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ut = u.transpose(1, 2).contiguous()
+    dtt = delta.transpose(1, 2).contiguous()
+    Bt = B if B.dim() == 2 else B.permute(0, 3, 1, 2).contiguous()  # (B, L, G, N)
+    Ct = C if C.dim() == 2 else C.permute(0, 3, 1, 2).contiguous()
     y, h = _FastScan.apply(ut, dtt, A, Bt, Ct, chunk)
     return y.transpose(1, 2), h
 
@@ -234,12 +286,52 @@ def cuda_kernel_available() -> bool:
 
     mamba-ssm is imported lazily here and nowhere at module import time: on a machine without
     CUDA its package init fails, which this function reports as ``False``.
+
+    Returns:
+        Whether ``backend="cuda"`` can run mamba-ssm's kernel.
     """
     try:
         from mamba_ssm.ops import selective_scan_interface as ssi  # noqa: PLC0415
     except Exception:  # ImportError, or the CUDA extension failing to load
         return False
     return getattr(ssi, "selective_scan_cuda", None) is not None
+
+
+def _triton_module() -> ModuleType:
+    """``mamba_ode.nn.scan_triton``, imported on first use (it imports the optional triton at its top)."""
+    return importlib.import_module("mamba_ode.nn.scan_triton")
+
+
+def triton_available() -> bool:
+    """True when triton imports, so that ``backend="triton"`` can run (on CUDA tensors, or on CPU
+    tensors through triton's interpreter when ``TRITON_INTERPRET=1`` was set before the first use).
+
+    Returns:
+        Whether the package's Triton kernels can be loaded.
+    """
+    try:
+        _triton_module()
+    except Exception:  # ImportError, or a triton install that fails to initialise
+        return False
+    return True
+
+
+def _cuda_kernel_accepts(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                         z: Tensor | None, delta_bias: Tensor | None) -> bool:
+    """Whether mamba-ssm's kernel takes these arguments as they are (its dtype and group rules)."""
+    if u.dtype not in (torch.float32, torch.float16, torch.bfloat16) or delta.dtype != u.dtype:
+        return False
+    if A.dtype != torch.float32 or A.shape[1] > 256 or (z is not None and z.dtype != u.dtype):
+        return False
+    if any(t is not None and t.dtype != torch.float32 for t in (D, delta_bias)):
+        return False
+    if any(X.dtype != (torch.float32 if X.dim() == 2 else u.dtype) for X in (B, C)):
+        return False
+    groups_b = 1 if B.dim() < 4 else B.shape[1]  # the kernel reads C's groups from B
+    if C.dim() == 4 and C.shape[1] != groups_b:
+        return False
+    tensors = [t for t in (delta, A, B, C, D, z, delta_bias) if t is not None]
+    return all(t.device == u.device for t in tensors)
 
 
 def _scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
@@ -249,12 +341,48 @@ def _scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_
                              delta_softplus=delta_softplus, return_last_state=return_last_state)
 
 
-def _warn_no_cuda_kernel() -> None:
+def _warn_no_cuda_kernel(fallback: str) -> None:
     global _CUDA_WARNED
     if not _CUDA_WARNED:
         _CUDA_WARNED = True
-        warnings.warn("mamba-ssm's CUDA selective-scan kernel is not available; using the PyTorch "
-                      f"'fast' scan instead. To use the kernel: {INSTALL_HINT}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"mamba-ssm's CUDA selective-scan kernel is not available; using the {fallback!r} scan "
+                      f"instead. To use the kernel: {INSTALL_HINT}", RuntimeWarning, stacklevel=4)
+
+
+def _warn_no_gpu_kernel() -> None:
+    global _GPU_WARNED
+    if not _GPU_WARNED:
+        _GPU_WARNED = True
+        warnings.warn("no GPU selective-scan kernel (neither mamba-ssm's nor triton imports); CUDA tensors are "
+                      f"scanned by the PyTorch 'fast' scan. Install triton (pip install triton) or {INSTALL_HINT}",
+                      RuntimeWarning, stacklevel=4)
+
+
+def _choose_backend(backend: str, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                    z: Tensor | None, delta_bias: Tensor | None, return_last_state: bool) -> str:
+    """Resolve ``"auto"`` and the fallbacks of ``"cuda"`` (see :func:`selective_scan`)."""
+    if backend == "auto":
+        if not u.is_cuda:
+            return "fast"
+        tensors = [t for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None]
+        # mamba-ssm's backward ignores a gradient flowing into the last state: not its kernel then
+        grad_into_state = return_last_state and torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        if not grad_into_state and cuda_kernel_available() and _cuda_kernel_accepts(u, delta, A, B, C, D, z,
+                                                                                   delta_bias):
+            return "cuda"
+        if triton_available():
+            return "triton"
+        _warn_no_gpu_kernel()
+        return "fast"
+    if backend == "cuda":
+        if u.is_cuda and cuda_kernel_available():
+            return "cuda"
+        fallback = "triton" if u.is_cuda and triton_available() else "fast"
+        _warn_no_cuda_kernel(fallback)
+        return fallback
+    if backend == "triton" and not triton_available():
+        raise ImportError("selective_scan: backend='triton' needs triton (pip install triton)")
+    return backend
 
 
 # ----------------------------------------------------------------------------- public
@@ -292,57 +420,78 @@ def selective_scan(
     Arguments:
         u: (B, E, L) input tokens of the SSM, one channel per row.
         delta: (B, E, L) step sizes before ``delta_bias`` and softplus.
-        A: (E, N) state matrix (diagonal per channel; negative for a stable scan).
-        B: (B, N, L) input matrix per token, or (B, G, N, L) with G groups dividing E
-            (channel d uses group ``d // (E // G)``, like ``repeat_interleave``).
-        C: (B, N, L) or (B, G, N, L) output matrix per token, grouped like ``B``.
+        A: (E, N) real state matrix (diagonal per channel; negative for a stable scan). A complex
+            A (mamba-ssm's complex path) is refused.
+        B: (B, N, L) input matrix per token; (B, G, N, L) with G groups dividing E (channel d uses
+            group ``d // (E // G)``, like ``repeat_interleave``); or (E, N), constant over batch and
+            tokens.
+        C: output matrix, of any of the shapes of ``B``, independently of it (variable B with a
+            constant C and vice versa; different group counts).
         D: (E,) skip connection, optional.
-        z: (B, E, L) gate, optional; the output is multiplied by ``SiLU(z)``.
+        z: (B, E, L) gate, optional; the output (after ``D``) is multiplied by ``SiLU(z)``.
         delta_bias: (E,) added to ``delta`` before the softplus, optional.
         delta_softplus: apply softplus to ``delta + delta_bias``.
-        return_last_state: also return the state after the last token.
-        backend: ``"auto"`` (``"cuda"`` for CUDA tensors when mamba-ssm is importable, else
-            ``"fast"``), ``"reference"``, ``"fast"`` or ``"cuda"``.
-        chunk_size: tokens per chunk of the ``"fast"`` backend.
+        return_last_state: also return the state after the last token; a gradient flowing into it
+            is propagated by the ``"reference"``, ``"fast"`` and ``"triton"`` backends (mamba-ssm's
+            kernel ignores it, so ``"auto"`` avoids that kernel when such a gradient can arise).
+        backend: ``"auto"`` — for CUDA tensors mamba-ssm's kernel when importable and it accepts
+            the dtypes, else ``"triton"`` when triton imports, else ``"fast"`` (one warning); for
+            CPU tensors ``"fast"``. ``"reference"`` (plain recurrence, autograd), ``"fast"``
+            (chunked PyTorch scan), ``"triton"`` (Triton kernels, forward and backward; CUDA
+            tensors, or CPU tensors through triton's interpreter with ``TRITON_INTERPRET=1``) or
+            ``"cuda"`` (mamba-ssm's kernel; without it one warning and ``"triton"`` on CUDA
+            tensors, ``"fast"`` otherwise).
+        chunk_size: tokens per chunk of the ``"fast"`` backend, and of the ``"triton"`` one
+            (rounded up to a power of two, at most 64 and at most 1024 / N there).
 
     Returns:
         y (B, E, L) in the dtype of ``u``; with ``return_last_state`` the pair
-        ``(y, last_state)`` where ``last_state`` is (B, E, N).
+        ``(y, last_state)`` where ``last_state`` is (B, E, N) in the computation dtype: float32,
+        or float64 when an input is float64 (mamba-ssm: float32).
 
     Raises:
-        ValueError: on inconsistent shapes (the message names the argument) or an unknown backend.
-        TypeError: when an argument is not a tensor.
+        ValueError: on inconsistent shapes (the message names the argument), an unknown backend, or
+            ``backend="triton"`` on CPU tensors without the interpreter.
+        TypeError: when an argument is not a tensor, or is complex (the message names it).
+        ImportError: for ``backend="triton"`` when triton is not installed.
     """
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {BACKENDS}")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"selective_scan: argument 'chunk_size' must be a positive int, got {chunk_size!r}")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    backend = _choose_backend(backend, u, delta, A, B, C, D, z, delta_bias, return_last_state)
+    if backend == "cuda":
+        return _scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if backend == "triton":
+        y, h = _triton_module().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                      chunk_size)
+        return (y, h) if return_last_state else y
 
-    if backend in ("auto", "cuda"):
-        if u.is_cuda and cuda_kernel_available():
-            return _scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-        if backend == "cuda" or u.is_cuda:
-            _warn_no_cuda_kernel()
-        backend = "fast"
+    y, h = _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, chunk_size)
+    return (y, h) if return_last_state else y
 
-    dtype_out = u.dtype
-    if delta_bias is not None:
-        delta = delta + delta_bias[None, :, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    # compute in a common float dtype, at least float32 (mamba-ssm keeps its state in float32)
+
+def _scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+                delta_bias: Tensor | None, delta_softplus: bool, backend: str,
+                chunk_size: int) -> tuple[Tensor, Tensor]:
+    """The "reference" and "fast" backends around the scan proper: bias, softplus, D, gate, dtypes."""
+    # compute in a common float dtype, at least float32 (mamba-ssm keeps its state in float32), from
+    # the bias and the softplus on (as mamba-ssm: delta.float() + delta_bias.float())
     wd = torch.promote_types(torch.promote_types(u.dtype, delta.dtype), torch.promote_types(A.dtype, B.dtype))
     wd = torch.promote_types(torch.promote_types(wd, C.dtype), torch.float32)
-    u_w, delta, A = u.to(wd), delta.to(wd), A.to(wd)
+    u_w, dt, A = u.to(wd), delta.to(wd), A.to(wd)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(wd)[None, :, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
     Bg, Cg = _as_groups(B).to(wd), _as_groups(C).to(wd)
     if backend == "reference":
-        y, h = _scan_reference(u_w, delta, A, Bg, Cg)
+        y, h = _scan_reference(u_w, dt, A, Bg, Cg)
     else:
-        y, h = _scan_fast(u_w, delta, A, Bg, Cg, chunk_size)
+        y, h = _scan_fast(u_w, dt, A, Bg, Cg, chunk_size)
     if D is not None:
         y = y + D.to(wd)[None, :, None] * u_w
     if z is not None:
         y = y * F.silu(z.to(wd))
-    y = y.to(dtype_out)
-    return (y, h) if return_last_state else y
+    return y.to(u.dtype), h
