@@ -13,28 +13,34 @@ token has ended or the horizon is reached. Every token gets its own :class:`Toke
 * ``FAILED`` — the steps stalled on this token (its dynamics too fast or too stiff to follow at a
   fixed pace), or the step budget ran out before it was decided.
 
-How it integrates (one autonomous system in a variable σ, state ``(u, τ)``, ``τ = ln(1 + t)``)::
+How it integrates (one autonomous system in a variable σ, state ``(u, τ)``, ``τ = ln(1 + t/ts)``)::
 
-    du/dσ = g(u) (1 + t) f(u),    dτ/dσ = g(u),    g(u) = 1 / (1 + (‖u‖ / (4 R0))³)
+    du/dσ = g(u) (ts + t) f(u),    dτ/dσ = g(u),    g(u) = 1 / (1 + (max_l ‖u_l‖ / (4 R0))³)
 
-Log time makes algebraic and logarithmic dynamics smooth (t up to 1e12 in a few hundred steps); the
-factor g slows the clock as the norm grows (a Sundman transformation), so a finite-time singularity
-``‖u‖ ~ (T − t)^{-1/(k-1)}`` becomes a smooth, at most exponential, growth in σ with t(σ) → T: the
-solver follows the norm to ``blowup_factor·R0`` (1e8 by default), where ``T − t`` is far below any
-tolerance, and reads T there (plus the local extrapolation ``1 / ((k − 1) r)``, r = d ln‖u‖/dt, k the
-local growth order ``d ln r / d ln‖u‖ + 1``). A growth order near 1 (exponential growth) is no
-singularity: ``GROWTH``.
+with ``ts = 1 / max(1, s0)``, s0 the largest initial relative speed ‖f_l‖/‖u_l‖ (the time scale of the
+dynamics at t = 0, fixed for the whole integration), and R0 the largest initial token norm of the active
+prefix. Log time makes algebraic and logarithmic dynamics smooth (t up to 1e12 in a few hundred
+steps); the factor g slows the clock as a norm grows (a Sundman transformation), so a finite-time
+singularity ``‖u‖ ~ (T − t)^{-1/(k-1)}`` becomes a smooth, at most exponential, growth in σ with
+t(σ) → T. The solver follows the norm to ``blowup_factor·R0`` (1e8 by default), where ``T − t`` is far
+below any tolerance, and reads T there (plus the local extrapolation ``1 / ((k − 1) r)``, r = d ln‖u‖/dt,
+k the local growth order ``d ln r / d ln‖u‖ + 1``); every token past ``√blowup_factor·R0`` blows up
+there too. A growth order near 1 (exponential growth) is no singularity: ``GROWTH``. A later token whose
+norm grew ten-fold while its driver blew up is driven to the same singularity (``BLOWUP`` with the
+driver's t*); the other later tokens end ``DEPENDS``.
 
 Steps are Dormand–Prince 5(4). When Hairer's stiffness indicator exceeds 3.25 on 15 steps (a run of 6
 below resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free
-Krylov solves (:mod:`~mamba_ode.dynamics.solvers.steppers`), and back when the Krylov estimate of
-``h·|λ|max`` stays below 2 for 10 steps; every switch is recorded in ``methods``. When 60 accepted
-steps in a row advance τ by less than 0.05 without doubling the norm, the steps have stalled on some
-token: the first token carrying at least a quarter of the largest error contribution over those steps
-ends ``FAILED`` (with its dependents), and the prefix before it continues — unless a token's norm is
-already past ``√blowup_factor·R0`` there: the clock froze on a growing norm, and that is resolved as a
-blow-up (or growth) as above, from the growth over the stalled steps. These rules are fixed in
-t, so a token's outcome does not depend on the horizon once the horizon is past its decision.
+Krylov solves, preconditioned by the field's ``jacobian_diagonal`` when it has one
+(:mod:`~mamba_ode.dynamics.solvers.steppers`), and back when the estimate of ``h·|λ|max`` stays below 2
+for 10 steps (20, 40, … after each return); every switch is recorded in ``methods``.
+
+When 20 accepted steps in a row advance τ by less than 0.02 while no token's norm doubles, the steps
+have stalled. If a token at 10·R0 or more grew by half over those steps with a singularity signature
+(its growth order puts T within 1e-3·t, or the clock stood still, Δt ≤ 1e-4·t, while it grew), it
+blows up there. Otherwise the first token carrying at least 1 % of the largest error contribution ends
+``FAILED`` (with its dependents), and the prefix before it continues. These rules are fixed in t, so a
+token's outcome does not depend on the horizon once the horizon is past its decision.
 Nothing here knows about Mamba: ``field(t, u)`` is any causal field on (1, L, W) tokens, autonomous.
 """
 
@@ -56,7 +62,9 @@ __all__ = ["TokenEnd", "TokenSolution", "integrate_tokens"]
 _STIFF_RATIO, _STIFF_STEPS, _NONSTIFF_RESET = 3.25, 15, 6  # Hairer's stiffness test, as in his DOPRI5
 _EXPLICIT_OK, _EXPLICIT_STEPS = 2.0, 10  # back to explicit steps when h·|λ|max stays below this
 _G_SCALE, _G_POWER = 4.0, 3.0
-_STALL_STEPS, _STALL_TAU = 30, 0.025
+_STALL_STEPS, _STALL_TAU = 20, 0.02
+_DRIVEN = 10.0  # a later token whose norm grew this much as its driver blew up blows up with it
+_NEAR_T = 1e-3  # at a stall, a singularity is read when T - t is below this fraction of t
 
 
 class TokenEnd(str, enum.Enum):
@@ -129,26 +137,39 @@ class TokenSolution:
 class _System:
     """The rescaled autonomous system on the active prefix, flattened: y = (u.flatten(), τ)."""
 
-    def __init__(self, field: Callable[[Tensor, Tensor], Tensor], width: int, r0: float) -> None:
-        self.field, self.width, self.r0 = field, width, r0
+    def __init__(self, field: Callable[[Tensor, Tensor], Tensor], width: int, r0: float, ts: float) -> None:
+        self.field, self.width, self.r0, self.ts = field, width, r0, ts
         self.nfev = 0
         self.last_fu: Tensor | None = None  # du/dt at the last evaluated state
+
+    def jdiag(self, y: Tensor) -> Tensor | None:
+        """An approximation of dF/dy's diagonal, from the field's ``jacobian_diagonal`` (None without one)."""
+        jd = getattr(self.field, "jacobian_diagonal", None)
+        if jd is None:
+            return None
+        u, tau = self.split(y)
+        t = self.ts * math.expm1(min(tau, 700.0))
+        g = 1.0 / (1.0 + (float(torch.linalg.vector_norm(u, dim=-1).max()) / (_G_SCALE * self.r0)) ** _G_POWER)
+        d = jd(torch.tensor(t, dtype=torch.float64), u[None])[0]
+        return torch.cat([(g * (self.ts + t)) * d.reshape(-1), y.new_zeros(1)])
 
     def split(self, y: Tensor) -> tuple[Tensor, float]:
         return y[:-1].view(-1, self.width), float(y[-1])
 
     def __call__(self, y: Tensor) -> Tensor:
         u, tau = self.split(y)
-        t = math.expm1(min(tau, 700.0))  # a trial stage may overshoot τ wildly; its step is then rejected
+        t = self.ts * math.expm1(min(tau, 700.0))  # a trial stage may overshoot τ wildly; it is then rejected
         self.nfev += 1
         fu = self.field(torch.tensor(t, dtype=torch.float64), u[None])[0]
         self.last_fu = fu
-        g = 1.0 / (1.0 + (float(torch.linalg.vector_norm(u)) / (_G_SCALE * self.r0)) ** _G_POWER)
-        return torch.cat([(g * (1.0 + t)) * fu.reshape(-1), y.new_tensor([g])])
+        n_max = float(torch.linalg.vector_norm(u, dim=-1).max())
+        g = 1.0 / (1.0 + (n_max / (_G_SCALE * self.r0)) ** _G_POWER)
+        return torch.cat([(g * (self.ts + t)) * fu.reshape(-1), y.new_tensor([g])])
 
 
 def _rates(u: Tensor, fu: Tensor) -> tuple[Tensor, Tensor]:
     """(‖u_l‖, d ln‖u_l‖/dt) per token."""
+    u, fu = u.double(), fu.double()
     n = torch.linalg.vector_norm(u, dim=-1)
     dot = (u * fu).sum(-1)
     return n, torch.where(n > 0, dot / n.clamp_min(1e-300) ** 2, torch.zeros_like(n))
@@ -161,9 +182,10 @@ class _Stepping:
         self.rtol, self.atol, self.stiff_switch = rtol, atol, stiff_switch
         self.kind = "dopri5"
         self.stiff_count = self.nonstiff_run = self.explicit_ok = 0
+        self.explicit_needed = _EXPLICIT_STEPS  # doubles each time the stiff stepper is needed again
 
     def step(self, sys: _System, y: Tensor, f: Tensor, h: float) -> Step:
-        return dp5_step(sys, y, f, h) if self.kind == "dopri5" else ros34pw2_step(sys, y, f, h)
+        return dp5_step(sys, y, f, h) if self.kind == "dopri5" else ros34pw2_step(sys, y, f, h, jdiag=sys.jdiag(y))
 
     def factor(self, err: float) -> float:
         order = 5.0 if self.kind == "dopri5" else 3.0
@@ -184,7 +206,8 @@ class _Stepping:
                 return True
             return False
         self.explicit_ok = self.explicit_ok + 1 if step.stiffness < _EXPLICIT_OK else 0
-        if self.explicit_ok >= _EXPLICIT_STEPS:
+        if self.explicit_ok >= self.explicit_needed:  # back to explicit steps (a later return costs more)
+            self.explicit_needed *= 2
             self.kind, self.stiff_count, self.nonstiff_run = "dopri5", 0, 0
             return True
         return False
@@ -195,11 +218,18 @@ class _Integrator:
 
     def __init__(self, field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_max: float, *, rtol: float,
                  atol: float, max_steps: int, blowup_factor: float, stiff_switch: bool) -> None:
-        self.field, self.t_max, self.tau_max = field, t_max, math.log1p(t_max)
+        self.field, self.t_max = field, t_max
+        # the time scale of log time: the initial relative speed of the fastest token (at least 1 per unit t)
+        with torch.no_grad():
+            f0 = field(torch.tensor(0.0, dtype=torch.float64), u0[None])[0]
+        speed = torch.linalg.vector_norm(f0, dim=-1) / torch.linalg.vector_norm(u0, dim=-1).clamp_min(1e-300)
+        self.t_scale = 1.0 / max(1.0, float(speed.max()))
+        self.tau_max = self.tau(t_max)
         self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
         self.blowup_factor, self.stiff_switch = blowup_factor, stiff_switch
         L, W = u0.shape
         self.L, self.W, self.u0 = L, W, u0
+        self.u0_norms = torch.linalg.vector_norm(u0.double(), dim=-1).cpu()
         self.ends: list[TokenEnd | None] = [None] * L
         self.t_end = torch.full((L,), math.nan, dtype=torch.float64)
         self.t_blowup = torch.full((L,), math.nan, dtype=torch.float64)
@@ -213,6 +243,14 @@ class _Integrator:
         self.stats = {"nfev": 0, "n_accepted": 0, "n_rejected": 0, "n_events": 0, "n_stalls": 0}
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def tau(self, t: float) -> float:
+        """τ = ln(1 + t/ts)."""
+        return math.log1p(t / self.t_scale)
+
+    def t_of(self, tau: float) -> float:
+        """t = ts (e^τ − 1)."""
+        return self.t_scale * math.expm1(tau)
 
     def record(self, t: float, u: Tensor) -> None:
         norms = torch.full((self.L,), math.nan, dtype=torch.float64)
@@ -238,7 +276,7 @@ class _Integrator:
         self.record(0.0, u)
         m = self.L
         while m > 0:
-            r0 = max(float(torch.linalg.vector_norm(self.u0[:m])), float(torch.linalg.vector_norm(u[:m])))
+            r0 = float(torch.linalg.vector_norm(self.u0[:m], dim=-1).max())
             if r0 == 0.0:  # every remaining token is zero: a fixed point
                 self.end_all(u[:m], self.t_max, TokenEnd.HORIZON, f"integrated to t={self.t_max:.6g} (static)")
                 return
@@ -249,8 +287,8 @@ class _Integrator:
 
     def segment(self, u: Tensor, t: float, r0: float) -> tuple[Tensor, float, int] | None:
         """Integrate the prefix u (m, W) from t; return the new prefix after an event, or None when done."""
-        sys = _System(self.field, self.W, r0)
-        y = torch.cat([u.reshape(-1), u.new_tensor([math.log1p(t)])])
+        sys = _System(self.field, self.W, r0, self.t_scale)
+        y = torch.cat([u.reshape(-1), u.new_tensor([self.tau(t)])])
         f = sys(y)
         h, stepping, t_seg = self._initial_step(y, f), _Stepping(self.rtol, self.atol, self.stiff_switch), t
         prev: tuple[Tensor, Tensor] | None = None  # (norms, rates) at the previous accepted step
@@ -260,8 +298,8 @@ class _Integrator:
             while True:
                 if not self.budget_left():
                     u_now, tau = sys.split(y)
-                    self.end_all(u_now, math.expm1(tau), TokenEnd.FAILED, f"the step budget (max_steps="
-                                 f"{self.max_steps}) ran out at t={math.expm1(tau):.6g}")
+                    self.end_all(u_now, self.t_of(tau), TokenEnd.FAILED, f"the step budget (max_steps="
+                                 f"{self.max_steps}) ran out at t={self.t_of(tau):.6g}")
                     return None
                 step = stepping.step(sys, y, f, h)
                 err = error_norm(step.err, y, step.y, self.rtol, self.atol)
@@ -273,7 +311,7 @@ class _Integrator:
                 y_old, f_old, h_old = y, f, h
                 y, f = step.y, (step.f if step.f is not None else sys(step.y))
                 h *= stepping.factor(err)
-                t_now = math.expm1(float(y[-1]))
+                t_now = self.t_of(float(y[-1]))
                 if stepping.switch_after(step):
                     other = "dopri5" if stepping.kind == "ros34pw2" else "ros34pw2"
                     self.methods.append((other, t_seg, t_now))
@@ -285,16 +323,20 @@ class _Integrator:
                 u_now, _ = sys.split(y)
                 self.record(t_now, u_now)
                 norms, rates = _rates(u_now, sys.last_fu if sys.last_fu is not None else torch.zeros_like(u_now))
-                total = float(torch.linalg.vector_norm(u_now))
+                total = float(norms.max())
                 if total >= self.blowup_factor * r0:
                     self.methods.append((stepping.kind, t_seg, t_now))
-                    return self._resolve(u_now, t_now, r0, norms, rates, prev)
+                    big = norms >= min(math.sqrt(self.blowup_factor) * r0, total)
+                    stars = {l: self._singularity(l, t_now, norms, rates, prev)
+                             for l in torch.nonzero(big).flatten().tolist()}
+                    return self._resolve(u_now, t_now, norms, stars)
                 window.append((float(y[-1]), math.log(max(total, 1e-300)), self._token_errors(step, y_old, y), norms,
                                rates))
                 if self._stalled(window):
                     self.methods.append((stepping.kind, t_seg, t_now))
-                    if bool((norms >= math.sqrt(self.blowup_factor) * r0).any()):  # the clock froze on a huge norm
-                        return self._resolve(u_now, t_now, r0, norms, rates, (window[0][3], window[0][4]))
+                    stars = self._singular_now(t_now, norms, rates, window, r0)
+                    if stars:  # the clock froze on a token in a finite-time singularity
+                        return self._resolve(u_now, t_now, norms, stars)
                     return self._stall(u_now, t_now, norms, window)
                 prev = (norms, rates)
         finally:
@@ -315,8 +357,10 @@ class _Integrator:
 
     @staticmethod
     def _stalled(window: deque[tuple[float, float, Tensor, Tensor, Tensor]]) -> bool:
-        return (len(window) == _STALL_STEPS and window[-1][0] - window[0][0] < _STALL_TAU
-                and window[-1][1] - window[0][1] < math.log(2.0))
+        if len(window) < _STALL_STEPS or window[-1][0] - window[0][0] >= _STALL_TAU:
+            return False
+        n0, n1 = window[0][3], window[-1][3]
+        return not bool((n1 >= 2.0 * n0).any())  # no token's norm doubled: no progress towards an event
 
     def _stall(self, u: Tensor, t: float, norms: Tensor,
                window: deque[tuple[float, float, Tensor, Tensor, Tensor]]) -> tuple[Tensor, float, int]:
@@ -332,23 +376,48 @@ class _Integrator:
                                                    f"t={t:.6g}", c)
         return u[:c].clone(), t, c
 
-    def _resolve(self, u: Tensor, t: float, r0: float, norms: Tensor, rates: Tensor,
-                 prev: tuple[Tensor, Tensor] | None) -> tuple[Tensor, float, int]:
-        """A norm reached ``blowup_factor·R0``: end the driver and every token after it; return the prefix."""
+    def _singular_now(self, t: float, norms: Tensor, rates: Tensor, window: deque[tuple[float, float, Tensor, Tensor,
+                      Tensor]], r0: float) -> dict[int, tuple[float, float | None]]:
+        """Tokens caught in a finite-time singularity when the steps stall, with (growth order, t*).
+
+        A token qualifies when its norm is 10·R0 or more, grew by half over the stalled steps, and either
+        its growth order gives ``T − t ≤ 1e-3·t`` or the clock stood still (Δt ≤ 1e-4·t over the steps)
+        while it grew: then ``t* = t`` to well within 1e-3.
+        """
+        (_, _, _, n0, r_0), dt = window[0], t - self.t_of(window[0][0])
+        out: dict[int, tuple[float, float | None]] = {}
+        for l in torch.nonzero((norms >= 10.0 * r0) & (norms >= 1.5 * n0)).flatten().tolist():
+            order, t_star = self._singularity(l, t, norms, rates, (n0, r_0))
+            if t_star is not None and t_star - t <= _NEAR_T * t:
+                out[l] = (order, t_star)
+            elif dt <= 0.1 * _NEAR_T * t:  # the clock stood still: no growth order to read
+                out[l] = (math.nan, t)
+        return out
+
+    def _resolve(self, u: Tensor, t: float, norms: Tensor,
+                 stars: dict[int, tuple[float, float | None]]) -> tuple[Tensor, float, int]:
+        """Tokens in ``stars`` diverge (with their growth order and t* or None): end the first of them (the
+        driver) and every token after it; return the prefix before the driver."""
         self.stats["n_events"] += 1
-        big = norms >= math.sqrt(self.blowup_factor) * r0
-        j = int(torch.nonzero(big)[0]) if big.any() else int(torch.argmax(norms))
+        j = min(stars)
         for l in range(j, u.shape[0]):
-            order, t_star = self._singularity(l, t, norms, rates, prev)
-            if big[l] and t_star is not None:
+            order, t_star = stars.get(l, (math.nan, None))
+            if l in stars and t_star is not None:
                 self.t_blowup[l], self.order[l] = t_star, order
+                how = f"local growth order {order:.3g}" if math.isfinite(order) else "while the clock stood still"
                 self.end(l, TokenEnd.BLOWUP, t_star, u[l], f"blows up at t*={t_star:.10g} (norm grew past "
-                                                              f"{norms[l]:.3g}, local growth order {order:.3g})", l)
-            elif big[l]:
+                                                              f"{norms[l]:.3g}, {how})", l)
+            elif l in stars:
                 self.order[l] = order
                 self.end(l, TokenEnd.GROWTH, t, u[l], f"grew past {norms[l]:.3g} by t={t:.6g} without a "
                                                       f"finite-time singularity signature (growth order {order:.3g})",
                          l)
+            elif self.ends[j] is TokenEnd.BLOWUP and norms[l] >= _DRIVEN * float(self.u0_norms[l]) > 0:
+                tj = float(self.t_blowup[j])  # driven: its norm grew with token j's, to the same singularity
+                self.t_blowup[l] = tj
+                self.end(l, TokenEnd.BLOWUP, tj, u[l], f"blows up with token {j} at t*={tj:.10g} (driven by it: "
+                                                       f"its norm grew {float(norms[l] / self.u0_norms[l]):.3g}-fold)",
+                         j)
             else:
                 why = "blows up" if self.ends[j] is TokenEnd.BLOWUP else "grows without bound"
                 tj = float(self.t_end[j])
@@ -363,9 +432,9 @@ class _Integrator:
             return math.nan, None
         n1, r1 = float(prev[0][l]), float(prev[1][l])
         n2, r2 = float(norms[l]), float(rates[l])
-        if not (r1 > 0 and r2 > 0 and n2 > n1 > 0):
+        if not (0 < r1 < math.inf and 0 < r2 < math.inf and math.inf > n2 > n1 > 0):
             return math.nan, None
-        km1 = math.log(r2 / r1) / math.log(n2 / n1)
+        km1 = (math.log(r2) - math.log(r1)) / (math.log(n2) - math.log(n1))
         if not km1 > 0.3:  # exponential-like growth: no singularity
             return 1.0 + km1, None
         return 1.0 + km1, t + 1.0 / (km1 * r2)

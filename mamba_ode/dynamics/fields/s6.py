@@ -10,6 +10,7 @@ Shape letters as in :mod:`mamba_ode.shapes`.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..._checks import check_tokens, layer_index
@@ -122,6 +123,26 @@ class S6Field(VectorField):
         check_tokens(u, self.d_inner)
         self.nfev += 1
         return self.params_like(u).s6(u, None, use_D=self.use_D, backend=self.backend)
+
+    def jacobian_diagonal(self, t: float | Tensor, u: Tensor) -> Tensor:
+        """The self-interaction part of the Jacobian's diagonal, ``∂f_l^d/∂u_l^d ≈ P_ll^d (+ D_d)``.
+
+        ``P_ll^d = Δ_l^d (C_l · B_l)`` is the token's own term of the token-mixing sum, holding Δ, B and C
+        fixed: where a layer is stiff (a channel with a large Δ decaying fast), this is the stiff part.
+        Stiff steppers use it as a cheap Jacobian approximation (:func:`mamba_ode.integrate_tokens`).
+
+        Arguments:
+            t: time (ignored).
+            u: (B, L, E) tokens.
+
+        Returns:
+            (B, L, E).
+        """
+        check_tokens(u, self.d_inner)
+        p = self.params_like(u)
+        pre, B, C = p.selective_inputs(u)
+        out = torch.nn.functional.softplus(pre + p.delta_bias) * (B * C).sum(-1, keepdim=True)
+        return out + p.D if self.use_D else out
 
     def hidden_attention(self, u: Tensor) -> Tensor:
         """P (B, L, L, E) at tokens u (B, L, E); see :func:`hidden_attention`."""

@@ -129,7 +129,7 @@ def dp5_step(F: Field, y: Tensor, f0: Tensor, h: float) -> Step:
 
 def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: float = 1e-6,
           max_iter: int = 30) -> tuple[Tensor, int, float]:
-    """Solve ``A x = b`` by GMRES (one cycle) with modified Gram–Schmidt (vectors flattened).
+    """Solve ``A x = b`` by GMRES (one cycle; modified Gram–Schmidt, Givens rotations; vectors flattened).
 
     Arguments:
         matvec: v ↦ A v.
@@ -141,16 +141,23 @@ def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: flo
     Returns:
         ``(x, n_matvec, ritz)``: ritz is ``max |1 − μ|`` over the Ritz values μ of A found by the Arnoldi
         process (0 when none was built) — for ``A = I − γhJ``, ``ritz/γ`` estimates ``h·|λ|max`` of J.
+        A non-finite product makes x non-finite (the caller rejects the step).
     """
     shape = b.shape
     r0 = (b - matvec(x0)).reshape(-1)
     n_mv = 1
     beta = float(torch.linalg.vector_norm(r0))
     bnorm = float(torch.linalg.vector_norm(b)) or 1.0
+    if not math.isfinite(beta):
+        return torch.full_like(x0, math.nan), n_mv, math.inf
     if beta <= tol * bnorm:
         return x0, n_mv, 0.0
     V = [r0 / beta]
-    H = torch.zeros(max_iter + 1, max_iter, dtype=torch.float64)
+    H = torch.zeros(max_iter + 1, max_iter, dtype=torch.float64)  # the Arnoldi Hessenberg matrix
+    R = torch.zeros(max_iter, max_iter, dtype=torch.float64)  # its rotated, triangular factor
+    cs: list[float] = []
+    sn: list[float] = []
+    g = [beta]  # the rotated right-hand side; |g[k+1]| is the residual after k+1 vectors
     k_done = 0
     for k in range(max_iter):
         w = matvec(V[k].reshape(shape)).reshape(-1)
@@ -159,14 +166,25 @@ def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: flo
             H[i, k] = float(torch.dot(w, V[i]))
             w = w - H[i, k] * V[i]
         H[k + 1, k] = float(torch.linalg.vector_norm(w))
+        if not bool(torch.isfinite(H[: k + 2, k]).all()):
+            return torch.full_like(x0, math.nan), n_mv, math.inf
         k_done = k + 1
-        e1 = torch.zeros(k + 2, dtype=torch.float64)
-        e1[0] = beta
-        coef = torch.linalg.lstsq(H[:k + 2, :k + 1], e1[:, None]).solution[:, 0]
-        res = float(torch.linalg.vector_norm(H[:k + 2, :k + 1] @ coef - e1))
-        if res <= tol * bnorm or H[k + 1, k] <= 1e-14 * beta:
+        col = H[: k + 2, k].tolist()
+        for i in range(k):  # apply the earlier rotations to the new column
+            col[i], col[i + 1] = cs[i] * col[i] + sn[i] * col[i + 1], -sn[i] * col[i] + cs[i] * col[i + 1]
+        rho = math.hypot(col[k], col[k + 1])
+        c, s_ = (col[k] / rho, col[k + 1] / rho) if rho > 0 else (1.0, 0.0)
+        cs.append(c)
+        sn.append(s_)
+        col[k], col[k + 1] = rho, 0.0
+        g.append(-s_ * g[k])
+        g[k] = c * g[k]
+        R[: k + 1, k] = torch.tensor(col[: k + 1], dtype=torch.float64)
+        if abs(g[k + 1]) <= tol * bnorm or float(torch.linalg.vector_norm(w)) <= 1e-14 * beta:
             break
-        V.append(w / H[k + 1, k])
+        V.append(w / float(torch.linalg.vector_norm(w)))
+    rhs = torch.tensor(g[:k_done], dtype=torch.float64)[:, None]
+    coef = torch.linalg.solve_triangular(R[:k_done, :k_done], rhs, upper=True)[:, 0]
     x = x0.reshape(-1).clone()
     for i in range(k_done):
         x = x + float(coef[i]) * V[i].to(x.dtype)
@@ -182,9 +200,11 @@ def hermite(y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor, h: float, theta: flo
     return h00 * y0 + (h10 * h) * f0 + h01 * y1 + (h11 * h) * f1
 
 
-def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, krylov_tol: float = 1e-6,
-                  krylov_iter: int = 40) -> Step:
-    """One ROS34PW2 step of size h from y (``f0 = F(y)``), the Jacobian applied by finite differences.
+def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | None = None,
+                  krylov_tol: float = 1e-3, krylov_iter: int = 40) -> Step:
+    """One ROS34PW2 step of size h from y (``f0 = F(y)``), the Jacobian applied by finite differences
+    inside GMRES, right-preconditioned by ``I − γh·diag(jdiag)`` when an approximate diagonal is given (the
+    diagonal stiffness is then solved exactly, and the Krylov space only has to capture the rest).
 
     Stages in transformed variables: ``(I/(γh) − J) u_i = F(y + Σ_{j<i} A_ij u_j) + Σ_{j<i} (C_ij/h) u_j``;
     ``y1 = y + Σ m_i u_i``, error ``Σ (m_i − m̂_i) u_i`` (against the embedded order-2 solution).
@@ -194,6 +214,7 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, krylov_tol: floa
         y: the state.
         f0: F(y).
         h: step size.
+        jdiag: an approximation of the Jacobian's diagonal, shaped like y, or None.
         krylov_tol: relative residual of the GMRES solves.
         krylov_iter: most GMRES iterations per solve.
 
@@ -215,6 +236,7 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, krylov_tol: floa
 
     us: list[Tensor] = []
     ritz = 0.0
+    pdiag = None if jdiag is None else 1.0 - scale * jdiag
     for i in range(4):
         if i == 0:
             fi = f0
@@ -230,7 +252,11 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, krylov_tol: floa
             if _W_C[i][j]:
                 rhs.add_(us[j], alpha=_W_C[i][j] / h)
         rhs = scale * rhs  # (I − γhJ) u_i = γh · rhs_i
-        ui, _, r = gmres(matvec, rhs, rhs, tol=krylov_tol, max_iter=krylov_iter)
+        if pdiag is None:
+            ui, _, r = gmres(matvec, rhs, rhs, tol=krylov_tol, max_iter=krylov_iter)
+        else:  # right preconditioning by the diagonal: solve (I − γhJ) P⁻¹ z = rhs, u = P⁻¹ z
+            zi, _, r = gmres(lambda z: matvec(z / pdiag), rhs, rhs, tol=krylov_tol, max_iter=krylov_iter)
+            ui = zi / pdiag
         ritz = max(ritz, r)
         us.append(ui)
     y_new = y.clone()
@@ -238,4 +264,5 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, krylov_tol: floa
     for i in range(4):
         y_new.add_(us[i], alpha=_W_M[i])
         err.add_(us[i], alpha=_W_M[i] - _W_MHAT[i])
-    return Step(y=y_new, f=None, err=err, nfev=nfev, stiffness=ritz / _W_GAMMA)
+    stiffness = ritz / _W_GAMMA if jdiag is None else max(ritz / _W_GAMMA, h * float(jdiag.abs().max()))
+    return Step(y=y_new, f=None, err=err, nfev=nfev, stiffness=stiffness)
