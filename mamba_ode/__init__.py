@@ -28,9 +28,10 @@ from .dynamics.fields import (
 )
 from .dynamics.prefix import prefix_batch
 from .dynamics.solvers import Outcome, Solution, Status, euler, solve
+from .dynamics.tokens import TokenEnd, TokenSolution, integrate_tokens
 from .io.checkpoints import read_checkpoint
 from .io.config import Mamba2Config, MambaConfig
-from .io.tokenizers import ByteTokenizer
+from .io.tokenizers import ByteTokenizer, HFTokenizer
 from .nn.block import Block
 from .nn.lm import Mamba2LM, MambaLM, MambaLMBase, MambaOutput
 from .nn.load import load
@@ -48,13 +49,15 @@ from .nn.refine import (
     reorder_first_block,
     unconstrain_input_output,
 )
-from .nn.scan import cuda_kernel_available, selective_scan
+from .nn.scan import cuda_kernel_available, selective_scan, triton_available
 from .regimes.agreement import AgreementReport, compare_theory_numerics, two_dim_params
 from .regimes.classify import TrajectoryClassification, classify_trajectory
 from .regimes.criteria import Criteria1D, CriteriaND, blowup_time_1d, criteria_1d, criteria_nd
 from .regimes.labels import Definiteness, Label
+from .regimes.predict import PredictionKind, TokenPrediction, predict_tokens, prediction_agreement
 from .regimes.spectrum import SymSpectrum, channel_reductions, sym_spectrum
 from .regimes.table import RegimeTable, Verdict, regime_table
+from .regimes.tokens import TokenClassification, TokenVerdict, classify_tokens
 
 __version__ = "0.1.0"
 
@@ -73,6 +76,7 @@ __all__ = [
     "MambaMixer",
     "Mamba2Mixer",
     "ByteTokenizer",
+    "HFTokenizer",
     # parameters in the paper's notation, and the one scan
     "SSMParams",
     "S6Internals",
@@ -80,6 +84,7 @@ __all__ = [
     "Mamba2Internals",
     "selective_scan",
     "cuda_kernel_available",
+    "triton_available",
     "hidden_attention",
     "matrix_s6",
     # vector fields
@@ -92,7 +97,10 @@ __all__ = [
     "DepthField",
     "layer_field",
     "prefix_batch",
-    # solving and the discrete comparison
+    # per-token outcomes by events (the analysis' integrator), and general solving
+    "integrate_tokens",
+    "TokenSolution",
+    "TokenEnd",
     "solve",
     "euler",
     "Solution",
@@ -114,6 +122,13 @@ __all__ = [
     "regime_table",
     "RegimeTable",
     "Verdict",
+    "classify_tokens",
+    "TokenClassification",
+    "TokenVerdict",
+    "predict_tokens",
+    "TokenPrediction",
+    "PredictionKind",
+    "prediction_agreement",
     "classify_trajectory",
     "TrajectoryClassification",
     "compare_theory_numerics",

@@ -15,6 +15,7 @@ import torch
 
 import mamba_ode as mo
 from mamba_ode import plots
+from mamba_ode.analysis import agreement
 
 model = mo.load()  # the embedded default, "tiny-shakespeare"
 print(model.config)
@@ -54,20 +55,35 @@ print("scan vs matrix form:", float((field(0.0, u0) - field.matrix_form()(0.0, u
 # ## 3. Token trajectories of each layer's idealised dynamics
 #
 # $du/dt = S6_\theta(u)$ with the layer's parameters shared across depth, from the real tokens,
-# integrated in log time. `mo.analyze` does this for every layer (plus everything else in this
-# notebook) and keeps each result. A layer's trajectories stop once a token has grown 10-fold
-# (growing tokens make the field stiff); the tokens after the first diverging one depend on it and
-# are left undetermined, with the reason.
+# integrated in log time by `mo.integrate_tokens`: every token is followed to its own event. Token
+# $l$'s field depends only on tokens $\le l$, so when a token blows up (its own $t^*$, read where its
+# norm has grown $10^8$-fold) the tokens before it keep going; the tokens after it depend on it and
+# are left undetermined with that reason (unless they were driven to the same singularity). Labels
+# and $t^*$ do not depend on the horizon: output times are only for drawing.
+# `mo.analyze` does this for every layer (plus everything else in this notebook) and keeps each result.
 
 # %%
 analysis = mo.analyze(model, prompt, t_max=1e3)
 fig, axes = plt.subplots(1, model.config.n_layer, figsize=(4 * model.config.n_layer, 3.5), layout="constrained")
 for lay, ax in zip(analysis.layers, axes):
-    plots.plot_trajectories(lay.solution, ax=ax, tokens=[0, 10, 20, 30, 40],
-                            title=f"layer {lay.layer}: {lay.trajectory_regime}")
+    plots.plot_token_trajectories(lay.solution, lay.token_labels, ax=ax,
+                                  title=f"layer {lay.layer}: mostly {lay.trajectory_regime}")
     counts = {k: v for k, v in lay.classification.counts().items() if v}
     print(f"layer {lay.layer}: {lay.label:>24}  u1'Mu1 = {lay.quadratic_form:+.3f}  labels {counts}")
-print(analysis.layers[0].classification.reasons[0][-1])
+first = analysis.layers[0]
+for v in first.classification.tokens[:4]:
+    print(f"token {v.index}: {v.label} — {v.reason}")
+
+# %% [markdown]
+# Each token also gets a prediction from the parameters: a *theorem* where the theory decides it
+# (one channel, an isotropic layer, token 0 when Δ is the same in every channel, a definite layer's
+# token 0), otherwise an *indicator* (the sign of $u_0^\top M u_0$, or the initial direction
+# $\langle u_l, f_l\rangle$). How often each kind agrees with the integrated labels, per layer:
+
+# %%
+for lay in analysis.layers:
+    print(f"layer {lay.layer}: {agreement(lay.agreement)}")
+print(first.predictions[1].reason)
 
 # %% [markdown]
 # ## 4. The discrete network is Euler with step 1
