@@ -103,7 +103,7 @@ def _analyze(args: argparse.Namespace) -> int:
     result = analyze(model, prompt, layers=args.layers, t_max=args.t_max, model_name=args.model or "tiny-shakespeare",
                      progress=say)
     say(f"writing the report to {args.out}")
-    page = write_report(result, args.out)
+    page = write_report(result, args.out, formats=("png", "svg") if args.svg else ("png",))
     summary = result.summary()
     rows = [["layer", "eig +/-/0", "from parameters", "finite-time", "divergent", "bounded", "convergent",
              "undetermined", "first t*", "integrated to", "predictions vs trajectories"]]
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default="mamba-ode-report", metavar="DIR", help="output directory")
     a.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     a.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="dtype of the weights")
+    a.add_argument("--svg", action="store_true", help="also write every figure as SVG (PNG is always written)")
     a.add_argument("--quiet", action="store_true", help="no progress messages")
     a.set_defaults(func=_analyze)
     return p

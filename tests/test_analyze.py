@@ -25,7 +25,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def report_dir(tmp_path_factory):
     """One analyze run on the embedded default model (shared by the tests of this module)."""
     out = tmp_path_factory.mktemp("report")
-    rc = main(["analyze", "--out", str(out), "--quiet", "--t-max", "1000", "--prompt", "To be, or not to be"])
+    rc = main(["analyze", "--out", str(out), "--quiet", "--svg", "--t-max", "1000", "--prompt", "To be, or not to be"])
     assert rc == 0
     return out
 
@@ -251,6 +251,7 @@ def test_layernorm_bias_expand1_model_blowing_up_before_any_output_time(tmp_path
     assert set(FIGURE_NAMES) <= set(summary["figures"]) | {n.split("'")[1] for n in summary["notes"]}
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(summary["figures"])
+    assert {Path(f).suffix for files in summary["figures"].values() for f in files} == {".png"}  # SVG on request
 
 
 def test_a_figure_that_cannot_be_drawn_becomes_a_note(tmp_path, monkeypatch):

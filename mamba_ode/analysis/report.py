@@ -1,4 +1,4 @@
-"""The analysis report: figures (PNG + SVG), ``summary.json`` (schema in :mod:`mamba_ode.analysis.summary`)
+"""The analysis report: figures (PNG; SVG/PDF on request), ``summary.json`` (schema in :mod:`mamba_ode.analysis.summary`)
 and a self-contained ``report.html``.
 
 This module only assembles: the numbers come from an :class:`mamba_ode.Analysis`, the pictures from
@@ -223,13 +223,14 @@ def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tuple[str, ...] = ("png", "svg")) -> Path:
+def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tuple[str, ...] = ("png",)) -> Path:
     """Write the figures, ``summary.json`` and ``report.html`` of an analysis.
 
     Arguments:
         analysis: an :class:`mamba_ode.Analysis`.
         out_dir: output directory (created if needed).
-        formats: figure file formats to write beside the HTML (PNG is always embedded).
+        formats: figure file formats to write beside the HTML, from ("png", "svg", "pdf"); PNG is always
+            embedded in the page. Vector formats double the figure time: ask for them when needed.
 
     Returns:
         The path of ``report.html``.
