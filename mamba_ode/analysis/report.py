@@ -1,5 +1,5 @@
-"""The analysis report: figures (PNG; SVG/PDF on request), ``summary.json`` (schema in :mod:`mamba_ode.analysis.summary`)
-and a self-contained ``report.html``.
+"""The analysis report: figures (PNG; SVG/PDF on request), ``summary.json`` (schema in
+:mod:`mamba_ode.analysis.summary`) and a self-contained ``report.html``.
 
 This module only assembles: the numbers come from an :class:`mamba_ode.Analysis`, the pictures from
 :mod:`mamba_ode.plots`. The HTML embeds every figure as a base64 PNG, so the file can be mailed or
