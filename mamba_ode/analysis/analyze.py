@@ -34,17 +34,18 @@ from ..dynamics.compare import DiscreteComparison, compare_discrete
 from ..dynamics.fields import DepthField, layer_field
 from ..dynamics.tokens import TokenSolution, integrate_tokens
 from ..nn.lm import MambaLMBase
+from ..nn.scan import BACKENDS
 from ..regimes.labels import Definiteness, Label
 from ..regimes.predict import TokenPrediction, predict_tokens, prediction_agreement
 from ..regimes.table import RegimeTable, Verdict, layer_fractions, layer_spectrum, regime_table
 from ..regimes.tokens import TokenClassification, classify_tokens
+from .budget import ATTENTION_TOKENS, DEFAULT_MAX_TOKENS, check_prompt_budget
 from .summary import SCHEMA_VERSION
 
 __all__ = ["LayerDynamics", "Analysis", "analyze", "DEFAULT_PROMPT", "agreement", "regime_of_labels",
            "token_pieces"]
 
 DEFAULT_PROMPT = "To be, or not to be, that is the question."
-_MAX_ATTENTION_TOKENS = 64
 
 
 @dataclass
@@ -286,10 +287,10 @@ def _chosen_layers(layers: Sequence[int] | None, K: int) -> list[int]:
     return chosen
 
 
-def _analyse_layer(model: MambaLMBase, k: int, u0: Tensor, table: RegimeTable, t_max: float, rtol: float,
-                   atol: float, max_steps: int) -> LayerDynamics:
+def _analyse_layer(model: MambaLMBase, k: int, u0: Tensor, table: RegimeTable, t_max: float, backend: str,
+                   opts: dict[str, Any]) -> LayerDynamics:
     """Integrate layer k's idealised field from u0 (1, L, W), label every token, predict it, compare."""
-    sol = integrate_tokens(layer_field(model, k), u0, t_max, rtol=rtol, atol=atol, max_steps=max_steps)
+    sol = integrate_tokens(layer_field(model, k, backend=backend), u0, t_max, **opts)
     params = model.layer_params(k)
     with torch.no_grad():
         q = float(params.quadratic_form(u0[0, 0])[0])
@@ -301,7 +302,8 @@ def _analyse_layer(model: MambaLMBase, k: int, u0: Tensor, table: RegimeTable, t
 # long function: over 80 lines with its docstring, which documents every argument
 def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *,
             layers: Sequence[int] | None = None, t_max: float = 1e4, rtol: float = 1e-5, atol: float = 1e-8,
-            max_steps: int = 20_000, model_name: str | None = None,
+            max_steps: int = 20_000, blowup_factor: float = 1e8, backend: str = "auto",
+            max_tokens: int = DEFAULT_MAX_TOKENS, model_name: str | None = None,
             progress: Callable[[str], None] | None = None) -> Analysis:
     """Analyse a model's token dynamics on a prompt (the computation behind ``mamba-ode analyze``).
 
@@ -314,6 +316,11 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
             t_max, see :func:`mamba_ode.integrate_tokens`).
         rtol, atol: tolerances of the adaptive steps.
         max_steps: step budget per layer; tokens still running when it is spent end undetermined.
+        blowup_factor: the norm growth at which a blow-up is resolved (see
+            :func:`mamba_ode.integrate_tokens`).
+        backend: scan backend of the layer fields (see :func:`mamba_ode.selective_scan`).
+        max_tokens: the longest prompt accepted (checked, with a memory estimate against what the device
+            has left, before any work: :func:`mamba_ode.analysis.budget.check_prompt_budget`).
         model_name: name recorded in the summary (default: the checkpoint source).
         progress: called with a short message before each stage (the CLI prints it).
 
@@ -322,14 +329,21 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
 
     Raises:
         TypeError: if model is not a mamba_ode model.
-        ValueError: for a bad prompt, layer index, t_max ≤ 0 or max_steps < 1.
+        ValueError: for a bad prompt, layer index, t_max, tolerance, blowup_factor (≤ 1), backend,
+            max_steps or max_tokens (< 1), and for a prompt over max_tokens or over the memory available.
     """
     if not isinstance(model, MambaLMBase):
         raise TypeError(f"argument 'model' must be a mamba_ode.MambaLM or Mamba2LM, got {type(model).__name__}")
     if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
         raise ValueError(f"argument 't_max' must be a finite number > 0, got {t_max!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"argument 'max_steps' must be a positive int, got {max_steps!r}")
+    for name, x, low in (("rtol", rtol, 0), ("atol", atol, 0), ("blowup_factor", blowup_factor, 1)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (math.isfinite(x) and x > low):
+            raise ValueError(f"argument {name!r} must be a finite number > {low}, got {x!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
+    for name, v in (("max_steps", max_steps), ("max_tokens", max_tokens)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"argument {name!r} must be a positive int, got {v!r}")
     K = model.config.n_layer
     chosen = _chosen_layers(layers, K)
     say = progress or (lambda msg: None)
@@ -338,6 +352,7 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     if ids.shape[0] != 1:
         raise ValueError(f"argument 'prompt' holds {ids.shape[0]} sequences; analyze takes one (analyse each "
                          "sequence on its own)")
+    check_prompt_budget(model, ids.shape[1], max_tokens=max_tokens, max_steps=max_steps)
     text = prompt if isinstance(prompt, str) else None
 
     t0 = time.perf_counter()
@@ -349,9 +364,12 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     t0 = time.perf_counter()
     states = {k: u.detach().double() for k, u in model.field_starts(ids, chosen).items()}
     results = []
-    for k in chosen:
-        say(f"layer {k}: integrating the idealised layer dynamics to t = {t_max:g}")
-        results.append(_analyse_layer(model, k, states[k], table, float(t_max), rtol, atol, max_steps))
+    opts = {"rtol": rtol, "atol": atol, "max_steps": max_steps, "blowup_factor": blowup_factor}
+    for i, k in enumerate(chosen):
+        done = time.perf_counter() - t0
+        eta = f", about {done / i * (len(chosen) - i):.0f} s left" if i else ""
+        say(f"layer {k} ({i + 1}/{len(chosen)}): integrating the idealised layer dynamics to t = {t_max:g}{eta}")
+        results.append(_analyse_layer(model, k, states[k], table, float(t_max), backend, opts))
     timings["trajectories"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -364,12 +382,13 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     t0 = time.perf_counter()
     k0 = chosen[0]
     with torch.no_grad():
-        P = model.layer_params(k0).mixing_matrix(states[k0][:, :_MAX_ATTENTION_TOKENS])  # (1, L', L', C)
+        P = model.layer_params(k0).mixing_matrix(states[k0][:, :ATTENTION_TOKENS])  # (1, L', L', C)
     channel = int(P.abs().amax(dim=(0, 1, 2)).argmax())
     timings["hidden_attention"] = time.perf_counter() - t0
 
     settings = {"layers": chosen, "t_max": float(t_max), "rtol": rtol, "atol": atol,
                 "method": "dopri5, ros34pw2 on stiff stretches", "max_steps": int(max_steps),
+                "max_tokens": int(max_tokens), "blowup_factor": float(blowup_factor), "backend": backend,
                 "dtype": "float64", "device": str(ids.device)}
     name = model_name or (str(model.checkpoint.source) if model.checkpoint else "in-memory model")
     return Analysis(name, model, text, ids, table, spectra, results, comparison, P, channel, settings, timings)

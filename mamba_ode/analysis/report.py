@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from . import plots
 from .analyze import Analysis
+from .output import check_report_dir, staged_dir
 from .summary import comparison_sentence, validate_summary
 
 __all__ = ["FIGURE_NAMES", "MAX_LAYER_FIGURES", "make_figures", "write_report", "render_html"]
@@ -226,6 +227,11 @@ def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
 def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tuple[str, ...] = ("png",)) -> Path:
     """Write the figures, ``summary.json`` and ``report.html`` of an analysis.
 
+    The report is written into a temporary directory beside ``out_dir`` and moved into place at the end
+    (:func:`mamba_ode.analysis.output.staged_dir`): a failure leaves the previous report or nothing. An
+    existing ``out_dir`` must be empty or a report written by mamba-ode (it holds the marker file
+    ``.mamba-ode-report``); it is then replaced.
+
     Arguments:
         analysis: an :class:`mamba_ode.Analysis`.
         out_dir: output directory (created if needed).
@@ -236,15 +242,35 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tup
         The path of ``report.html``.
 
     Raises:
-        ValueError: for an unknown figure format.
-        OSError: when the directory cannot be written.
+        ValueError: for an unknown figure format, or (:class:`~mamba_ode.analysis.output.ReportDirError`) an
+            ``out_dir`` that is a file, not writable, or a non-empty directory that is not a report.
+        OSError: when the file system refuses a write.
     """
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
         raise ValueError(f"argument 'formats': unknown figure format {bad[0]!r} (png, svg, pdf)")
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    final = check_report_dir(out_dir)
     figs, notes = make_figures(analysis)
+    with staged_dir(final, version=_version()) as out:
+        (out / "figures").mkdir()
+        pngs, paths = _write_figures(figs, notes, out, formats)
+        summary = analysis.summary()
+        summary["figures"], summary["notes"] = paths, notes
+        validate_summary(summary)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        (out / "report.html").write_text(render_html(summary, pngs), encoding="utf-8")
+    return final / "report.html"
+
+
+def _version() -> str:
+    from .. import __version__  # the package root imports this module: read it when writing
+
+    return __version__
+
+
+def _write_figures(figs: dict[str, Figure], notes: list[str], out: Path,
+                   formats: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, list[str]]]:
+    """Render each figure (PNG bytes for the page, files in ``formats``); a failure becomes a note."""
     pngs: dict[str, bytes] = {}
     paths: dict[str, list[str]] = {}
     for name, f in figs.items():
@@ -264,10 +290,4 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tup
             notes.append(f"figure {name!r} could not be rendered: {exc}")
         finally:
             plt.close(f)
-    summary = analysis.summary()
-    summary["figures"], summary["notes"] = paths, notes
-    validate_summary(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    page = out / "report.html"
-    page.write_text(render_html(summary, pngs), encoding="utf-8")
-    return page
+    return pngs, paths

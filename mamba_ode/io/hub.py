@@ -15,7 +15,7 @@ import huggingface_hub
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-__all__ = ["is_hub_id", "hub_directory", "HUB_HINT"]
+__all__ = ["is_hub_id", "hub_directory", "cached_model_ids", "HUB_HINT"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: How to proceed when an id is not cached.
@@ -76,3 +76,21 @@ def hub_directory(repo_id: str, patterns: list[str], label: str = "hub id") -> P
     except Exception as exc:
         raise FileNotFoundError(f"{label} {repo_id!r} is not in the local Hugging Face cache and could not be "
                                 f"downloaded ({_first_line(exc)}); {HUB_HINT}") from None
+
+
+def cached_model_ids() -> list[str]:
+    """Model repositories in the local Hugging Face cache that hold a ``config.json`` (sorted).
+
+    Returns:
+        ``owner/name`` ids; empty when there is no cache or it cannot be read.
+    """
+    try:
+        info = huggingface_hub.scan_cache_dir()
+    except Exception:  # no cache directory yet, or an unreadable one: nothing cached
+        return []
+    out = set()
+    for repo in info.repos:
+        if repo.repo_type == "model" and any(f.file_name == "config.json" for rev in repo.revisions
+                                             for f in rev.files):
+            out.add(repo.repo_id)
+    return sorted(out)
