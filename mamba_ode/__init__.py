@@ -12,6 +12,7 @@ mixers, models, ``load``) → :mod:`mamba_ode.dynamics` (fields, solvers, the di
 the public API, grouped by topic.
 """
 
+from ._version import __version__
 from .analysis import plots
 from .analysis.analyze import Analysis, LayerDynamics, analyze
 from .analysis.report import write_report
@@ -58,8 +59,6 @@ from .regimes.predict import PredictionKind, TokenPrediction, predict_tokens, pr
 from .regimes.spectrum import SymSpectrum, channel_reductions, sym_spectrum
 from .regimes.table import RegimeTable, Verdict, regime_table
 from .regimes.tokens import TokenClassification, TokenVerdict, classify_tokens
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .analysis.analyze import DEFAULT_PROMPT, analyze
 from .analysis.budget import DEFAULT_MAX_TOKENS, check_prompt_budget
 from .analysis.output import check_report_dir

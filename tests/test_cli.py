@@ -223,7 +223,8 @@ def test_bad_knobs_exit_2_with_one_line(capsys, tiny, tmp_path, args, needle):
 # ---------------------------------------------------------------------------------------------- fuzz
 
 _FLAGS = st.sampled_from([
-    ["--prompt", "ab"], ["--prompt", ""], ["--prompt", "\x00\udcff"], ["--prompt-ids", "1", "2"], ["--prompt-ids", "-5"],
+    ["--prompt", "ab"], ["--prompt", ""], ["--prompt", "\x00\udcff"], ["--prompt-ids", "1", "2"],
+    ["--prompt-ids", "-5"],
     ["--prompt-ids", "300"], ["--prompt-ids"], ["--layers", "0"], ["--layers", "-1"], ["--layers", "3"],
     ["--layers", "x"], ["--t-max", "5"], ["--t-max", "-1"], ["--t-max", "nan"], ["--t-max", "1e400"],
     ["--rtol", "1e-3"], ["--rtol", "abc"], ["--atol", "0"], ["--max-steps", "30"], ["--max-steps", "2.5"],
@@ -245,3 +246,9 @@ def test_cli_fuzz_exits_0_or_2_never_1(capsys, tiny, tmp_path, flags):
     assert rc in (0, 2), (argv, err)
     if rc == 2:
         _one_line_error(err)
+
+
+def test_version_matches_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert mamba_ode.__version__ == meta["project"]["version"]

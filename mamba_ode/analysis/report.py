@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from .._version import __version__
 from . import plots
 from .analyze import Analysis
 from .output import check_report_dir, staged_dir
@@ -263,8 +264,6 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tup
 
 
 def _version() -> str:
-    from .. import __version__  # the package root imports this module: read it when writing
-
     return __version__
 
 
