@@ -45,7 +45,7 @@ ARMS_B = ("baseline", "reorder", "reorder-hard")
 def layer_spectra(model, rel_tol: float = 1e-6) -> list[dict]:
     """Per layer: the non-zero eigenvalues of Sym(M), M = S_Cᵀ S_B, and the sign label.
 
-    Computed by the library's :func:`mamba_ode.sym_spectrum` from the low-rank factors; eigenvalues
+    Computed by the library's `mamba_ode.sym_spectrum` from the low-rank factors; eigenvalues
     with |λ| ≤ rel_tol·max|λ| count as zero.
     """
     out = []

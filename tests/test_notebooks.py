@@ -31,6 +31,9 @@ def test_notebook_matches_its_source(src):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in code)
     assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
+    # nor warnings or other stderr text (which would show the builder's paths to readers)
+    stderr = [o.get("text", "") for c in code for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, stderr[0][:300]
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
@@ -40,6 +43,8 @@ def test_notebook_executes(src, monkeypatch):
     start = time.perf_counter()
     nb = build.execute(build.notebook_from_source(src), timeout=600)
     assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("name") == "stderr"], "a cell wrote to stderr (a warning?)"
     print(f"{src.stem}: {time.perf_counter() - start:.1f} s")
 
 

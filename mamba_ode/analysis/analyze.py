@@ -1,21 +1,21 @@
 """End-to-end analysis of one model on one prompt — what ``mamba-ode analyze`` computes.
 
-:func:`analyze` chains the toolkit's pieces in the order of the data flow and keeps every
-intermediate result in an :class:`Analysis`:
+`analyze` chains the toolkit's pieces in the order of the data flow and keeps every
+intermediate result in an `Analysis`:
 
-1. the regime table from the parameters (:func:`mamba_ode.regime_table`: one verdict per layer,
+1. the regime table from the parameters (`mamba_ode.regime_table`: one verdict per layer,
    or per head for Mamba-2);
 2. the prompt through the discrete network, up to the tokens each analysed layer's idealised field
    starts from (``model.field_starts``);
-3. per analysed layer k, the idealised field (:func:`mamba_ode.layer_field`) integrated in log time
-   (:func:`mamba_ode.solve`) and labelled per token (:func:`mamba_ode.classify_trajectory`);
+3. per analysed layer k, the idealised field (`mamba_ode.layer_field`) integrated in log time
+   (`mamba_ode.solve`) and labelled per token (`mamba_ode.classify_trajectory`);
 4. the depth-time field of the whole network, Euler with step 1 (the network itself) against
-   the adaptive solution (:func:`mamba_ode.compare_discrete`);
+   the adaptive solution (`mamba_ode.compare_discrete`);
 5. the token-mixing ("hidden attention") matrix of the first analysed layer.
 
 The model is used only through the interface every LM shares (``layer_params``, ``field_starts``,
 the parameters' ``quadratic_form`` and ``mixing_matrix``): nothing here depends on the generation.
-No new numerics live here. Shape letters as in :mod:`mamba_ode.shapes`.
+No new numerics live here. Shape letters as in `mamba_ode.shapes`.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ class LayerDynamics:
 
     Attributes:
         layer: index k.
-        verdicts: the layer's :class:`Verdict` records (one for Mamba-1, one per head for Mamba-2).
-        solution: the :class:`~mamba_ode.dynamics.tokens.TokenSolution` of the layer's idealised field from
+        verdicts: the layer's `Verdict` records (one for Mamba-1, one per head for Mamba-2).
+        solution: the `TokenSolution` of the layer's idealised field from
             the prompt's token states (per-token events, norms at the solver's steps).
-        classification: the per-token labels (:func:`mamba_ode.classify_tokens`).
+        classification: the per-token labels (`mamba_ode.classify_tokens`).
         predictions: per token, the parameter-side prediction (theorem or indicator).
         agreement: per kind of prediction, how often it agrees with the integrated labels.
         quadratic_form: ``u_1ᵀ M u_1`` at t = 0 (Mamba-2: with the first group's ``M_0``).
@@ -73,7 +73,7 @@ class LayerDynamics:
 
     @property
     def spectrum(self) -> dict[str, Any]:
-        """The layer's spectrum of Sym(M) (see :func:`mamba_ode.regimes.table.layer_spectrum`)."""
+        """The layer's spectrum of Sym(M) (see `mamba_ode.regimes.table.layer_spectrum`)."""
         return layer_spectrum(self.verdicts)
 
     @property
@@ -100,7 +100,7 @@ def regime_of_labels(labels: Sequence[Label | str]) -> Label:
         labels: per-token trajectory labels.
 
     Returns:
-        A :class:`Label`.
+        A `Label`.
     """
     order = [Label.FINITE, Label.DIVERGENT, Label.BOUNDED, Label.CONVERGENT]
     counts = Counter(Label(x) for x in labels if Label(x) != Label.UNDETERMINED)
@@ -113,7 +113,7 @@ def agreement(stats: dict[str, dict]) -> str:
     """One line on how the per-token predictions of a layer relate to its integrated labels.
 
     Arguments:
-        stats: :func:`mamba_ode.regimes.predict.prediction_agreement` of the layer.
+        stats: `mamba_ode.regimes.predict.prediction_agreement` of the layer.
 
     Returns:
         e.g. ``"theorem 1/1 agree; indicator 30/41 agree (11 disagree)"``, or ``"no prediction"``.
@@ -161,17 +161,17 @@ def _finite(x: Any) -> float:
 
 @dataclass
 class Analysis:
-    """Everything :func:`analyze` computed; :meth:`summary` gives the JSON-ready digest.
+    """Everything `analyze` computed; `summary` gives the JSON-ready digest.
 
     Attributes:
         model_name: how the model was named (shipped name, path or Hub id).
         model: the model (either generation).
         prompt: the prompt text (None when ids were given).
         input_ids: (1, L) ids.
-        table: the regime table (all layers): one :class:`Verdict` per layer, or per layer and head.
+        table: the regime table (all layers): one `Verdict` per layer, or per layer and head.
         spectra: per layer, ``{"layer": k, "eigenvalues": [...]}`` — the ≤ 2N eigenvalues (per group) of
             Sym(M) from the reduced problem (the rest are exactly zero).
-        layers: per analysed layer, a :class:`LayerDynamics`.
+        layers: per analysed layer, a `LayerDynamics`.
         comparison: discrete vs continuous depth-time trajectories.
         hidden_attention: (1, L', L', C) the token-mixing matrix of the first analysed layer at the first
             L' ≤ 64 tokens; C = E channels (Mamba-1) or H heads (Mamba-2).
@@ -204,7 +204,7 @@ class Analysis:
                 for k in range(self.model.config.n_layer)]
 
     def summary(self) -> dict:
-        """The digest written to ``summary.json`` (schema in :mod:`mamba_ode.analysis.report`)."""
+        """The digest written to ``summary.json`` (schema in `mamba_ode.analysis.report`)."""
         cfg = self.model.config
         ck = self.model.checkpoint
         layers = [_layer_summary(lay) for lay in self.layers]
@@ -309,23 +309,23 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
 
     Arguments:
         model: a loaded model of either generation (Mamba-2: the idealised field is
-            :class:`mamba_ode.Mamba2Field` on the mixer input, and the parameter verdicts are per head).
+            `mamba_ode.Mamba2Field` on the mixer input, and the parameter verdicts are per head).
         prompt: text (needs ``model.tokenizer``), a list of ids or an id tensor (L,) / (1, L).
         layers: layer indices to integrate (default: all; negative indices count from the end).
         t_max: horizon of the idealised layer dynamics (every token is followed to its own event or to
-            t_max, see :func:`mamba_ode.integrate_tokens`).
+            t_max, see `mamba_ode.integrate_tokens`).
         rtol, atol: tolerances of the adaptive steps.
         max_steps: step budget per layer; tokens still running when it is spent end undetermined.
         blowup_factor: the norm growth at which a blow-up is resolved (see
-            :func:`mamba_ode.integrate_tokens`).
-        backend: scan backend of the layer fields (see :func:`mamba_ode.selective_scan`).
+            `mamba_ode.integrate_tokens`).
+        backend: scan backend of the layer fields (see `mamba_ode.selective_scan`).
         max_tokens: the longest prompt accepted (checked, with a memory estimate against what the device
-            has left, before any work: :func:`mamba_ode.analysis.budget.check_prompt_budget`).
+            has left, before any work: `mamba_ode.analysis.budget.check_prompt_budget`).
         model_name: name recorded in the summary (default: the checkpoint source).
         progress: called with a short message before each stage (the CLI prints it).
 
     Returns:
-        :class:`Analysis`.
+        `Analysis`.
 
     Raises:
         TypeError: if model is not a mamba_ode model.

@@ -1,11 +1,11 @@
 """What an analysis of a prompt will cost, checked before any work: a bound on tokens and on memory.
 
-:func:`analysis_memory` estimates (from the config alone) the memory one :func:`mamba_ode.analyze` run
+`analysis_memory` estimates (from the config alone) the memory one `mamba_ode.analyze` run
 needs beyond the weights, per prompt token: the integrator's states, stages and Krylov vectors
 (``60·W`` numbers per token, W the field's token width), each layer's field input kept for the run
 (``K·W``), the depth-time comparison (``30·Dm``), the recorded norms (one per step, ``max_steps``) and
 the scan's chunked state (``E·N/2``), all float64; the token-mixing figure is limited to 64 tokens
-(``64²·E``), so no (L, L, E) tensor grows with the prompt. :func:`check_prompt_budget` refuses a
+(``64²·E``), so no (L, L, E) tensor grows with the prompt. `check_prompt_budget` refuses a
 prompt longer than ``max_tokens`` or one whose estimate exceeds the memory the device has left, with
 both numbers and how to proceed.
 """
@@ -17,7 +17,7 @@ from ..nn.lm import MambaLMBase
 
 __all__ = ["DEFAULT_MAX_TOKENS", "ATTENTION_TOKENS", "analysis_memory", "check_prompt_budget"]
 
-#: Longest prompt :func:`mamba_ode.analyze` takes unless told otherwise (``max_tokens``, ``--max-tokens``).
+#: Longest prompt `mamba_ode.analyze` takes unless told otherwise (``max_tokens``, ``--max-tokens``).
 DEFAULT_MAX_TOKENS = 2048
 #: Tokens of the token-mixing ("hidden attention") figure: its (L, L, E) matrix never grows beyond this.
 ATTENTION_TOKENS = 64

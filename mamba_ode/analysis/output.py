@@ -1,10 +1,10 @@
 """Where a report goes: checked before any computation, written whole or not at all.
 
-* :func:`check_report_dir` — the target must be creatable and writable, and must not be a file; an
+* `check_report_dir` — the target must be creatable and writable, and must not be a file; an
   existing directory is accepted only when it is empty or is a report this toolkit wrote, recognised
-  by the marker file :data:`MARKER` (``.mamba-ode-report``, a small JSON record) at its top. Any other
+  by the marker file `MARKER` (``.mamba-ode-report``, a small JSON record) at its top. Any other
   directory is refused: a report never overwrites a user's files.
-* :func:`staged_dir` — a context manager giving a fresh temporary directory next to the target; the
+* `staged_dir` — a context manager giving a fresh temporary directory next to the target; the
   report is written there and, only when everything succeeded, moved into place (the previous report,
   if any, is replaced at that moment). A failure leaves the previous report, or nothing — never half a
   report.
@@ -31,7 +31,7 @@ class ReportDirError(ValueError):
 
 
 def is_report_dir(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a directory holding the :data:`MARKER` file of a mamba-ode report."""
+    """True when ``path`` is a directory holding the `MARKER` file of a mamba-ode report."""
     p = Path(path)
     return p.is_dir() and (p / MARKER).is_file()
 
@@ -57,7 +57,7 @@ def check_report_dir(out_dir: str | os.PathLike) -> Path:
     Raises:
         TypeError: if out_dir is not a path.
         ReportDirError: (a ValueError) naming the path when it is empty, is a file, lies under a file,
-            is a non-empty directory without the :data:`MARKER` file, or cannot be written.
+            is a non-empty directory without the `MARKER` file, or cannot be written.
     """
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"argument 'out_dir' must be a path, got {type(out_dir).__name__}")
@@ -86,14 +86,14 @@ def staged_dir(out_dir: str | os.PathLike, *, generator: str = "mamba-ode", vers
     """Write a report into a temporary directory beside ``out_dir``, then move it into place.
 
     Arguments:
-        out_dir: the final directory (checked with :func:`check_report_dir`).
-        generator, version: recorded in the :data:`MARKER` file.
+        out_dir: the final directory (checked with `check_report_dir`).
+        generator, version: recorded in the `MARKER` file.
 
     Yields:
         The staging directory to write into.
 
     Raises:
-        ReportDirError: see :func:`check_report_dir`.
+        ReportDirError: see `check_report_dir`.
         OSError: when the file system refuses a write or a move (the previous report is kept).
     """
     out = check_report_dir(out_dir)

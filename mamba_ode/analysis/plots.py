@@ -1,13 +1,13 @@
 """Matplotlib figures of the toolkit's result objects.
 
 Every function takes a result object (or a tensor where the result *is* a tensor), an optional
-``ax`` to draw into, and returns the :class:`matplotlib.figure.Figure`. Nothing here computes
-dynamics: solving, classifying and comparing happen in :mod:`mamba_ode.dynamics`
-and :mod:`mamba_ode.regimes`; the one exception is
-:func:`plot_phase_portrait`, which evaluates a field on a grid (that *is* the picture).
+``ax`` to draw into, and returns the `matplotlib.figure.Figure`. Nothing here computes
+dynamics: solving, classifying and comparing happen in `mamba_ode.dynamics`
+and `mamba_ode.regimes`; the one exception is
+`plot_phase_portrait`, which evaluates a field on a grid (that *is* the picture).
 
 Shape letters as in
-:mod:`mamba_ode.shapes`.
+`mamba_ode.shapes`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def plot_trajectories(solution: Solution, *, seq: int = 0, tokens: Sequence[int]
     """Token norms ``|u_l(t)|`` against t for one sequence of a solve result, blow-up marked.
 
     Arguments:
-        solution: a :class:`mamba_ode.Solution` (``ts`` (T,), ``ys`` (T, B, L, E),
+        solution: a `mamba_ode.Solution` (``ts`` (T,), ``ys`` (T, B, L, E),
             ``t_blowup`` (B,), ``status``).
         seq: which sequence b of the batch.
         tokens: token indices to draw (default: all, at most 12 evenly spaced).
@@ -119,7 +119,7 @@ def plot_phase_portrait(field: Callable[[Any, Tensor], Tensor], *, lim: float = 
     """Phase portrait of a one-dimensional system with two tokens, ``(u_1, u_2)``.
 
     Arguments:
-        field: a callable ``f(t, u)`` on (B, 2, 1) tokens, e.g. :class:`mamba_ode.OneDimField`.
+        field: a callable ``f(t, u)`` on (B, 2, 1) tokens, e.g. `mamba_ode.OneDimField`.
         lim: the plane ``[-lim, lim]²`` is drawn.
         n: grid points per axis for the stream plot.
         trajectories: optional solve result on (B, 2, 1) tokens, drawn on top.
@@ -173,7 +173,7 @@ def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, ti
 
     Arguments:
         table: per layer, an object or dict with ``eigenvalues`` (and optionally ``layer``, else
-            the position): the result of :func:`mamba_ode.regime_table`, or e.g.
+            the position): the result of `mamba_ode.regime_table`, or e.g.
             ``[mamba_ode.sym_spectrum(b.ssm) for b in model.layers]`` (the ≤ 2N eigenvalues of the
             reduced problem; the others are exactly zero).
         ax: axes to draw into.
@@ -217,7 +217,7 @@ def plot_regime_map(table: Any, *, ax: Axes | None = None, title: str | None = N
     Mamba-2: the fractions of heads whose group's quadratic form is positive / negative / indefinite.
 
     Arguments:
-        table: the result of :func:`mamba_ode.regime_table`, or a list of dicts with ``layer`` and
+        table: the result of `mamba_ode.regime_table`, or a list of dicts with ``layer`` and
             ``channel_fractions`` (class → fraction).
         ax: axes to draw into.
         title: axes title.
@@ -264,7 +264,7 @@ def plot_hidden_attention(P: Tensor, *, channel: int = 0, seq: int = 0, scale: s
     """The hidden-attention matrix ``P[:, :, channel]`` of one sequence (lower triangular).
 
     Arguments:
-        P: (B, L, L, E) from :func:`mamba_ode.hidden_attention` (or (L, L, E) for one sequence).
+        P: (B, L, L, E) from `mamba_ode.hidden_attention` (or (L, L, E) for one sequence).
         channel: channel d in [0, E).
         seq: sequence b in [0, B).
         scale: ``"row"`` — |P| divided by each row's maximum; ``"minmax"`` — |P| min-max scaled
@@ -323,7 +323,7 @@ def plot_comparison(comparison: DiscreteComparison, *, seq: int = 0, token: int 
     """Discrete (Euler) and continuous (adaptive) trajectories of one token, overlaid.
 
     Arguments:
-        comparison: a :class:`mamba_ode.compare.DiscreteComparison` (``ts`` (T,), ``discrete`` and
+        comparison: a `mamba_ode.compare.DiscreteComparison` (``ts`` (T,), ``discrete`` and
             ``continuous`` (T, B, L, ·), ``rel_error`` (T, B)).
         seq: sequence b.
         token: token index l (default: the last token).
@@ -370,7 +370,7 @@ def plot_comparison(comparison: DiscreteComparison, *, seq: int = 0, token: int 
 def plot_regime_diagram(mu: Tensor | Sequence[float], s_delta: Tensor | Sequence[float], *, u0: float = 0.5,
                         a: float = 1.0, b_delta: float = 0.0, ax: Axes | None = None,
                         title: str | None = None) -> Figure:
-    """The 1-D regime of token 1 over a (μ, s_Δ) grid, coloured by :func:`mamba_ode.criteria_1d`.
+    """The 1-D regime of token 1 over a (μ, s_Δ) grid, coloured by `mamba_ode.criteria_1d`.
 
     Finite blow-up times are drawn as contours (log₁₀ T*).
 

@@ -1,8 +1,8 @@
 """The analysis report: figures (PNG; SVG/PDF on request), ``summary.json`` (schema in
-:mod:`mamba_ode.analysis.summary`) and a self-contained ``report.html``.
+`mamba_ode.analysis.summary`) and a self-contained ``report.html``.
 
-This module only assembles: the numbers come from an :class:`mamba_ode.Analysis`, the pictures from
-:mod:`mamba_ode.plots`. The HTML embeds every figure as a base64 PNG, so the file can be mailed or
+This module only assembles: the numbers come from an `mamba_ode.Analysis`, the pictures from
+`mamba_ode.plots`. The HTML embeds every figure as a base64 PNG, so the file can be mailed or
 opened offline. A figure that cannot be drawn (no data, a log axis with no positive value, …) becomes
 a short note in the report and in ``summary.json``; the rest of the report is still written.
 """
@@ -32,7 +32,7 @@ from .summary import comparison_sentence, validate_summary
 __all__ = ["FIGURE_NAMES", "MAX_LAYER_FIGURES", "make_figures", "write_report", "render_html"]
 
 #: Figures every report has; one trajectory figure per analysed layer is added for at most
-#: :data:`MAX_LAYER_FIGURES` layers (the layer summary covers the rest).
+#: `MAX_LAYER_FIGURES` layers (the layer summary covers the rest).
 FIGURE_NAMES = ("spectrum", "regime_map", "layer_summary", "hidden_attention", "comparison", "regime_diagram")
 MAX_LAYER_FIGURES = 8
 
@@ -70,11 +70,11 @@ def make_figures(analysis: Analysis) -> tuple[dict[str, Figure], list[str]]:
     """The report's matplotlib figures, by name, and a note for each figure that could not be drawn.
 
     Arguments:
-        analysis: an :class:`mamba_ode.Analysis`.
+        analysis: an `mamba_ode.Analysis`.
 
     Returns:
-        ``({name: Figure}, notes)`` with names from :data:`FIGURE_NAMES` and ``trajectories_layer{k}`` per
-        analysed layer (at most :data:`MAX_LAYER_FIGURES` layers).
+        ``({name: Figure}, notes)`` with names from `FIGURE_NAMES` and ``trajectories_layer{k}`` per
+        analysed layer (at most `MAX_LAYER_FIGURES` layers).
     """
     figs: dict[str, Figure] = {}
     notes: list[str] = []
@@ -156,7 +156,7 @@ def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
     """The self-contained HTML page for a summary and its PNG figures.
 
     Arguments:
-        summary: a schema-valid summary (see :func:`mamba_ode.analysis.summary.validate_summary`).
+        summary: a schema-valid summary (see `mamba_ode.analysis.summary.validate_summary`).
         figures_png: ``{name: PNG bytes}``.
 
     Returns:
@@ -229,12 +229,12 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tup
     """Write the figures, ``summary.json`` and ``report.html`` of an analysis.
 
     The report is written into a temporary directory beside ``out_dir`` and moved into place at the end
-    (:func:`mamba_ode.analysis.output.staged_dir`): a failure leaves the previous report or nothing. An
+    (`mamba_ode.analysis.output.staged_dir`): a failure leaves the previous report or nothing. An
     existing ``out_dir`` must be empty or a report written by mamba-ode (it holds the marker file
     ``.mamba-ode-report``); it is then replaced.
 
     Arguments:
-        analysis: an :class:`mamba_ode.Analysis`.
+        analysis: an `mamba_ode.Analysis`.
         out_dir: output directory (created if needed).
         formats: figure file formats to write beside the HTML, from ("png", "svg", "pdf"); PNG is always
             embedded in the page. Vector formats double the figure time: ask for them when needed.
@@ -243,7 +243,7 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike, *, formats: tup
         The path of ``report.html``.
 
     Raises:
-        ValueError: for an unknown figure format, or (:class:`~mamba_ode.analysis.output.ReportDirError`) an
+        ValueError: for an unknown figure format, or (`ReportDirError`) an
             ``out_dir`` that is a file, not writable, or a non-empty directory that is not a report.
         OSError: when the file system refuses a write.
     """

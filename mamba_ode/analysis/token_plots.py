@@ -47,9 +47,9 @@ def plot_token_trajectories(solution: TokenSolution, labels: Sequence[str] | Non
     """Token norms ``‖u_l(t)‖`` at the solver's steps, coloured by label, each blow-up time marked.
 
     Arguments:
-        solution: a :class:`mamba_ode.dynamics.tokens.TokenSolution` (``ts`` (T,), ``norms`` (T, L)).
+        solution: a `mamba_ode.dynamics.tokens.TokenSolution` (``ts`` (T,), ``norms`` (T, L)).
         labels: per-token labels for the colours and legend (default: how each token's integration ended).
-        tokens: token indices to draw (default: :func:`deciding_tokens`).
+        tokens: token indices to draw (default: `deciding_tokens`).
         max_tokens: most tokens drawn by default.
         ax: axes to draw into (default: a new figure).
         title: axes title.
@@ -103,7 +103,7 @@ def plot_layer_summary(layers: Sequence[Any], *, ax: Axes | None = None, title: 
     Arguments:
         layers: per analysed layer a dict (or object) with ``layer``, ``labels`` (per-token labels) and
             ``t_blowup`` (per-token blow-up times, None/NaN where none) — e.g. built from an
-            :class:`mamba_ode.Analysis`.
+            `mamba_ode.Analysis`.
         ax: axes to draw into.
         title: axes title.
 

@@ -1,6 +1,6 @@
 """The dynamics layer: vector fields of the continuous-time limit, the solvers, and the discrete comparison.
 
-Imports :mod:`mamba_ode.nn` (parameters, the scan) and nothing above it.
+Imports `mamba_ode.nn` (parameters, the scan) and nothing above it.
 """
 
 from .compare import DiscreteComparison, compare_discrete

@@ -1,9 +1,9 @@
 """The discrete comparison: the same field stepped by explicit Euler and integrated adaptively.
 
-With the depth-time field of a network (:class:`mamba_ode.DepthField`) and h = 1, Euler stepping
-*is* the pretrained network's residual stream; :func:`compare_discrete` puts it beside the
+With the depth-time field of a network (`mamba_ode.DepthField`) and h = 1, Euler stepping
+*is* the pretrained network's residual stream; `compare_discrete` puts it beside the
 continuous-time solution at the Euler grid times and reports the error between them. Like
-:mod:`mamba_ode.dynamics.solvers`, nothing here knows about Mamba.
+`mamba_ode.dynamics.solvers`, nothing here knows about Mamba.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class DiscreteComparison:
             failure of either).
         rel_error: (T, B) error divided by ``‖continuous‖``.
         h: the Euler step.
-        euler_solution, ode_solution: the two :class:`Solution` objects (statuses, stats).
+        euler_solution, ode_solution: the two `Solution` objects (statuses, stats).
     """
 
     ts: Tensor
@@ -62,18 +62,18 @@ def compare_discrete(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_sp
     """Step the field by Euler with step h and integrate it adaptively; compare at the Euler grid.
 
     Arguments:
-        field: callable ``f(t, u)`` (see :func:`mamba_ode.solve`).
+        field: callable ``f(t, u)`` (see `mamba_ode.solve`).
         u0: (B, L, E) initial states (for a network: ``DepthField.initial_state(ids)``).
         t_span: (t0, t1), a whole number of steps h.
         h: Euler step (1: the discrete network for a depth-time field).
         method, rtol, atol: the adaptive solver's settings.
-        **solve_kwargs: further arguments of :func:`mamba_ode.solve` (not t_eval).
+        **solve_kwargs: further arguments of `mamba_ode.solve` (not t_eval).
 
     Returns:
-        A :class:`DiscreteComparison`.
+        A `DiscreteComparison`.
 
     Raises:
-        TypeError, ValueError: as :func:`mamba_ode.euler` and :func:`mamba_ode.solve`.
+        TypeError, ValueError: as `mamba_ode.euler` and `mamba_ode.solve`.
     """
     if "t_eval" in solve_kwargs:
         raise ValueError("argument 't_eval' is fixed by the Euler grid in compare_discrete")

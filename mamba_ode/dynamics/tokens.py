@@ -1,9 +1,9 @@
 """Per-token outcomes of a causal token system, decided by events — not by an output grid.
 
 Token l's field depends only on tokens ≤ l (causality). So when a token j blows up at t*_j, the
-tokens before it are unaffected: :func:`integrate_tokens` records t*_j, ends token j (and every
+tokens before it are unaffected: `integrate_tokens` records t*_j, ends token j (and every
 later token, which depends on it), and keeps integrating the causal prefix of tokens < j, until every
-token has ended or the horizon is reached. Every token gets its own :class:`TokenEnd`:
+token has ended or the horizon is reached. Every token gets its own `TokenEnd`:
 
 * ``HORIZON`` — integrated to ``t_max``; its growth exponent ``α = d ln‖u_l‖/d ln t`` and its ln-t
   slope ``β = d‖u_l‖/d ln t`` are read from the field at the final state and over the last decade;
@@ -32,7 +32,7 @@ driver's t*); the other later tokens end ``DEPENDS``.
 Steps are Dormand–Prince 5(4). When Hairer's stiffness indicator exceeds 3.25 on 15 steps (a run of 6
 below resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free
 Krylov solves, preconditioned by the field's ``jacobian_diagonal`` when it has one
-(:mod:`~mamba_ode.dynamics.solvers.steppers`), and back when the estimate of ``h·|λ|max`` stays below 2
+(`steppers`), and back when the estimate of ``h·|λ|max`` stays below 2
 for 10 steps (20, 40, … after each return); every switch is recorded in ``methods``.
 
 When 20 accepted steps in a row advance τ by less than 0.02 while no token's norm doubles, the steps
@@ -68,7 +68,7 @@ _NEAR_T = 1e-3  # at a stall, a singularity is read when T - t is below this fra
 
 
 class TokenEnd(str, enum.Enum):
-    """How one token's integration ended (see :mod:`mamba_ode.dynamics.tokens`)."""
+    """How one token's integration ended (see `mamba_ode.dynamics.tokens`)."""
 
     HORIZON = "horizon"
     BLOWUP = "blow-up"
@@ -82,12 +82,12 @@ class TokenEnd(str, enum.Enum):
 
 @dataclass
 class TokenSolution:
-    """Per-token outcomes of :func:`integrate_tokens`, and the token norms along the way.
+    """Per-token outcomes of `integrate_tokens`, and the token norms along the way.
 
     Attributes:
         ts: (T,) times of the accepted steps (float64), from 0; for drawing.
         norms: (T, L) ‖u_l‖ at those times; NaN once token l has ended.
-        ends: per token, a :class:`TokenEnd`.
+        ends: per token, a `TokenEnd`.
         t_end: (L,) the time each token's integration ended (its blow-up time for ``BLOWUP``).
         t_blowup: (L,) the token's own blow-up time, NaN unless ``BLOWUP``.
         driver: per token, the index of the token whose event ended it (itself for ``BLOWUP``, ``GROWTH``
@@ -214,7 +214,7 @@ class _Stepping:
 
 
 class _Integrator:
-    """The state of one :func:`integrate_tokens` call (see the module docstring)."""
+    """The state of one `integrate_tokens` call (see the module docstring)."""
 
     def __init__(self, field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_max: float, *, rtol: float,
                  atol: float, max_steps: int, blowup_factor: float, stiff_switch: bool) -> None:
@@ -497,7 +497,7 @@ def integrate_tokens(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_ma
 
     Arguments:
         field: ``f(t, u)`` on (1, L', W) tokens for any prefix length L' ≤ L, causal (token l depends only
-            on tokens ≤ l) and autonomous (t is passed but may be ignored), e.g. :class:`mamba_ode.S6Field`.
+            on tokens ≤ l) and autonomous (t is passed but may be ignored), e.g. `mamba_ode.S6Field`.
         u0: (1, L, W) or (L, W) initial tokens, finite (float64 recommended).
         t_max: the horizon, > 0.
         rtol, atol: tolerances of the adaptive steps (on u and τ = ln(1 + t)).
@@ -507,7 +507,7 @@ def integrate_tokens(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_ma
         stiff_switch: switch to the implicit ROS34PW2 stepper on stiff stretches.
 
     Returns:
-        A :class:`TokenSolution`.
+        A `TokenSolution`.
 
     Raises:
         TypeError: if field is not callable or u0 not a tensor.

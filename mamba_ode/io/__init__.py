@@ -1,6 +1,6 @@
 """The io layer: find and read checkpoints, map their configs, and read their tokenizers.
 
-Nothing here builds a network: :func:`mamba_ode.load` (in :mod:`mamba_ode.nn`) turns what this
+Nothing here builds a network: `mamba_ode.load` (in `mamba_ode.nn`) turns what this
 layer reads into a model. This is the only layer that knows file layouts and key names.
 """
 

@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 _MISSING: Any = object()
 
-#: Internal :class:`MambaConfig` / :class:`Mamba2Config` field → the field as written in a transformers config.
+#: Internal `MambaConfig` / `Mamba2Config` field → the field as written in a transformers config.
 HF_NAMES = {"d_model": "hidden_size", "n_layer": "num_hidden_layers", "vocab_size": "vocab_size",
             "vocab_size_unpadded": "vocab_size",
             "d_state": "state_size", "d_conv": "conv_kernel", "expand": "expand", "dt_rank": "time_step_rank",
@@ -37,7 +37,7 @@ def file_name_of(field_name: str, layout: str) -> str:
     """The name a config field has in a config file of ``layout``.
 
     Arguments:
-        field_name: a :class:`MambaConfig` / :class:`Mamba2Config` field.
+        field_name: a `MambaConfig` / `Mamba2Config` field.
         layout: ``"hf"`` or ``"native"``.
 
     Returns:
@@ -318,7 +318,7 @@ class Fields:
             required: refuse an absent or null object.
 
         Returns:
-            A :class:`Fields` over the object, naming its fields ``key.name``.
+            A `Fields` over the object, naming its fields ``key.name``.
 
         Raises:
             ValueError: for a missing required object or a value that is not an object.

@@ -7,10 +7,10 @@ A source is resolved to ``(MambaConfig, state dict, Checkpoint info)``:
   their sharded ``*.index.json`` forms;
 * a directory in the transformers layout (``model_type: "mamba"``; key ``backbone.embeddings.weight``);
 * the same two layouts for Mamba-2 (``ssm_cfg.layer == "Mamba2"`` / ``model_type: "mamba2"``),
-  read into a :class:`~mamba_ode.io.config.Mamba2Config`;
+  read into a `Mamba2Config`;
 * a Hugging Face Hub id (``state-spaces/mamba-130m-hf``), resolved through ``huggingface_hub``,
   local cache first;
-* a shipped model name (``"tiny-shakespeare"``…) from :mod:`mamba_ode.models`.
+* a shipped model name (``"tiny-shakespeare"``…) from `mamba_ode.models`.
 
 Every key and shape is checked against the config; errors name the file and the key or field.
 The returned state dict uses canonical (transformers) key names.
@@ -268,8 +268,8 @@ def read_checkpoint(source: str | os.PathLike | None, *, dtype: torch.dtype = to
         device: where the model will live (for the memory check only).
 
     Returns:
-        ``(config, state, info)``; ``config`` is a :class:`MambaConfig` or, for a Mamba-2
-        checkpoint, a :class:`Mamba2Config`; ``state`` maps canonical (transformers) keys to CPU
+        ``(config, state, info)``; ``config`` is a `MambaConfig` or, for a Mamba-2
+        checkpoint, a `Mamba2Config`; ``state`` maps canonical (transformers) keys to CPU
         tensors in the dtype stored in the file.
 
     Raises:

@@ -2,8 +2,8 @@
 
 The mamba-ssm native layout (``d_model``, ``n_layer``, ``ssm_cfg``…) and the Hugging Face
 transformers layout (``model_type: "mamba"``, ``hidden_size``, ``state_size``…) both map to
-:class:`MambaConfig`; Mamba-2 configs (``ssm_cfg.layer == "Mamba2"`` or ``model_type: "mamba2"``)
-map to :class:`Mamba2Config`.
+`MambaConfig`; Mamba-2 configs (``ssm_cfg.layer == "Mamba2"`` or ``model_type: "mamba2"``)
+map to `Mamba2Config`.
 """
 
 from __future__ import annotations
@@ -71,14 +71,14 @@ def detect_layout(cfg: dict[str, Any], where: str = "config.json") -> str:
 
 
 def config_from_dict(cfg: dict[str, Any], where: str = "config.json") -> MambaConfig | Mamba2Config:
-    """Map a native or HF config dict to :class:`MambaConfig` (Mamba-1) or :class:`Mamba2Config`.
+    """Map a native or HF config dict to `MambaConfig` (Mamba-1) or `Mamba2Config`.
 
     Arguments:
         cfg: the parsed config.json.
         where: the file name used in error messages.
 
     Returns:
-        A :class:`Mamba2Config` for a Mamba-2 config, else a :class:`MambaConfig`.
+        A `Mamba2Config` for a Mamba-2 config, else a `MambaConfig`.
 
     Raises:
         ValueError: naming the file and the field for a missing or invalid field, an unknown

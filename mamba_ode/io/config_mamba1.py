@@ -126,18 +126,18 @@ class MambaConfig:
 
 
 def mamba1_from_dict(cfg: dict[str, Any], layout: str, where: str = "config.json") -> MambaConfig:
-    """Map a Mamba-1 config dict of either layout to :class:`MambaConfig`.
+    """Map a Mamba-1 config dict of either layout to `MambaConfig`.
 
     Every field is checked (type, range, finiteness) before anything is built; errors name the
     field as written in the file (``hidden_size``, ``ssm_cfg.d_state``).
 
     Arguments:
         cfg: the parsed config.json.
-        layout: ``"hf"`` or ``"native"`` (see :func:`mamba_ode.io.config.detect_layout`).
+        layout: ``"hf"`` or ``"native"`` (see `mamba_ode.io.config.detect_layout`).
         where: the file name used in error messages.
 
     Returns:
-        The :class:`MambaConfig`.
+        The `MambaConfig`.
 
     Raises:
         ValueError: naming the file and the field for a missing or invalid field or a hybrid

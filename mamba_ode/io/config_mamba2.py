@@ -64,7 +64,7 @@ class Mamba2Config:
     vocab_size_unpadded: int = 0
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
-    #: Mamba-2 models always use RMSNorm (a field so code written for :class:`MambaConfig` can read it).
+    #: Mamba-2 models always use RMSNorm (a field so code written for `MambaConfig` can read it).
     rms_norm = True
 
     def __post_init__(self) -> None:
@@ -166,7 +166,7 @@ class Mamba2Config:
 
 
 def mamba2_from_dict(cfg: dict[str, Any], layout: str, where: str) -> Mamba2Config:
-    """Map a Mamba-2 config dict (either layout) to :class:`Mamba2Config`.
+    """Map a Mamba-2 config dict (either layout) to `Mamba2Config`.
 
     Every field is checked (type, range, finiteness) before anything is built; errors name the
     field as written in the file (``n_groups``, ``ssm_cfg.headdim``).
@@ -177,7 +177,7 @@ def mamba2_from_dict(cfg: dict[str, Any], layout: str, where: str) -> Mamba2Conf
         where: the file name used in error messages.
 
     Returns:
-        The :class:`Mamba2Config`.
+        The `Mamba2Config`.
 
     Raises:
         ValueError: naming ``where`` and the field for a missing/invalid field or an unsupported option.

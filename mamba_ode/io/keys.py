@@ -2,7 +2,7 @@
 
 The count is computed from the config alone, from one layer's shapes times the number of layers:
 it never builds a table with one entry per layer, so a config with an absurd ``n_layer`` costs
-nothing to size (see :mod:`mamba_ode.io.machine`).
+nothing to size (see `mamba_ode.io.machine`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = ["expected_shapes", "parameter_count", "native_to_canonical", "canonic
 
 
 def _global_shapes(config: AnyConfig) -> dict[str, tuple[int, ...]]:
-    """The keys outside the layers: embedding and final norm (``lm_head`` is :func:`_head_shapes`)."""
+    """The keys outside the layers: embedding and final norm (``lm_head`` is `_head_shapes`)."""
     dm, v = config.d_model, config.vocab_size
     shapes: dict[str, tuple[int, ...]] = {"backbone.embeddings.weight": (v, dm), "backbone.norm_f.weight": (dm,)}
     if not config.rms_norm:
@@ -65,7 +65,7 @@ def expected_shapes(config: AnyConfig) -> dict[str, tuple[int, ...]]:
     """Canonical (transformers) key → expected shape for a Mamba-1 or Mamba-2 config.
 
     One entry per key of every layer: call it only for a config whose size was checked
-    (:func:`mamba_ode.io.machine.check_memory`) and whose layer count matches the weights.
+    (`mamba_ode.io.machine.check_memory`) and whose layer count matches the weights.
 
     Arguments:
         config: the architecture.

@@ -1,6 +1,6 @@
 """What the machine offers a model: the devices it can run on and the memory it has left.
 
-:func:`check_memory` sizes a model from its config alone (parameters × bytes of the dtype) and
+`check_memory` sizes a model from its config alone (parameters × bytes of the dtype) and
 compares that with the memory available on the target device, before anything is allocated, so a
 config that asks for ``num_hidden_layers: 10**9`` is refused at once instead of exhausting memory.
 There is no fixed cap: a 2.8B-parameter model loads wherever it fits.
@@ -138,7 +138,7 @@ def available_memory(device: torch.device) -> int | None:
     """Bytes of memory free for a model on ``device`` (None when the machine does not say).
 
     Arguments:
-        device: a checked device (:func:`check_device`).
+        device: a checked device (`check_device`).
 
     Returns:
         Free device memory for CUDA; available RAM (MemAvailable, a cgroup limit, or
@@ -188,7 +188,7 @@ def check_memory(config: AnyConfig, dtype: torch.dtype, device: torch.device, wh
         dtype: the dtype the model will have.
         device: where it will live.
         where: the config file's name for messages.
-        available: bytes available (None: ask the machine, :func:`available_memory`).
+        available: bytes available (None: ask the machine, `available_memory`).
 
     Returns:
         The estimated bytes.

@@ -3,12 +3,12 @@
 A checkpoint directory declares its tokenizer in one of two ways, read in this order:
 
 * ``tokenizer.json`` (a Hugging Face fast tokenizer, as the transformers checkpoints ship): read with
-  the ``tokenizers`` library (an optional dependency, imported only here) into :class:`HFTokenizer`;
+  the ``tokenizers`` library (an optional dependency, imported only here) into `HFTokenizer`;
 * ``tokenizer_config.json`` with ``{"tokenizer_class": "ByteTokenizer"}``: mamba_ode's own byte-level
-  tokenizer (:class:`ByteTokenizer`, the shipped models).
+  tokenizer (`ByteTokenizer`, the shipped models).
 
 Both answer ``encode(text) -> list[int]``, ``decode(ids) -> str``, ``decode_tokens(ids) -> list[str]``,
-``vocab_size`` and ``save(directory)``. :func:`load_tokenizer` picks the checkpoint's own tokenizer
+``vocab_size`` and ``save(directory)``. `load_tokenizer` picks the checkpoint's own tokenizer
 or one the user names (a directory, a ``tokenizer.json`` file, a Hub id, an object) and refuses a
 vocabulary larger than the model's.
 """
@@ -125,7 +125,7 @@ class ByteTokenizer:
 
 
 class HFTokenizer:
-    """A Hugging Face fast tokenizer (``tokenizer.json``) behind the :class:`ByteTokenizer` interface.
+    """A Hugging Face fast tokenizer (``tokenizer.json``) behind the `ByteTokenizer` interface.
 
     Special tokens: like transformers' ``tokenizer.encode(text)`` (``add_special_tokens=True``), the
     post-processor stored in ``tokenizer.json`` decides what is added (a BOS token for tokenizers
@@ -135,8 +135,8 @@ class HFTokenizer:
 
     Arguments:
         tokenizer: a ``tokenizers.Tokenizer``.
-        add_special_tokens: let the post-processor add its special tokens in :meth:`encode`.
-        config: the ``tokenizer_config.json`` read beside it, written back by :meth:`save`.
+        add_special_tokens: let the post-processor add its special tokens in `encode`.
+        config: the ``tokenizer_config.json`` read beside it, written back by `save`.
         path: where it was read from (for messages).
     """
 
@@ -267,7 +267,7 @@ def tokenizer_for(directory: str | Path) -> Any:
         directory: the checkpoint directory.
 
     Returns:
-        A :class:`HFTokenizer`, a :class:`ByteTokenizer` or None.
+        A `HFTokenizer`, a `ByteTokenizer` or None.
 
     Raises:
         ValueError: naming the file, for a tokenizer file that is not UTF-8, not JSON, or not a tokenizer.

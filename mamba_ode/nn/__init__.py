@@ -1,7 +1,7 @@
 """The nn layer: the one selective scan, each generation's parameters and mixer behind one residual block
 and one LM base, the refinements, and ``load``.
 
-Imports only :mod:`mamba_ode.io` below it.
+Imports only `mamba_ode.io` below it.
 """
 
 from .block import Block

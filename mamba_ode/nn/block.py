@@ -1,7 +1,7 @@
 """One residual layer, shared by both generations: ``x + Mixer(Norm(x))`` with a mixer class per generation.
 
 As mamba-ssm's ``Block(dim, mixer_cls)``: the block owns the norm and the residual step; the mixer
-(:class:`~mamba_ode.nn.mixer_mamba1.MambaMixer` or :class:`~mamba_ode.nn.mixer_mamba2.Mamba2Mixer`)
+(`MambaMixer` or `Mamba2Mixer`)
 owns everything generation-specific, including its parameters in the paper's notation (``.ssm``).
 """
 

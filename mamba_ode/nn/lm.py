@@ -6,14 +6,14 @@ Module names mirror transformers' ``MambaForCausalLM`` / ``Mamba2ForCausalLM`` (
 
 Every LM answers the same small interface, which is all the dynamics and the analysis use:
 
-* ``layer_params(k)`` — layer k's parameters in the paper's notation (:class:`SSMParams` for Mamba-1,
-  :class:`Mamba2Params` for Mamba-2; both give ``token_width``, ``io_factors()``, ``quadratic_form(u)``
+* ``layer_params(k)`` — layer k's parameters in the paper's notation (`SSMParams` for Mamba-1,
+  `Mamba2Params` for Mamba-2; both give ``token_width``, ``io_factors()``, ``quadratic_form(u)``
   and ``mixing_matrix(u)``);
 * ``field_starts(ids, layers)`` / ``token_states(prompt, k)`` — the tokens the idealised field of a
   layer starts from for a prompt (the S6 input u for Mamba-1, the mixer input for Mamba-2);
 * ``embed``, ``head``, ``forward``, ``encode``, ``save_pretrained``.
 
-Shape letters as in :mod:`mamba_ode.shapes`.
+Shape letters as in `mamba_ode.shapes`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ __all__ = ["MambaLMBase", "MambaLM", "Mamba2LM", "MambaOutput"]
 
 @dataclass
 class MambaOutput:
-    """Output of :meth:`MambaLMBase.forward`.
+    """Output of `MambaLMBase.forward`.
 
     Attributes:
         logits: (B, L, V).
@@ -72,7 +72,7 @@ class MambaLMBase(nn.Module):
 
     Attributes:
         config: the model's config.
-        layers: the K :class:`~mamba_ode.nn.block.Block` modules (``layers[k].ssm`` gives the parameters).
+        layers: the K `Block` modules (``layers[k].ssm`` gives the parameters).
         checkpoint: where it was loaded from (None when built directly).
         tokenizer: a tokenizer with ``encode``/``decode`` when the checkpoint ships one, else None.
 
@@ -144,7 +144,7 @@ class MambaLMBase(nn.Module):
             backend: scan backend.
 
         Returns:
-            :class:`MambaOutput`.
+            `MambaOutput`.
 
         Raises:
             ValueError: for bad ids or layer indices.
@@ -210,7 +210,7 @@ class MambaLMBase(nn.Module):
             k: layer index in [-K, K).
 
         Returns:
-            :class:`SSMParams` (Mamba-1) or :class:`Mamba2Params` (Mamba-2).
+            `SSMParams` (Mamba-1) or `Mamba2Params` (Mamba-2).
 
         Raises:
             ValueError: for a bad layer index.
@@ -245,10 +245,10 @@ class MambaLMBase(nn.Module):
 
     @torch.no_grad()
     def token_states(self, prompt: str | list[int] | Tensor, k: int) -> Tensor:
-        """The tokens layer k's idealised field starts from, for a prompt (see :meth:`field_starts`).
+        """The tokens layer k's idealised field starts from, for a prompt (see `field_starts`).
 
         Arguments:
-            prompt: text, ids, or an id tensor, as for :meth:`encode`.
+            prompt: text, ids, or an id tensor, as for `encode`.
             k: layer index in [0, K) (negative indices count from the end).
 
         Returns:
@@ -269,7 +269,7 @@ class MambaLMBase(nn.Module):
         A refined model is written with its **effective** weights (a sign constraint folded into
         ``x_proj.weight``, token-reordering wrappers unwrapped), so any loader reproduces it; the
         refinements themselves (sign, reordering options and score vectors) go to ``refine.json``,
-        which :func:`mamba_ode.load` reads back. The tokenizer is saved beside the weights.
+        which `mamba_ode.load` reads back. The tokenizer is saved beside the weights.
 
         Arguments:
             directory: created if needed.
@@ -292,7 +292,7 @@ class MambaLMBase(nn.Module):
 
 
 class MambaLM(MambaLMBase):
-    """A Mamba-1 language model; ``layers[k].ssm`` is an :class:`SSMParams`."""
+    """A Mamba-1 language model; ``layers[k].ssm`` is an `SSMParams`."""
 
     config_cls = MambaConfig
     mixer_cls = MambaMixer
@@ -300,7 +300,7 @@ class MambaLM(MambaLMBase):
 
 
 class Mamba2LM(MambaLMBase):
-    """A Mamba-2 language model; ``layers[k].ssm`` is a :class:`Mamba2Params`, internals are per head."""
+    """A Mamba-2 language model; ``layers[k].ssm`` is a `Mamba2Params`, internals are per head."""
 
     config_cls = Mamba2Config
     mixer_cls = Mamba2Mixer

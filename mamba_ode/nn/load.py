@@ -1,4 +1,4 @@
-"""``load``: from a checkpoint source (read by :mod:`mamba_ode.io`) to a model of the right generation."""
+"""``load``: from a checkpoint source (read by `mamba_ode.io`) to a model of the right generation."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def load(source: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.
             ``encode``/``decode``. Its vocabulary must fit the model's ``vocab_size``.
 
     Returns:
-        A :class:`MambaLM` in eval mode — or a :class:`Mamba2LM` for a Mamba-2 checkpoint — with
+        A `MambaLM` in eval mode — or a `Mamba2LM` for a Mamba-2 checkpoint — with
         ``.config``, ``.checkpoint`` and ``.tokenizer`` (None when there is none). Token
         reorderings recorded in ``refine.json`` are re-installed.
 

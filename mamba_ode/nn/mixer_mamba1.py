@@ -68,7 +68,7 @@ class MambaMixer(nn.Module):
             backend: scan backend.
 
         Returns:
-            (B, L, Dm), and :class:`S6Internals` when asked.
+            (B, L, Dm), and `S6Internals` when asked.
         """
         u, z = self.ssm_input(x, conv=conv)
         y, internals = self.ssm.s6(u, z if gate else None, use_D=use_D, backend=backend, return_internals=True)

@@ -81,11 +81,11 @@ class Mamba2Mixer(nn.Module):
             conv: keep the causal convolution.
             gate: multiply by SiLU(z) inside the gated norm.
             use_D: keep the D skip term.
-            return_internals: also return the :class:`Mamba2Internals`.
+            return_internals: also return the `Mamba2Internals`.
             backend: scan backend.
 
         Returns:
-            (B, L, Dm), and :class:`Mamba2Internals` when asked.
+            (B, L, Dm), and `Mamba2Internals` when asked.
         """
         u, Bm, Cm, dt, z = self.ssm_inputs(h, conv=conv)
         p = self.ssm

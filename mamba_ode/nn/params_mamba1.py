@@ -7,12 +7,12 @@ For one Mamba-1 layer with ``x_proj.weight = [W_x; S_B; S_C]`` (rows R, N, N) an
     B_l = S_B u_l,  C_l = S_C u_l,   A = -exp(A_log)  (E×N)
     M   = S_Cᵀ S_B                   (E×E input–output matrix, rank ≤ N — formed only on request)
 
-:meth:`SSMParams.s6` applies the S6 operator to tokens through :func:`mamba_ode.scan.selective_scan`;
+`SSMParams.s6` applies the S6 operator to tokens through `mamba_ode.scan.selective_scan`;
 the discrete model's mixer and the idealised vector field both call it. The same operator in
-explicit matrix form (the paper's "hidden attention", O(L²)) is :meth:`SSMParams.mixing_matrix`
-and :func:`matrix_s6`: for teaching, figures and as the scan's test oracle.
+explicit matrix form (the paper's "hidden attention", O(L²)) is `SSMParams.mixing_matrix`
+and `matrix_s6`: for teaching, figures and as the scan's test oracle.
 
-Shape letters as in :mod:`mamba_ode.shapes`.
+Shape letters as in `mamba_ode.shapes`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class SSMParams:
     """One layer's selective-SSM parameters in the paper's notation.
 
     The tensors are views of (or differentiable functions of) the layer's weights; E×E matrices
-    are never formed unless asked for (:attr:`S_delta`, :meth:`input_output_matrix`).
+    are never formed unless asked for (`S_delta`, `input_output_matrix`).
 
     Attributes:
         W_x: (R, E) first factor of S_Δ (``x_proj.weight[:R]``).
@@ -177,8 +177,8 @@ class SSMParams:
             u: (B, L, E) tokens.
             z: (B, L, E) gate input, optional.
             use_D: include the ``D ⊙ u`` term.
-            backend: scan backend (see :func:`mamba_ode.selective_scan`).
-            return_internals: also return :class:`S6Internals`.
+            backend: scan backend (see `mamba_ode.selective_scan`).
+            return_internals: also return `S6Internals`.
 
         Returns:
             (B, L, E) output, and the internals when asked.
@@ -229,7 +229,7 @@ class SSMParams:
         return ((u @ S_C.transpose(0, 1)) * (u @ S_B.transpose(0, 1))).sum(-1, keepdim=True)
 
     def mixing_matrix(self, u: Tensor) -> Tensor:
-        """The hidden-attention matrix P at tokens u (B, L, E), see :func:`hidden_attention`: (B, L, L, E).
+        """The hidden-attention matrix P at tokens u (B, L, E), see `hidden_attention`: (B, L, L, E).
 
         The parameters are cast to u's dtype and device first.
         """
@@ -304,7 +304,7 @@ def hidden_attention(params: SSMParams, u: Tensor) -> Tensor:
 def matrix_s6(params: SSMParams, u: Tensor, *, use_D: bool = False, block: int = 64) -> Tensor:
     """``Σ_{j≤l} P_lj u_j (+ D ⊙ u_l)`` computed from the explicit matrix P, in blocks of rows.
 
-    The O(L²) counterpart of :meth:`SSMParams.s6` (which scans in O(L)); memory O(B·block·L·E).
+    The O(L²) counterpart of `SSMParams.s6` (which scans in O(L)); memory O(B·block·L·E).
 
     Arguments:
         params: layer parameters.

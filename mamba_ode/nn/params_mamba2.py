@@ -9,20 +9,20 @@ One Mamba-2 layer, for normalised residual states ``h`` (B, L, Dm)::
     y^h_l = s^h_l C^g_l + D_h x^h_l                                  g = group of head h
     out = out_proj(GatedRMSNorm(y, z))             y ⊙ SiLU(z), RMS-normalised per group of E/G channels
 
-The scan is the project's one :func:`mamba_ode.selective_scan`: a head of size P with scalar
+The scan is the project's one `mamba_ode.selective_scan`: a head of size P with scalar
 ``A_h`` is P Mamba-1 channels with ``A[d, :] = A_h`` and ``Δ^d = Δ^h`` for each channel d of the head,
 and B/C passed grouped, (B, G, N, L).
 
 Because A is scalar per head, the paper's token-mixing matrix is exact per head:
 ``y^h_l = Σ_{j≤l} P^h_lj x^h_j + D_h x^h_l`` with
-``P^h_lj = (C^g_l · B^g_j) Δ^h_j exp(-a_h Σ_{k=j+1..l} Δ^h_k)`` (:meth:`Mamba2Params.token_mixing_matrix`).
+``P^h_lj = (C^g_l · B^g_j) Δ^h_j exp(-a_h Σ_{k=j+1..l} Δ^h_k)`` (`Mamba2Params.token_mixing_matrix`).
 Unlike Mamba-1, B and C do not come from the SSM input x but from ``in_proj`` of the mixer input h,
 through the convolution. The input–output matrix of group g is therefore defined on the mixer
 input (the normalised residual state that ``in_proj`` feeds to the convolution) with the
 convolution, the SiLU and the ``in_proj`` bias set aside: ``B^g_j ≈ S_B^g h_j``, ``C^g_l ≈ S_C^g h_l``,
 ``M_g = S_C^gᵀ S_B^g`` (Dm×Dm, rank ≤ N). Every spectrum reported for Mamba-2 is of that matrix.
 
-Shapes (see :mod:`mamba_ode.shapes`): B batch, L tokens, Dm model width, E = H·P inner width,
+Shapes (see `mamba_ode.shapes`): B batch, L tokens, Dm model width, E = H·P inner width,
 H heads, P head size, G groups, N state size.
 """
 
@@ -161,15 +161,15 @@ class Mamba2Params:
 
     def ssd(self, u: Tensor, delta: Tensor, B: Tensor, C: Tensor, *, use_D: bool = True,
             backend: str = "auto") -> Tensor:
-        """The SSD recurrence per head, through :func:`mamba_ode.scan.selective_scan`.
+        """The SSD recurrence per head, through `mamba_ode.scan.selective_scan`.
 
         Arguments:
             u: (B, L, E) SSM input x (heads of P channels side by side).
-            delta: (B, L, H) step sizes Δ (already softplus-ed and clamped, see :meth:`delta`).
+            delta: (B, L, H) step sizes Δ (already softplus-ed and clamped, see `delta`).
             B: (B, L, G, N) input matrices per group.
             C: (B, L, G, N) output matrices per group.
             use_D: add the skip ``D_h x^h_l``.
-            backend: scan backend (see :func:`mamba_ode.selective_scan`).
+            backend: scan backend (see `mamba_ode.selective_scan`).
 
         Returns:
             (B, L, E) y in the dtype of u (computed in at least float32).
@@ -189,7 +189,7 @@ class Mamba2Params:
 
         ``P^h_lj = (C^g_l · B^g_j) Δ^h_j exp(-a_h Σ_{k=j+1..l} Δ^h_k)`` for j ≤ l (0 above the
         diagonal), g the group of head h; then ``y^h_l = Σ_j P^h_lj x^h_j + D_h x^h_l`` equals
-        :meth:`ssd`. B and C are the conv outputs (they come from ``in_proj`` of the mixer input,
+        `ssd`. B and C are the conv outputs (they come from ``in_proj`` of the mixer input,
         not from x).
 
         Arguments:

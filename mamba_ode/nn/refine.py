@@ -1,6 +1,6 @@
 """The paper's two refinements as drop-in PyTorch pieces (Section 5 of the paper).
 
-1. **Sign-constrained input–output matrix** (:func:`constrain_input_output`). A
+1. **Sign-constrained input–output matrix** (`constrain_input_output`). A
    ``torch.nn.utils.parametrize`` parametrisation of ``x_proj.weight`` = ``[W_x; S_B; S_C]``
    (rows R, N, N) that makes the input–output matrix ``M = S_Cᵀ S_B`` (E×E, rank N)
    positive semi-definite, negative semi-definite or indefinite::
@@ -12,11 +12,11 @@
    with ``f = softplus + 0.7`` ("positive"), ``-(softplus + 0.7)`` ("negative"), or
    ``±softplus`` ("mixed": first ⌈N/2⌉ states +, the rest −). By Sylvester's law of inertia
    the N non-zero eigenvalues of ``Sym(M) = M`` have the signs of c. ``W_x`` (the Δ rows) is
-   passed through unchanged. Works on mamba_ode's :class:`~mamba_ode.nn.mixer_mamba1.MambaMixer`, on
+   passed through unchanged. Works on mamba_ode's `MambaMixer`, on
    transformers' ``MambaMixer`` and on mamba-ssm's ``Mamba`` (anything with an ``x_proj``
    linear layer and its Δ rank / state size), or on a whole model (every such mixer).
 
-2. **Token reordering by importance with SoftSort** (:class:`SoftSort`, :class:`TokenReorder`).
+2. **Token reordering by importance with SoftSort** (`SoftSort`, `TokenReorder`).
    Scores ``s_l = Kᵀ(S_Δ u_l + b_Δ)`` (learned K ∈ R^E, before the softplus);
    ``P̂[k, l] = softmax_l(-|σ_k + s_l| / τ)`` with ``σ = sort_desc(-s)``; ``u ← P̂ u`` puts the
    tokens in order of increasing score (most important last in the causal scan); Δ, B, C are
@@ -24,7 +24,7 @@
    ``permute_back`` option (apply ``P̂ᵀ`` to the SSM output before the gate, so later layers see
    the original token order) is **not in the paper**; it is off by default.
 
-Shape letters (B, L, Dm, E, N, R) are those of :mod:`mamba_ode.shapes`.
+Shape letters (B, L, Dm, E, N, R) are those of `mamba_ode.shapes`.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def _is_mixer(module: nn.Module) -> bool:
 def find_mixers(module: nn.Module) -> list[tuple[str, Mamba1MixerLike]]:
     """Every Mamba-1 mixer inside a module (itself included): ``[(qualified name, mixer)]``.
 
-    A mixer is any module with an ``x_proj`` :class:`torch.nn.Linear`, a ``dt_proj`` and an
+    A mixer is any module with an ``x_proj`` `torch.nn.Linear`, a ``dt_proj`` and an
     ``A_log`` — mamba_ode's ``MambaMixer``, transformers' ``MambaMixer``, mamba-ssm's ``Mamba``.
 
     Raises:
@@ -167,11 +167,11 @@ def find_mixers(module: nn.Module) -> list[tuple[str, Mamba1MixerLike]]:
 
 
 def constrain_input_output(module: nn.Module, sign: Sign) -> nn.Module:
-    """Register the :class:`InputOutputSign` parametrisation on ``x_proj.weight`` of every mixer.
+    """Register the `InputOutputSign` parametrisation on ``x_proj.weight`` of every mixer.
 
     The current weight becomes the raw parameter (``x_proj.parametrizations.weight.original``);
     ``x_proj.weight`` then returns the constrained weight on every access, so everything that
-    reads it (mamba_ode's :attr:`MambaMixer.ssm`, transformers' forward, mamba-ssm's forward)
+    reads it (mamba_ode's `MambaMixer.ssm`, transformers' forward, mamba-ssm's forward)
     sees ``M`` with the promised signs. mamba-ssm is never imported here: its ``Mamba`` modules
     are recognised by their attributes.
 
@@ -293,7 +293,7 @@ class TokenReorder(nn.Module):
 
     Forward: ``(u, z) = conv/SiLU(in_proj(x))``; ``s = (S_Δ u + b_Δ) K`` (B, L);
     ``P̂ = SoftSort(-s)`` (B, L, L); ``y = S6(P̂ u)`` (Δ, B, C recomputed from the permuted
-    tokens, through :meth:`SSMParams.s6`, i.e. the shared scan); with ``permute_back`` (not in
+    tokens, through `SSMParams.s6`, i.e. the shared scan); with ``permute_back`` (not in
     the paper) ``y ← P̂ᵀ y``; ``out = out_proj(y ⊙ SiLU(z))`` with z not permuted.
 
     Works for mamba_ode's ``MambaMixer``, transformers' ``MambaMixer`` and mamba-ssm's ``Mamba``
@@ -378,12 +378,12 @@ class TokenReorder(nn.Module):
 
         Arguments:
             x: (B, L, Dm) (normalised) residual states.
-            conv, gate, use_D, return_internals, backend: as :meth:`MambaMixer.forward`.
+            conv, gate, use_D, return_internals, backend: as `MambaMixer.forward`.
             cache_params: must be None (transformers' generation cache is not supported).
 
         Returns:
             (B, L, Dm) — in permuted token order unless ``permute_back`` — and the
-            :class:`~mamba_ode.nn.params_mamba1.S6Internals` of the permuted tokens when asked.
+            `S6Internals` of the permuted tokens when asked.
             ``self.last_permutation`` holds P̂ (B, L, L) of the last call.
 
         Raises:
@@ -411,12 +411,12 @@ class TokenReorder(nn.Module):
 
 
 def reorder_first_block(model: nn.Module, **kwargs) -> TokenReorder:
-    """Wrap the first mixer of a model in :class:`TokenReorder` (the paper's placement).
+    """Wrap the first mixer of a model in `TokenReorder` (the paper's placement).
 
     Arguments:
         model: a mamba_ode ``MambaLM`` (or anything with ``backbone.layers[0].mixer``, e.g.
             transformers' ``MambaForCausalLM``).
-        **kwargs: passed to :class:`TokenReorder`.
+        **kwargs: passed to `TokenReorder`.
 
     Returns:
         The wrapper (already installed in the model).
@@ -441,7 +441,7 @@ def export_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]
     """The plain checkpoint state of a refined model, and the refinement extras.
 
     Sign constraints are folded in (the **effective** ``x_proj.weight`` is stored, so a plain
-    load reproduces the model) and :class:`TokenReorder` wrappers are unwrapped (their inner
+    load reproduces the model) and `TokenReorder` wrappers are unwrapped (their inner
     mixer's keys come back to ``...mixer.*``); the score vectors K go to the extras. The model
     itself is not modified (no copy is made either: removing a parametrisation from a deep copy
     would also strip it from the original, whose dynamically created class the copy shares).
@@ -484,7 +484,7 @@ def refinement_record(model: nn.Module) -> tuple[dict[str, Tensor], dict | None]
         model: a (possibly constrained / reordered) model.
 
     Returns:
-        ``(state, record)``: state as :func:`export_state`; record ``{"input_output_sign": sign or
+        ``(state, record)``: state as `export_state`; record ``{"input_output_sign": sign or
         None, "token_reorder": {path: {tau, hard, permute_back}}, "K": {path + ".K": list}}``.
     """
     state, extras = export_state(model)
@@ -498,7 +498,7 @@ def refinement_record(model: nn.Module) -> tuple[dict[str, Tensor], dict | None]
 
 
 def apply_refinements(model: nn.Module, record: dict) -> nn.Module:
-    """Re-install the token reorderings (with their K) of a record written by :func:`refinement_record`.
+    """Re-install the token reorderings (with their K) of a record written by `refinement_record`.
 
     The sign constraint is not re-registered: the stored weight already is the constrained one.
 

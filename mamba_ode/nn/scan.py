@@ -1,10 +1,10 @@
 """The selective scan — the one place in mamba_ode where the S6 recurrence is written.
 
 Every part of the toolkit that needs a scan (the discrete model, the vector fields, the
-refinements, training) calls :func:`selective_scan`. Its signature and semantics follow
+refinements, training) calls `selective_scan`. Its signature and semantics follow
 mamba-ssm's ``selective_scan_fn``; the layout is (B, E, L) as in mamba-ssm.
 
-Shapes (see :mod:`mamba_ode.shapes`): B batch, E channels (``d_inner``), L tokens, N state size,
+Shapes (see `mamba_ode.shapes`): B batch, E channels (``d_inner``), L tokens, N state size,
 G groups of B/C (Mamba-2; G = 1 for Mamba-1). As in mamba-ssm, B and C are each either
 token-varying, (B, N, L) or grouped (B, G, N, L), or constant (E, N), independently of each other.
 
@@ -24,7 +24,7 @@ Backends:
 * ``"fast"`` — the default off CUDA. Works in chunks of tokens with a (B, L, E, N)-contiguous
   layout, never holding a (B, E, L, N) tensor for the whole sequence, and has a hand-written
   backward pass that recomputes each chunk from the saved chunk-boundary states.
-* ``"triton"`` — forward and backward Triton kernels (:mod:`mamba_ode.nn.scan_triton`, imported
+* ``"triton"`` — forward and backward Triton kernels (`mamba_ode.nn.scan_triton`, imported
   on first use; triton is optional). CUDA tensors, or CPU tensors through triton's interpreter
   when ``TRITON_INTERPRET=1`` is set.
 * ``"cuda"`` — mamba-ssm's fused kernel.
@@ -360,7 +360,7 @@ def _warn_no_gpu_kernel() -> None:
 
 def _choose_backend(backend: str, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                     z: Tensor | None, delta_bias: Tensor | None, return_last_state: bool) -> str:
-    """Resolve ``"auto"`` and the fallbacks of ``"cuda"`` (see :func:`selective_scan`)."""
+    """Resolve ``"auto"`` and the fallbacks of ``"cuda"`` (see `selective_scan`)."""
     if backend == "auto":
         if not u.is_cuda:
             return "fast"

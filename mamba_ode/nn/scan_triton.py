@@ -1,8 +1,8 @@
-"""Triton kernels of the selective scan: ``backend="triton"`` of :func:`mamba_ode.selective_scan`.
+"""Triton kernels of the selective scan: ``backend="triton"`` of `mamba_ode.selective_scan`.
 
 This module imports triton at its top, so nothing imports it at package import time:
-``mamba_ode.nn.scan`` loads it with :func:`importlib.import_module` the first time a triton scan
-runs (triton is an optional dependency). Call :func:`mamba_ode.selective_scan` rather than this
+``mamba_ode.nn.scan`` loads it with `importlib.import_module` the first time a triton scan
+runs (triton is an optional dependency). Call `mamba_ode.selective_scan` rather than this
 module; it validates the arguments.
 
 Design. One program per (batch element, block of ``BLOCK_E`` channels); it keeps the state
@@ -433,7 +433,7 @@ class _TritonScan(torch.autograd.Function):
 
 def _grad_buffer(b: int, e: int, n: int, length: int, X4: Tensor, var: bool, atomic: bool,
                  n_blk: int) -> tuple[int, ...]:
-    """Shape of the kernel's gradient buffer for B or C (see :func:`_io_grad`)."""
+    """Shape of the kernel's gradient buffer for B or C (see `_io_grad`)."""
     if not var:
         return (b, e, n)
     return (b, X4.shape[1], n, length) if atomic else (b, n_blk, n, length)
@@ -458,7 +458,7 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
                           chunk_size: int) -> tuple[Tensor, Tensor]:
     """The selective scan in Triton kernels, differentiable in every tensor argument.
 
-    Arguments are those of :func:`mamba_ode.selective_scan`, already validated there:
+    Arguments are those of `mamba_ode.selective_scan`, already validated there:
 
     Arguments:
         u: (B, E, L) float32, float16 or bfloat16 (float64 computes in float64).

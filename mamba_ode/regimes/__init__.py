@@ -2,15 +2,15 @@
 
 Three views of the same question, one module each:
 
-* from parameters — :mod:`~mamba_ode.regimes.criteria` (the paper's theorems),
-  :mod:`~mamba_ode.regimes.spectrum` (Sym(M) from low-rank factors, per-channel reductions) and
-  :mod:`~mamba_ode.regimes.table` (one :class:`Verdict` per layer or head);
-* from trajectories — :mod:`~mamba_ode.regimes.tokens` (per token, from events) and
-  :mod:`~mamba_ode.regimes.classify` (from a :class:`mamba_ode.Solution` on an output grid);
-* per token from parameters, as theorem or indicator — :mod:`~mamba_ode.regimes.predict`;
-* theory against numerics — :mod:`~mamba_ode.regimes.agreement`.
+* from parameters — `criteria` (the paper's theorems),
+  `spectrum` (Sym(M) from low-rank factors, per-channel reductions) and
+  `table` (one `Verdict` per layer or head);
+* from trajectories — `tokens` (per token, from events) and
+  `classify` (from a `mamba_ode.Solution` on an output grid);
+* per token from parameters, as theorem or indicator — `predict`;
+* theory against numerics — `agreement`.
 
-Labels are the ``str`` enums of :mod:`~mamba_ode.regimes.labels`. Imports the dynamics and nn layers.
+Labels are the ``str`` enums of `labels`. Imports the dynamics and nn layers.
 """
 
 from .agreement import AgreementCase, AgreementReport, compare_theory_numerics, two_dim_params

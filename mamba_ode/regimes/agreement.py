@@ -1,7 +1,7 @@
 """Theory against numerics: sample systems, predict each token by the criteria, integrate, compare.
 
-:func:`compare_theory_numerics` returns an :class:`AgreementReport` (confusion table, every
-disagreement with its reason); :func:`two_dim_params` plants an E-dimensional layer with a given
+`compare_theory_numerics` returns an `AgreementReport` (confusion table, every
+disagreement with its reason); `two_dim_params` plants an E-dimensional layer with a given
 spectrum of Sym(M) (the paper's 2-D figure).
 """
 
@@ -65,7 +65,7 @@ class AgreementReport:
     """Theory against numerics over sampled systems.
 
     Attributes:
-        cases: every :class:`AgreementCase`.
+        cases: every `AgreementCase`.
         token1_blowup: (system, predicted T, solver T, relative error) for token-1 finite-time cases
             (1-D, and E-dim with equal Δ).
         seconds: wall time.
@@ -144,7 +144,7 @@ def two_dim_params(eigenvalues: Sequence[float], *, antisym: float = 0.0, s_delt
         dtype: dtype.
 
     Returns:
-        An :class:`SSMParams` with E = N = len(eigenvalues), R = E.
+        An `SSMParams` with E = N = len(eigenvalues), R = E.
 
     Raises:
         ValueError: for an empty or non-finite eigenvalue list, or mismatched shapes.
@@ -186,21 +186,21 @@ def compare_theory_numerics(n_systems: int = 200, *, dim: int = 1, seq_len: tupl
     """Sample systems and initial tokens, classify each token by the criteria and by integration, compare.
 
     1-D (``dim=1``): μ = ±U(mu_range), s = ±U(s_range) (signs uniform), a ~ U(a_range), b ~ U(b_range),
-    L uniform in ``seq_len``, u_l(0) = ±U(u0_range); criteria by :func:`criteria_1d`. ``pack`` systems are
-    integrated together through :class:`mamba_ode.PackedOneDimField` (``pack=0``: one solve per system through the
-    toolkit's :class:`mamba_ode.OneDimField`).
+    L uniform in ``seq_len``, u_l(0) = ±U(u0_range); criteria by `criteria_1d`. ``pack`` systems are
+    integrated together through `mamba_ode.PackedOneDimField` (``pack=0``: one solve per system through the
+    toolkit's `mamba_ode.OneDimField`).
 
     E-dim (``dim=E``): Sym(M) with eigenvalues ``sign_i · U(mu_range)`` (signs from ``eigenvalue_signs``,
-    random if None), a random antisymmetric part and a random rotation (:func:`two_dim_params`);
+    random if None), a random antisymmetric part and a random rotation (`two_dim_params`);
     S_Δ = 0 when ``equal_delta`` (the same Δ on every channel), else entries ±U(s_range)/E; b ~ U(b_range);
-    tokens ±U(u0_range) per channel; criteria by :func:`criteria_nd`; each system's ``n_inits`` token
-    sets are integrated together through :class:`mamba_ode.S6Field`.
+    tokens ±U(u0_range) per channel; criteria by `criteria_nd`; each system's ``n_inits`` token
+    sets are integrated together through `mamba_ode.S6Field`.
 
-    Every token is classified as the last token of its own prefix (:func:`prefix_batch`), so a later
+    Every token is classified as the last token of its own prefix (`prefix_batch`), so a later
     token's blow-up cannot cut it short; in 1-D, tokens after the blow-up driver inherit its blow-up
     (``inherit_blowup=True``, a theorem there) and the solver's blow-up time of each prefix is checked
     against the criteria's upper bound. Token-1 blow-up times are compared with the solver's
-    ``t_blowup`` of the one-token prefix. Integration: :func:`mamba_ode.solve`, ``log_time=True``.
+    ``t_blowup`` of the one-token prefix. Integration: `mamba_ode.solve`, ``log_time=True``.
 
     Arguments:
         n_systems: number of sampled systems.
@@ -218,10 +218,10 @@ def compare_theory_numerics(n_systems: int = 200, *, dim: int = 1, seq_len: tupl
             for E > 1: a token blowing up like (T - t)^{-1/3} passes 1e3 about 1e-9·T before T, early enough
             for the solver's singularity extrapolation and before its step size collapses; slow tokens may
             pass it too, and are then labelled ``divergent`` from the solver's "no singularity" message).
-        thresholds: keyword arguments of :func:`classify_trajectory`.
+        thresholds: keyword arguments of `classify_trajectory`.
 
     Returns:
-        An :class:`AgreementReport`.
+        An `AgreementReport`.
 
     Raises:
         ValueError: for invalid sizes or ranges.
@@ -271,7 +271,7 @@ def compare_theory_numerics(n_systems: int = 200, *, dim: int = 1, seq_len: tupl
 def _sample_system(i: int, rng: np.random.Generator, dim: int, seq_len: tuple[int, int], n_inits: int,
                    ranges: dict[str, tuple[float, float]], eigenvalue_signs: Sequence[int] | None,
                    equal_delta: bool) -> dict[str, Any]:
-    """One sampled system with its tokens and its criteria (see :func:`compare_theory_numerics`)."""
+    """One sampled system with its tokens and its criteria (see `compare_theory_numerics`)."""
     length = int(rng.integers(seq_len[0], seq_len[1] + 1))
     u = torch.tensor([[[_sign(rng) * rng.uniform(*ranges["u0"]) for _ in range(dim)] for _ in range(length)]
                       for _ in range(n_inits)], dtype=torch.float64)  # (n_inits, L, E)
@@ -328,7 +328,7 @@ def _record(sysd: dict, cls: TrajectoryClassification, sol: Solution, offset: in
 
 def _solve_packed(group: list[dict], maxlen: int, t_end: float, kw: dict, ckw: dict, cases: list[AgreementCase],
                   blow: list[tuple[int, float, float, float]]) -> None:
-    """Integrate a group of 1-D systems in one solve (:class:`PackedOneDimField`) and record them."""
+    """Integrate a group of 1-D systems in one solve (`PackedOneDimField`) and record them."""
     states, offsets, off = [], [], 0
     for sd in group:
         pb = prefix_batch(sd["u"])  # (n_inits·L, L, 1)

@@ -1,9 +1,9 @@
-"""Labels from trajectories: each token of each sequence of a :class:`mamba_ode.Solution`.
+"""Labels from trajectories: each token of each sequence of a `mamba_ode.Solution`.
 
-:func:`classify_trajectory` labels every token ``convergent``, ``divergent-finite-time``,
+`classify_trajectory` labels every token ``convergent``, ``divergent-finite-time``,
 ``divergent``, ``bounded`` or ``undetermined``, with the fitted evidence (decay exponent of |u|
 against t, growth slope against ln t, blow-up exponent) and a reason for every label. It reads the
-solver's typed :class:`mamba_ode.Outcome` of each sequence, never its message text.
+solver's typed `mamba_ode.Outcome` of each sequence, never its message text.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ FINITE, DIVERGENT = Label.FINITE, Label.DIVERGENT
 
 @dataclass
 class TrajectoryClassification:
-    """Labels and evidence per sequence and token, from a :class:`mamba_ode.Solution`.
+    """Labels and evidence per sequence and token, from a `mamba_ode.Solution`.
 
     Attributes:
-        labels: B lists of L labels from :data:`TRAJECTORY_LABELS`.
+        labels: B lists of L labels from `TRAJECTORY_LABELS`.
         reasons: B lists of L one-line reasons (why this label, or why undetermined).
         confidence: B lists of L strings ``"high"``, ``"low"`` or ``"none"`` (undetermined).
         decay_exponent: (B, L) slope of ln|u_l| against ln t over the fit window (-1/2 expected for
@@ -123,7 +123,7 @@ def classify_trajectory(solution: Solution, *, window_decades: float = 2.0, min_
       which is a theorem in 1-D (a token's blow-up makes every later token unbounded by the same
       time) but not in general; otherwise it is ``undetermined``. An earlier token is
       ``undetermined`` (it is cut short by a later token's blow-up; integrate the prefix up to it,
-      :func:`prefix_batch`). When the solver stopped at its norm threshold *without* a finite-time
+      `prefix_batch`). When the solver stopped at its norm threshold *without* a finite-time
       singularity signature (outcome ``THRESHOLD``), the largest token is ``divergent`` (confidence low)
       and the others ``undetermined``.
     * success: over the fit window ``[t_end·10^-window_decades, t_end]`` the decay exponent α (slope of
@@ -138,7 +138,7 @@ def classify_trajectory(solution: Solution, *, window_decades: float = 2.0, min_
     t ≥ 1e6 (``log_time=True``) for a clear separation.
 
     Arguments:
-        solution: a :class:`mamba_ode.Solution` (ts (T,), ys (T, B, L, E), status, messages, t_blowup).
+        solution: a `mamba_ode.Solution` (ts (T,), ys (T, B, L, E), status, messages, t_blowup).
         window_decades: width of the fit window in decades of t.
         min_points: fewest rows needed for a fit.
         min_t_end: shortest horizon for which power-law fits are attempted.
@@ -152,7 +152,7 @@ def classify_trajectory(solution: Solution, *, window_decades: float = 2.0, min_
             valid in 1-D, an assumption for E > 1).
 
     Returns:
-        A :class:`TrajectoryClassification`.
+        A `TrajectoryClassification`.
 
     Raises:
         TypeError: if solution lacks ts/ys/status/t_blowup.

@@ -1,9 +1,9 @@
 """The paper's criteria: regimes predicted from parameters, without integrating.
 
-* :func:`criteria_1d` — the one-dimensional theorems: per token convergent / static / divergent in
+* `criteria_1d` — the one-dimensional theorems: per token convergent / static / divergent in
   finite time / divergent logarithmically; token 1's blow-up time exactly (by quadrature,
-  :func:`blowup_time_1d`) and, for later tokens, an upper bound.
-* :func:`criteria_nd` — E dimensions: the sign of ``u_1ᵀ M u_1`` decides token 1 (a theorem for a
+  `blowup_time_1d`) and, for later tokens, an upper bound.
+* `criteria_nd` — E dimensions: the sign of ``u_1ᵀ M u_1`` decides token 1 (a theorem for a
   definite Sym(M), or for equal Δ on every channel); the paper's 2-D picture for later tokens.
 """
 
@@ -104,7 +104,7 @@ class Criteria1D:
 
     @property
     def expected_labels(self) -> list[list[str]]:
-        """The trajectory label each regime predicts (:data:`EXPECTED_LABEL`)."""
+        """The trajectory label each regime predicts (`EXPECTED_LABEL`)."""
         return [[EXPECTED_LABEL[r] for r in row] for row in self.regimes]
 
     def divergence_order(self) -> list[list[int]]:
@@ -190,7 +190,7 @@ def criteria_1d(mu: float, s_delta: float, a: float, u0: Any, b_delta: float = 0
         mu_tol: |μ| ≤ mu_tol is treated as μ = 0 (default 0: only an exact zero is static).
 
     Returns:
-        A :class:`Criteria1D`.
+        A `Criteria1D`.
 
     Raises:
         TypeError: for a non-numeric argument.
@@ -271,7 +271,7 @@ class CriteriaND:
     """Per-token predictions for an E-dimensional layer from Sym(M).
 
     Attributes:
-        spectrum: the :class:`SymSpectrum` of Sym(M).
+        spectrum: the `SymSpectrum` of Sym(M).
         regimes: B lists of L regimes: ``divergent`` (Sym(M) positive definite), ``convergent`` (negative
             definite), ``undecided`` otherwise; token 1 with equal Δ on all channels follows the sign of
             ``u_1ᵀ M u_1`` exactly (``divergent-finite-time`` / ``convergent``).
@@ -315,10 +315,10 @@ def criteria_nd(params: SSMParams, u0: Tensor, *, rtol: float | None = None) -> 
         rtol: zero tolerance of the spectrum.
 
     Returns:
-        A :class:`CriteriaND`.
+        A `CriteriaND`.
 
     Raises:
-        TypeError: if params is not an :class:`SSMParams` or u0 not a tensor.
+        TypeError: if params is not an `SSMParams` or u0 not a tensor.
         ValueError: for a wrong shape of u0 or non-finite values.
     """
     if not isinstance(params, SSMParams):

@@ -1,11 +1,11 @@
 """The label vocabulary of the regimes, as ``str`` enums (members compare equal to their text).
 
-* :class:`Label` — regimes predicted from parameters (``convergent``, ``static``,
+* `Label` — regimes predicted from parameters (``convergent``, ``static``,
   ``divergent-finite-time``, ``divergent-logarithmic``, ``divergent``, ``undecided``, and the one-sided
   ``non-divergent`` / ``non-convergent`` of a semi-definite layer) and labels read from trajectories
   (``convergent``, ``divergent-finite-time``, ``divergent``, ``bounded``, ``undetermined``).
-* :class:`Definiteness` — the sign structure of the spectrum of Sym(M).
-* :data:`EXPECTED_LABEL` — the trajectory label each parameter regime predicts.
+* `Definiteness` — the sign structure of the spectrum of Sym(M).
+* `EXPECTED_LABEL` — the trajectory label each parameter regime predicts.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 What the theory decides, for a Mamba-1 layer (``M = S_Cᵀ S_B``, tokens u (L, E) entering the layer):
 
-* **one channel (E = 1)** — the paper's one-dimensional theorems for every token (:func:`criteria_1d`),
+* **one channel (E = 1)** — the paper's one-dimensional theorems for every token (`criteria_1d`),
   when all N decay rates are equal; with different rates, for token 1 only.
 * **isotropic layer** — ``M = μ I``, Δ the same in every channel and one decay rate a: then
   ``d/dt ½‖u_l‖² = μ Σ_{j≤l} w_lj (u_l·u_j)²`` with positive weights, so every token's norm moves with
@@ -18,7 +18,7 @@ What the theory decides, for a Mamba-1 layer (``M = S_Cᵀ S_B``, tokens u (L, E
 Everything else is an **indicator**, not a theorem: for token 1, the sign of ``u_1ᵀMu_1``; for a
 definite layer's later tokens, the paper's 2-D picture (all diverge / all converge); for every other
 token — and every Mamba-2 token — the initial direction, the sign of ``⟨u_l, f_l(u(0))⟩`` (does its norm
-start growing or shrinking?). :func:`prediction_agreement` counts, per kind, how often the predictions
+start growing or shrinking?). `prediction_agreement` counts, per kind, how often the predictions
 agree with the integrated labels; disagreements are listed, never hidden.
 """
 
@@ -57,9 +57,9 @@ class TokenPrediction:
 
     Attributes:
         index: token index (0-based).
-        label: the predicted :class:`Label` (a regime, or ``non-divergent``/``non-convergent``), None when
+        label: the predicted `Label` (a regime, or ``non-divergent``/``non-convergent``), None when
             nothing is predicted.
-        kind: :class:`PredictionKind`, None when nothing is predicted.
+        kind: `PredictionKind`, None when nothing is predicted.
         reason: one line: which theorem or indicator, with its numbers.
         t_blowup: a predicted blow-up time (exact, or an upper bound as the reason says), else None.
     """
@@ -191,7 +191,7 @@ def predict_tokens(params: SSMParams | Mamba2Params, u0: Tensor) -> list[TokenPr
             Mamba-2).
 
     Returns:
-        L :class:`TokenPrediction`, in token order.
+        L `TokenPrediction`, in token order.
 
     Raises:
         TypeError: for parameters of another type.
@@ -228,7 +228,7 @@ def prediction_agreement(predictions: list[TokenPrediction], verdicts: list[Toke
     """How often each kind of prediction agrees with the integrated labels.
 
     Arguments:
-        predictions: from :func:`predict_tokens`.
+        predictions: from `predict_tokens`.
         verdicts: the integrated labels, in the same token order.
 
     Returns:

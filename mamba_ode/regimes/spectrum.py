@@ -1,8 +1,8 @@
 """Spectra of the input–output matrix from its low-rank factors, and the per-channel 1-D reductions.
 
-* :func:`sym_spectrum` — the spectrum of ``Sym(M) = (M + Mᵀ)/2``, ``M = S_Cᵀ S_B``, from the factors:
+* `sym_spectrum` — the spectrum of ``Sym(M) = (M + Mᵀ)/2``, ``M = S_Cᵀ S_B``, from the factors:
   a 2N×2N problem, never E×E.
-* :func:`channel_reductions` — per channel d the 1-D system (μ_d, s_d, b_d, a_d), classified by
+* `channel_reductions` — per channel d the 1-D system (μ_d, s_d, b_d, a_d), classified by
   token 1's rule.
 """
 
@@ -74,13 +74,13 @@ def sym_spectrum(S_B: Tensor | SSMParams, S_C: Tensor | None = None, *, rtol: fl
     (cheap at this size, and LAPACK's float32 QR is not faster on CPU).
 
     Arguments:
-        S_B: (N, E) input projection, or an :class:`SSMParams` (then ``S_C`` must be omitted).
+        S_B: (N, E) input projection, or an `SSMParams` (then ``S_C`` must be omitted).
         S_C: (N, E) output projection.
         rtol: relative zero tolerance (see above), ≥ 0.
         eigenvectors: also return the (E, k) eigenvectors ``Q V``.
 
     Returns:
-        A :class:`SymSpectrum` (float64 eigenvalues and eigenvectors).
+        A `SymSpectrum` (float64 eigenvalues and eigenvectors).
 
     Raises:
         TypeError: for non-tensor or non-floating factors.
@@ -168,14 +168,14 @@ def channel_reductions(params: SSMParams, *, rtol: float = 1e-6) -> ChannelReduc
     """Per-channel 1-D reductions (μ_d, s_d, b_d, a_d) of a layer, classified by token 1's rule.
 
     Arguments:
-        params: the layer's :class:`SSMParams`.
+        params: the layer's `SSMParams`.
         rtol: μ_d with ``|μ_d| ≤ rtol·max_d|μ_d|`` counts as 0 (static); likewise for s_d (fast for both signs).
 
     Returns:
-        A :class:`ChannelReductions` (float64 tensors).
+        A `ChannelReductions` (float64 tensors).
 
     Raises:
-        TypeError: if params is not an :class:`SSMParams`.
+        TypeError: if params is not an `SSMParams`.
         ValueError: for NaN/inf parameters or a negative rtol.
     """
     if not isinstance(params, SSMParams):

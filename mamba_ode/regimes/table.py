@@ -1,7 +1,7 @@
-"""Verdicts from parameters: one :class:`Verdict` per layer (Mamba-1) or per head (Mamba-2), and the table.
+"""Verdicts from parameters: one `Verdict` per layer (Mamba-1) or per head (Mamba-2), and the table.
 
 A verdict holds the spectrum of ``Sym(M)`` of the layer's (or head's group's) input–output matrix
-``M = S_Cᵀ S_B`` — computed from the low-rank factors, :func:`~mamba_ode.regimes.spectrum.sym_spectrum`
+``M = S_Cᵀ S_B`` — computed from the low-rank factors, `sym_spectrum`
 — with its sign structure, and what else the parameters say: for Mamba-1 the fractions of channels
 whose 1-D reduction converges / is static / diverges; for Mamba-2 the head's decay rate, Δ bias, Δ at
 zero input and skip. The same record feeds the printed table, the analysis, the figures and the
@@ -44,7 +44,7 @@ class Verdict:
         width: the width of the space M acts on: E (Mamba-1, the S6 input) or Dm (Mamba-2, the mixer input).
         d_state: N.
         n_pos, n_neg, n_zero: eigenvalue counts of Sym(M) over all ``width`` eigenvalues.
-        label: the :class:`Definiteness` of Sym(M).
+        label: the `Definiteness` of Sym(M).
         eig_max, eig_min: extreme eigenvalues of Sym(M) (zeros included when width > 2N).
         eigenvalues: the ≤ 2N eigenvalues of the reduced problem, ascending (the others are exactly 0).
         channel_fractions: Mamba-1: fraction of the E channels whose 1-D reduction is ``convergent``
@@ -116,16 +116,16 @@ def layer_verdict(params: SSMParams, layer: int = 0, *, rtol: float | None = Non
     """The verdict of one Mamba-1 layer: spectrum of Sym(M) from the factors and the per-channel 1-D regimes.
 
     Arguments:
-        params: the layer's :class:`SSMParams` (computed in float64).
+        params: the layer's `SSMParams` (computed in float64).
         layer: index stored in the record.
-        rtol: zero tolerance of the spectrum (see :func:`~mamba_ode.regimes.spectrum.sym_spectrum`).
+        rtol: zero tolerance of the spectrum (see `sym_spectrum`).
         channel_rtol: zero tolerance of the channel reductions.
 
     Returns:
-        A :class:`Verdict` with ``head`` None.
+        A `Verdict` with ``head`` None.
 
     Raises:
-        TypeError: if params is not an :class:`SSMParams`.
+        TypeError: if params is not an `SSMParams`.
         ValueError: for NaN/inf parameters, naming the layer.
     """
     t0 = time.perf_counter()
@@ -150,15 +150,15 @@ def head_verdicts(params: Mamba2Params, layer: int = 0, *, rtol: float | None = 
     """The verdicts of every head of one Mamba-2 layer (one spectrum per group, shared by its heads).
 
     Arguments:
-        params: the layer's :class:`Mamba2Params`.
+        params: the layer's `Mamba2Params`.
         layer: index stored in the records.
         rtol: zero tolerance of the spectra.
 
     Returns:
-        H :class:`Verdict` records, by head.
+        H `Verdict` records, by head.
 
     Raises:
-        TypeError: if params is not a :class:`Mamba2Params`.
+        TypeError: if params is not a `Mamba2Params`.
         ValueError: for NaN/inf parameters, naming the layer.
     """
     if not isinstance(params, Mamba2Params):
@@ -183,7 +183,7 @@ def head_verdicts(params: Mamba2Params, layer: int = 0, *, rtol: float | None = 
 
 
 class RegimeTable(list):
-    """A list of :class:`Verdict` records — one per layer (Mamba-1) or per layer and head (Mamba-2)."""
+    """A list of `Verdict` records — one per layer (Mamba-1) or per layer and head (Mamba-2)."""
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """The table as a list of dicts (JSON-ready)."""
@@ -224,12 +224,12 @@ def regime_table(model: MambaLMBase | Iterable[SSMParams | Mamba2Params], *, rto
 
     Arguments:
         model: a model of either generation (anything with ``.layers[k].ssm``), or an iterable of
-            :class:`SSMParams` / :class:`Mamba2Params`.
-        rtol: zero tolerance of the spectra (see :func:`~mamba_ode.regimes.spectrum.sym_spectrum`).
+            `SSMParams` / `Mamba2Params`.
+        rtol: zero tolerance of the spectra (see `sym_spectrum`).
         channel_rtol: zero tolerance of the Mamba-1 channel reductions.
 
     Returns:
-        A :class:`RegimeTable`, ordered by layer (then head).
+        A `RegimeTable`, ordered by layer (then head).
 
     Raises:
         TypeError: if model has neither ``.layers`` nor yields parameters.

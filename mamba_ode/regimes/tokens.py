@@ -1,6 +1,6 @@
-"""Labels per token from :func:`mamba_ode.integrate_tokens` — decided by events and by the field itself.
+"""Labels per token from `mamba_ode.integrate_tokens` — decided by events and by the field itself.
 
-Each token's :class:`~mamba_ode.dynamics.tokens.TokenEnd` decides most labels directly:
+Each token's `TokenEnd` decides most labels directly:
 
 * ``BLOWUP`` → ``divergent-finite-time``, with the token's own t*;
 * ``GROWTH`` → ``divergent`` (it grew by the resolution factor without a singularity signature);
@@ -36,7 +36,7 @@ class TokenVerdict:
 
     Attributes:
         index: token index (0-based).
-        label: a trajectory :class:`Label` (convergent, divergent-finite-time, divergent, bounded,
+        label: a trajectory `Label` (convergent, divergent-finite-time, divergent, bounded,
             undetermined).
         reason: one line: why this label (or why undetermined).
         t_blowup: its own blow-up time (``divergent-finite-time``), else None.
@@ -67,7 +67,7 @@ class TokenClassification:
     """The per-token verdicts of one integration.
 
     Attributes:
-        tokens: one :class:`TokenVerdict` per token, in order.
+        tokens: one `TokenVerdict` per token, in order.
         thresholds: the thresholds used.
     """
 
@@ -120,10 +120,10 @@ def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
 def classify_tokens(solution: TokenSolution, *, decay_exponent_min: float = 0.05, growth_exponent_min: float = 0.02,
                     bounded_exponent_max: float = 0.005, min_t_end: float = 100.0,
                     zero_norm: float = 0.0) -> TokenClassification:
-    """Label every token of a :class:`~mamba_ode.dynamics.tokens.TokenSolution` (rules in the module docstring).
+    """Label every token of a `TokenSolution` (rules in the module docstring).
 
     Arguments:
-        solution: the result of :func:`mamba_ode.integrate_tokens`.
+        solution: the result of `mamba_ode.integrate_tokens`.
         decay_exponent_min: convergence threshold on −α.
         growth_exponent_min: divergence threshold on α.
         bounded_exponent_max: boundedness threshold on |α|.
@@ -131,7 +131,7 @@ def classify_tokens(solution: TokenSolution, *, decay_exponent_min: float = 0.05
         zero_norm: norms ≤ this count as zero.
 
     Returns:
-        A :class:`TokenClassification`.
+        A `TokenClassification`.
 
     Raises:
         TypeError: if solution is not a TokenSolution.

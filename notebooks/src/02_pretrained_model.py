@@ -64,8 +64,12 @@ print("scan vs matrix form:", float((field(0.0, u0) - field.matrix_form()(0.0, u
 
 # %%
 analysis = mo.analyze(model, prompt, t_max=1e3)
-fig, axes = plt.subplots(1, model.config.n_layer, figsize=(4 * model.config.n_layer, 3.5), layout="constrained")
-for lay, ax in zip(analysis.layers, axes):
+n_cols = 2  # two panels per row: each stays readable at the width of a page
+n_rows = -(-model.config.n_layer // n_cols)
+fig, axes = plt.subplots(n_rows, n_cols, figsize=(10, 4 * n_rows), layout="constrained", squeeze=False)
+for ax in axes.flat[model.config.n_layer:]:
+    ax.set_visible(False)
+for lay, ax in zip(analysis.layers, axes.flat):
     plots.plot_token_trajectories(lay.solution, lay.token_labels, ax=ax,
                                   title=f"layer {lay.layer}: mostly {lay.trajectory_regime}")
     counts = {k: v for k, v in lay.classification.counts().items() if v}

@@ -48,8 +48,8 @@ for sign in ("positive", "negative", "mixed"):
 
 # %%
 names = ["tiny-shakespeare", "tiny-shakespeare-pos", "tiny-shakespeare-neg", "tiny-shakespeare-mixed"]
-fig, axes = plt.subplots(1, 4, figsize=(16, 3.5), layout="constrained", sharey=True)
-for name, ax in zip(names, axes):
+fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), layout="constrained", sharey=True)
+for name, ax in zip(names, axes.flat):
     model = mo.load(name)
     table = mo.regime_table(model)
     plots.plot_spectrum(table, ax=ax, title=name)
@@ -65,7 +65,7 @@ for name, ax in zip(names, axes):
 
 # %%
 scores = torch.tensor([[0.3, -1.2, 2.0, 0.1, -0.4, 1.1]])
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), layout="constrained")
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.8), layout="constrained")
 for ax, (title, sorter) in zip(axes, [("soft, τ = 1", SoftSort(1.0)), ("soft, τ = 0.1", SoftSort(0.1)),
                                       ("hard", SoftSort(1.0, hard=True))]):
     P = sorter(-scores)[0].detach()

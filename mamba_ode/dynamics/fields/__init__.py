@@ -1,10 +1,10 @@
 """Vector fields of the continuous-time token dynamics, one module per field, and ``layer_field``.
 
-A field is a :class:`VectorField` ``f(t, u)`` batched over sequences: tokens are (B, L, E) for the
+A field is a `VectorField` ``f(t, u)`` batched over sequences: tokens are (B, L, E) for the
 Mamba-1 S6 fields, (B, L, Dm) for the Mamba-2 field and the depth-time field, (B, L, 1) in one
 dimension. Nothing here knows about solvers.
 
-:func:`layer_field` builds the idealised field of any layer of any model from the layer's
+`layer_field` builds the idealised field of any layer of any model from the layer's
 parameters (``model.layer_params(k)``): the one place where a parameter type is matched with its field.
 """
 
@@ -30,8 +30,8 @@ def field_of_params(params: SSMParams | Mamba2Params, *, use_D: bool = False, ba
     """The idealised field of one layer's parameters.
 
     Arguments:
-        params: an :class:`SSMParams` (→ :class:`S6Field`, tokens (B, L, E)) or a
-            :class:`Mamba2Params` with ``W_out`` (→ :class:`Mamba2Field`, tokens (B, L, Dm)).
+        params: an `SSMParams` (→ `S6Field`, tokens (B, L, E)) or a
+            `Mamba2Params` with ``W_out`` (→ `Mamba2Field`, tokens (B, L, Dm)).
         use_D: include the D skip term.
         backend: scan backend.
 
@@ -52,7 +52,7 @@ def layer_field(model: MambaLMBase, k: int, *, use_D: bool = False, backend: str
     """The idealised field of layer k of a model of either generation ("the ODE from pretrained weights").
 
     Arguments:
-        model: a model from :func:`mamba_ode.load` (anything with ``layer_params(k)``).
+        model: a model from `mamba_ode.load` (anything with ``layer_params(k)``).
         k: layer index in [-K, K).
         use_D: include the D term.
         backend: scan backend.
@@ -60,7 +60,7 @@ def layer_field(model: MambaLMBase, k: int, *, use_D: bool = False, backend: str
             differentiable views.
 
     Returns:
-        :class:`S6Field` for a Mamba-1 layer, :class:`Mamba2Field` for a Mamba-2 layer.
+        `S6Field` for a Mamba-1 layer, `Mamba2Field` for a Mamba-2 layer.
 
     Raises:
         TypeError: if model has no ``layer_params``.

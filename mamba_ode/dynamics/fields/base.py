@@ -2,7 +2,7 @@
 
 A field maps a time and a batch of token sequences to their time derivative, batched over
 sequences (trajectory b's derivative depends only on trajectory b). Nothing here knows about
-solvers (:mod:`mamba_ode.dynamics.solvers`).
+solvers (`mamba_ode.dynamics.solvers`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class VectorField(nn.Module):
     """Base class of the fields: ``forward(t, u)`` plus an evaluation counter.
 
     Attributes:
-        nfev: number of evaluations since construction or :meth:`reset_nfev`.
+        nfev: number of evaluations since construction or `reset_nfev`.
         jump_times: times where the field is discontinuous in t (empty for autonomous fields).
     """
 

@@ -22,10 +22,10 @@ class DepthField(VectorField):
 
     ``k(t) = floor(t)`` clamped to [0, K-1], so t ∈ [0, K]. Explicit Euler with step 1
     from ``x(0) = model.embed(ids)`` reproduces the network's residual stream x^0..x^K. The field
-    jumps at t = 1..K-1 (listed in :attr:`jump_times`); at an integer t it uses layer t.
+    jumps at t = 1..K-1 (listed in `jump_times`); at an integer t it uses layer t.
 
     Arguments:
-        model: a Mamba model of either generation (what :func:`mamba_ode.load` returns).
+        model: a Mamba model of either generation (what `mamba_ode.load` returns).
         norm: apply each layer's norm (False: ablation).
         conv: apply the causal convolution (False: identity in its place).
         gate: multiply by SiLU(z) (False: no gate).

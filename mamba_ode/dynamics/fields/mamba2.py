@@ -18,21 +18,21 @@ __all__ = ["Mamba2Field"]
 class Mamba2Field(VectorField):
     """The idealised dynamics of one Mamba-2 layer in its input space: ``dh/dt = W_out SSD_θ(h)``.
 
-    The analogue of :class:`mamba_ode.S6Field` for Mamba-2: norm, convolution, SiLU and gate are
+    The analogue of `mamba_ode.S6Field` for Mamba-2: norm, convolution, SiLU and gate are
     dropped, one layer's parameters are shared across depth, and tokens ``h_l ∈ R^Dm`` (the mixer input)
     evolve by ``x = S_x h``, ``B^g = S_B^g h``, ``C^g = S_C^g h``, ``Δ = clamp(softplus(S_dt h + dt_bias))``
-    and the SSD scan per head (:meth:`Mamba2Params.ssd`), mapped back by ``W_out`` (``out_proj``). Written
+    and the SSD scan per head (`Mamba2Params.ssd`), mapped back by ``W_out`` (``out_proj``). Written
     with the per-head token-mixing matrix: ``dh_l/dt = Σ_h W_out^h Σ_{j≤l} P^h_lj(h) S_x^h h_j`` where
     ``C^g_l · B^g_j = h_lᵀ M_g h_j`` with ``M_g = S_C^gᵀ S_B^g`` — the input–output matrix of the regime
     table. The field is autonomous: ``t`` is ignored. The ``in_proj``/``out_proj`` biases are set aside.
 
     Arguments:
-        params: the layer's :class:`Mamba2Params`, with ``W_out`` (Dm, E).
+        params: the layer's `Mamba2Params`, with ``W_out`` (Dm, E).
         use_D: include the ``D_h x^h`` skip (off by default, as in the paper).
         backend: scan backend.
 
     Raises:
-        TypeError: if params is not a :class:`Mamba2Params`.
+        TypeError: if params is not a `Mamba2Params`.
         ValueError: if ``params.W_out`` is missing or not (Dm, E), or for an unknown backend.
     """
 
@@ -57,14 +57,14 @@ class Mamba2Field(VectorField):
         """The idealised field of layer k of a Mamba-2 model.
 
         Arguments:
-            model: a :class:`mamba_ode.Mamba2LM`.
+            model: a `mamba_ode.Mamba2LM`.
             k: layer index in [0, K) (negative counts from the end).
             use_D: include the D term.
             backend: scan backend.
             detach: snapshot the weights (cut from autograd); False keeps differentiable views.
 
         Returns:
-            A :class:`Mamba2Field` on tokens (B, L, Dm).
+            A `Mamba2Field` on tokens (B, L, Dm).
 
         Raises:
             TypeError: if model is not a Mamba-2 model.
@@ -87,7 +87,7 @@ class Mamba2Field(VectorField):
         return self.out_proj.shape[0]
 
     def selective(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(x, Δ, B, C)`` for tokens h (B, L, Dm); see :meth:`Mamba2Params.selective`."""
+        """``(x, Δ, B, C)`` for tokens h (B, L, Dm); see `Mamba2Params.selective`."""
         return self.params.selective(h)
 
     def forward(self, t: float | Tensor, h: Tensor) -> Tensor:

@@ -1,8 +1,8 @@
 """The one-dimensional S6 system (E = 1) of the paper's theorems, alone and many at once.
 
-* :class:`OneDimField` — ``du_l/dt = u_l Σ_{j≤l} u_j² Δ(u_j) g(Σ_{k=j+1..l} Δ(u_k))`` from scalars
+* `OneDimField` — ``du_l/dt = u_l Σ_{j≤l} u_j² Δ(u_j) g(Σ_{k=j+1..l} Δ(u_k))`` from scalars
   (μ, s_Δ, b_Δ, a) or N decay rates, through the shared scan.
-* :class:`PackedOneDimField` — many 1-D systems in one batch, each sequence carrying its own
+* `PackedOneDimField` — many 1-D systems in one batch, each sequence carrying its own
   parameters as constant state channels; an independent closed-form implementation (O(L²)).
 """
 
@@ -46,18 +46,18 @@ class OneDimField(S6Field):
 
     ``du_l/dt = u_l Σ_{j≤l} u_j² Δ(u_j) g(Σ_{k=j+1..l} Δ(u_k))`` with ``Δ(u) = softplus(s u + b)``
     and ``g(τ) = Σ_n S_C[n] S_B[n] exp(-a_n τ)``; with one state ``g(τ) = μ exp(-a τ)``. It is an
-    :class:`S6Field` with E = 1, so it is evaluated through the shared scan.
+    `S6Field` with E = 1, so it is evaluated through the shared scan.
 
     Arguments:
         mu: μ = S_Cᵀ S_B (scalar).
         s_delta: s = S_Δ (scalar).
-        a: decay rate a ≥ 0 (A = -a), a scalar; for N rates use :meth:`from_states`.
+        a: decay rate a ≥ 0 (A = -a), a scalar; for N rates use `from_states`.
         b_delta: Δ bias b_Δ.
         dtype: dtype of the parameters (float64 by default; inputs of another dtype are cast to).
         backend: scan backend.
 
     Raises:
-        ValueError: for non-finite values, a < 0, or a vector ``a`` (use :meth:`from_states`).
+        ValueError: for non-finite values, a < 0, or a vector ``a`` (use `from_states`).
     """
 
     def __init__(self, mu: float, s_delta: float, a: float = 1.0, b_delta: float = 0.0, *,
@@ -101,7 +101,7 @@ class OneDimField(S6Field):
             backend: scan backend.
 
         Returns:
-            A :class:`OneDimField` with ``g(τ) = Σ_n S_C[n] S_B[n] e^{-a_n τ}``, μ = g(0).
+            A `OneDimField` with ``g(τ) = Σ_n S_C[n] S_B[n] e^{-a_n τ}``, μ = g(0).
 
         Raises:
             ValueError: for different lengths, non-finite values or a negative rate.
@@ -146,9 +146,9 @@ class PackedOneDimField(VectorField):
     sequence's system (constant: their derivative is 0). The token channel follows the 1-D system in closed
     form, O(L²) per sequence:
     ``du_l/dt = μ u_l Σ_{j≤l} u_j² Δ_j exp(-a Σ_{k=j+1..l} Δ_k)``, ``Δ = softplus(s u + b)``.
-    Because each trajectory carries its own parameters, :func:`mamba_ode.solve` may split the
-    batch freely. An independent implementation of :class:`OneDimField` (tests compare the two), used
-    by :func:`mamba_ode.compare_theory_numerics` to integrate many systems at once.
+    Because each trajectory carries its own parameters, `mamba_ode.solve` may split the
+    batch freely. An independent implementation of `OneDimField` (tests compare the two), used
+    by `mamba_ode.compare_theory_numerics` to integrate many systems at once.
     """
 
     @staticmethod

@@ -1,11 +1,11 @@
 """The paper's idealised S6 dynamics of one Mamba-1 layer: ``du/dt = S6_θ(u)``, in scan and matrix form.
 
-* :class:`S6Field` — ``du_l/dt = Σ_{j≤l} P_lj(u) u_j`` (+ ``D ⊙ u_l`` optionally), evaluated through
-  the shared scan (:meth:`SSMParams.s6`), O(B·L·E·N).
-* :class:`MatrixS6Field` — the same field from the explicit hidden attention P (B, L, L, E),
+* `S6Field` — ``du_l/dt = Σ_{j≤l} P_lj(u) u_j`` (+ ``D ⊙ u_l`` optionally), evaluated through
+  the shared scan (`SSMParams.s6`), O(B·L·E·N).
+* `MatrixS6Field` — the same field from the explicit hidden attention P (B, L, L, E),
   O(B·L²·E·N): for teaching and as an independent oracle of the scan form.
 
-Shape letters as in :mod:`mamba_ode.shapes`.
+Shape letters as in `mamba_ode.shapes`.
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ class S6Field(VectorField):
     """The idealised S6 dynamics of one layer: ``du/dt = S6_θ(u)``.
 
     ``S6_θ(u)_l = Σ_{j≤l} P_lj(u) u_j (+ D ⊙ u_l)`` with the hidden attention P,
-    evaluated through the shared selective scan (:meth:`SSMParams.s6`, no gate, no convolution,
+    evaluated through the shared selective scan (`SSMParams.s6`, no gate, no convolution,
     no normalisation). The field is autonomous: ``t`` is ignored.
 
     Arguments:
-        params: the layer's :class:`SSMParams` (E channels, N states).
+        params: the layer's `SSMParams` (E channels, N states).
         use_D: include the ``D ⊙ u`` skip term (off by default, as in the paper).
-        backend: scan backend, see :func:`mamba_ode.selective_scan`.
+        backend: scan backend, see `mamba_ode.selective_scan`.
 
     Raises:
-        TypeError: if params is not an :class:`SSMParams`.
+        TypeError: if params is not an `SSMParams`.
         ValueError: for an unknown backend.
     """
 
@@ -58,7 +58,7 @@ class S6Field(VectorField):
         """The idealised field of layer k of a loaded model ("the ODE from pretrained weights").
 
         Arguments:
-            model: a Mamba-1 model (what :func:`mamba_ode.load` returns).
+            model: a Mamba-1 model (what `mamba_ode.load` returns).
             k: layer index in [0, K) (negative indices count from the end).
             use_D: include the D term.
             backend: scan backend.
@@ -66,7 +66,7 @@ class S6Field(VectorField):
                 differentiable views of the model's parameters.
 
         Returns:
-            An :class:`S6Field` with E = d_inner, N = d_state.
+            An `S6Field` with E = d_inner, N = d_state.
 
         Raises:
             ValueError: if k is out of range.
@@ -129,7 +129,7 @@ class S6Field(VectorField):
 
         ``P_ll^d = Δ_l^d (C_l · B_l)`` is the token's own term of the token-mixing sum, holding Δ, B and C
         fixed: where a layer is stiff (a channel with a large Δ decaying fast), this is the stiff part.
-        Stiff steppers use it as a cheap Jacobian approximation (:func:`mamba_ode.integrate_tokens`).
+        Stiff steppers use it as a cheap Jacobian approximation (`mamba_ode.integrate_tokens`).
 
         Arguments:
             t: time (ignored).
@@ -145,7 +145,7 @@ class S6Field(VectorField):
         return out + p.D if self.use_D else out
 
     def hidden_attention(self, u: Tensor) -> Tensor:
-        """P (B, L, L, E) at tokens u (B, L, E); see :func:`hidden_attention`."""
+        """P (B, L, L, E) at tokens u (B, L, E); see `hidden_attention`."""
         check_tokens(u, self.d_inner)
         return hidden_attention(self.params_like(u), u)
 
@@ -160,7 +160,7 @@ class S6Field(VectorField):
 class MatrixS6Field(S6Field):
     """The S6 field in explicit matrix form ``du_l/dt = Σ_{j≤l} P_lj(u) u_j`` (O(L²)).
 
-    Same parameters and semantics as :class:`S6Field`, computed from the hidden attention P
+    Same parameters and semantics as `S6Field`, computed from the hidden attention P
     instead of the scan: for teaching and as an independent oracle of the scan form.
 
     Arguments:

@@ -1,4 +1,4 @@
-"""Solving token trajectories: :func:`solve` (adaptive, blow-up aware) and :func:`euler` (fixed grid).
+"""Solving token trajectories: `solve` (adaptive, blow-up aware) and `euler` (fixed grid).
 
 Nothing in this package knows about Mamba: a field is any callable ``f(t, u)`` on (B, L, E) states.
 """

@@ -5,18 +5,18 @@ states (B, L, E) to their derivative, batched over the first axis (trajectory b'
 only on trajectory b). A field may list times where it jumps in ``field.jump_times``; the solvers
 land on them.
 
-How :func:`solve` works (torchdiffeq backend):
+How `solve` works (torchdiffeq backend):
 
 * The span is cut at the field's jump times into pieces; on a piece [a, b] the field is evaluated
   with t clamped to [a, b) (its left limit at b), so each piece is smooth.
 * A group of trajectories is integrated by ``torchdiffeq.odeint`` with a monitor attached through
-  torchdiffeq's per-step callbacks (:mod:`mamba_ode.dynamics.solvers.runners`): it counts steps, keeps
+  torchdiffeq's per-step callbacks (`mamba_ode.dynamics.solvers.runners`): it counts steps, keeps
   the last accepted states, and stops the run when a trajectory's largest ``|u|`` passes
   ``blowup_threshold`` or turns non-finite, when the step size collapses, or when the budget runs out.
-* The trajectories that caused a threshold stop get their :class:`Outcome`; after a step-size
+* The trajectories that caused a threshold stop get their `Outcome`; after a step-size
   collapse in a group the group is split in halves, each continued from the last accepted state,
   until the culprit is alone. So one trajectory blowing up never stops or spoils the others.
-* A stop is read by :mod:`mamba_ode.dynamics.solvers.blowup`: with ``r(τ) = d ln‖u‖/dτ``, a
+* A stop is read by `mamba_ode.dynamics.solvers.blowup`: with ``r(τ) = d ln‖u‖/dτ``, a
   finite-time singularity ``‖u‖ ~ (T - τ)^{-α}`` makes ``1/r`` linear in τ with zero at T.
 * ``log_time=True`` integrates in s = ln(1 + t), i.e. ``du/ds = (1 + t) f(t, u)``: algebraic and
   logarithmic dynamics become smooth on a scale of s, so t up to 1e12 costs a few hundred steps.
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
 from .blowup import maxabs, singularity, threshold_outcome
 from .checks import check_field, check_span, check_t_eval, check_u0, positive, probe
@@ -44,7 +44,7 @@ from .solution import Outcome, Solution
 
 __all__ = ["solve", "TORCHDIFFEQ_METHODS", "SCIPY_METHODS", "BACKENDS"]
 
-#: torchdiffeq method names accepted by :func:`solve` (adaptive ones first).
+#: torchdiffeq method names accepted by `solve` (adaptive ones first).
 TORCHDIFFEQ_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2",
                        "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
 #: scipy ``solve_ivp`` methods accepted with ``backend="scipy"``.
@@ -65,7 +65,7 @@ def _slice(hist: History, rows: list[int]) -> History:
 
 
 class _Integration:
-    """The bookkeeping of one :func:`solve` call: per-trajectory results and the work queue of each piece."""
+    """The bookkeeping of one `solve` call: per-trajectory results and the work queue of each piece."""
 
     def __init__(self, field: Callable, u0: Tensor, t0: float, out_taus: list[float], te: Tensor, clock: Clock, *,
                  backend: str, settings: dict, max_steps: int, threshold: float, pbar: tqdm | None) -> None:
@@ -208,9 +208,9 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
         t_span: (t0, t1) with t0 < t1.
         t_eval: (T,) strictly increasing output times inside t_span; default ``n_eval`` times
             evenly spaced in t (in s = ln(1 + t) with ``log_time``).
-        method: torchdiffeq method (:data:`TORCHDIFFEQ_METHODS`; adaptive: dopri5, dopri8, bosh3,
+        method: torchdiffeq method (`TORCHDIFFEQ_METHODS`; adaptive: dopri5, dopri8, bosh3,
             fehlberg2, adaptive_heun; fixed-grid ones need ``options={"step_size": h}``) or, with
-            ``backend="scipy"``, a ``solve_ivp`` method (:data:`SCIPY_METHODS`).
+            ``backend="scipy"``, a ``solve_ivp`` method (`SCIPY_METHODS`).
         rtol, atol: relative and absolute tolerances.
         backend: ``"torchdiffeq"`` (batched, any dtype/device) or ``"scipy"`` (float64, one
             trajectory at a time; for cross-checks on small systems).
@@ -226,7 +226,7 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
         progress: show a tqdm progress bar over the integration variable.
 
     Returns:
-        A :class:`Solution`: ``ts`` (T,), ``ys`` (T, B, L, E) (NaN after a trajectory stops),
+        A `Solution`: ``ts`` (T,), ``ys`` (T, B, L, E) (NaN after a trajectory stops),
         per-trajectory ``status``, ``outcomes``, ``messages``, ``t_blowup`` (B,) (NaN where none),
         ``t_final`` (B,) and ``stats``: ``nfev`` (field evaluations, including the probe and any
         replays), ``n_accepted``, ``n_rejected`` (None for scipy, which does not report them),

@@ -1,4 +1,4 @@
-"""Argument checks of :func:`mamba_ode.solve` and :func:`mamba_ode.euler` (messages name the argument)."""
+"""Argument checks of `mamba_ode.solve` and `mamba_ode.euler` (messages name the argument)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def euler(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
     is evaluated on the right side of each jump.
 
     Arguments:
-        field: callable ``f(t, u)`` as for :func:`solve`.
+        field: callable ``f(t, u)`` as for `solve`.
         u0: (B, L, E) initial states.
         t_span: (t0, t1) with (t1 - t0)/h a whole number (within 1e-9).
         h: step size > 0.
@@ -33,12 +33,12 @@ def euler(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
             for it.
 
     Returns:
-        A :class:`Solution` with ``ts`` the n + 1 grid times and ``ys`` (n + 1, B, L, E);
+        A `Solution` with ``ts`` the n + 1 grid times and ``ys`` (n + 1, B, L, E);
         ``stats["nfev"] = n`` (per trajectory still running).
 
     Raises:
-        TypeError: as for :func:`solve`.
-        ValueError: as for :func:`solve`, and for h that is not positive or does not divide the span.
+        TypeError: as for `solve`.
+        ValueError: as for `solve`, and for h that is not positive or does not divide the span.
     """
     check_field(field)
     u0 = check_u0(u0)

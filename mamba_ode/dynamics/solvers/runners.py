@@ -17,7 +17,7 @@ import scipy.integrate as si
 import torch
 from torch import Tensor
 from torchdiffeq import odeint
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
 __all__ = ["Stop", "Run", "run_torchdiffeq", "run_scipy", "ADAPTIVE"]
 

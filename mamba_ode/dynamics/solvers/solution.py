@@ -1,4 +1,4 @@
-"""The result of a solve: :class:`Solution`, with a coarse :class:`Status` and a typed :class:`Outcome`
+"""The result of a solve: `Solution`, with a coarse `Status` and a typed `Outcome`
 per trajectory (in the spirit of diffrax's ``Solution`` and ``RESULTS``)."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Status(enum.Enum):
 
 
 class Outcome(str, enum.Enum):
-    """How the solver stopped on one trajectory: the typed reason behind its :class:`Status`.
+    """How the solver stopped on one trajectory: the typed reason behind its `Status`.
 
     Members (value in brackets):
 
@@ -58,7 +58,7 @@ class Outcome(str, enum.Enum):
 
     @property
     def status(self) -> Status:
-        """The coarse :class:`Status` of this outcome (growth outcomes are ``BLOWUP``)."""
+        """The coarse `Status` of this outcome (growth outcomes are ``BLOWUP``)."""
         return _STATUS_OF[self]
 
     @property
@@ -76,19 +76,19 @@ _DEFAULT_OUTCOME = {Status.SUCCESS: Outcome.SUCCESS, Status.BLOWUP: Outcome.BLOW
 
 @dataclass
 class Solution:
-    """Result of :func:`solve` and :func:`euler` (in the spirit of diffrax's ``Solution``).
+    """Result of `solve` and `euler` (in the spirit of diffrax's ``Solution``).
 
     Attributes:
         ts: (T,) output times (float64).
         ys: (T, B, L, E) states, in u0's dtype; rows after a trajectory's failure are NaN for it.
-        status: per trajectory (length B), a :class:`Status`.
+        status: per trajectory (length B), a `Status`.
         messages: per trajectory, a readable message.
         t_blowup: (B,) estimated blow-up time (float64), NaN where none.
         t_final: (B,) last time each trajectory reached (float64).
         stats: ``{"nfev": int, "n_accepted": int, "n_rejected": int | None, ...}`` over the whole solve.
         method: solver name; backend: ``"torchdiffeq"``, ``"scipy"`` or ``"euler"``.
         log_time: whether the integration ran in s = ln(1 + t).
-        outcomes: per trajectory, the typed :class:`Outcome` (default: derived from ``status``, a
+        outcomes: per trajectory, the typed `Outcome` (default: derived from ``status``, a
             ``BLOWUP`` status reading as a singularity; an outcome that disagrees with its status is
             replaced by that default).
     """

@@ -2,12 +2,12 @@
 implicit, matrix-free), with their error estimates.
 
 These steppers know nothing about Mamba or tokens: ``y`` is any floating tensor and ``F`` maps it to a
-tensor of the same shape. :mod:`mamba_ode.dynamics.tokens` drives them.
+tensor of the same shape. `mamba_ode.dynamics.tokens` drives them.
 
-* :func:`dp5_step` — the Dormand–Prince pair behind ``dopri5``/``RK45`` (5th order, 4th-order error
+* `dp5_step` — the Dormand–Prince pair behind ``dopri5``/``RK45`` (5th order, 4th-order error
   estimate, first-same-as-last), plus Hairer's stiffness indicator ``h·‖k7 − k6‖ / ‖y7 − y6‖``: values
   above 3.25 mean the step size is limited by stability, not accuracy.
-* :func:`ros34pw2_step` — the four-stage Rosenbrock–W method ROS34PW2 of Rang & Angermann (2005): order
+* `ros34pw2_step` — the four-stage Rosenbrock–W method ROS34PW2 of Rang & Angermann (2005): order
   3 with an embedded order-2 solution, L-stable and stiffly accurate. Being a W-method, it keeps its
   order for *any* approximation of the Jacobian, which is what lets the linear systems
   ``(I − γ h J) u = r`` be solved inexactly by GMRES with finite-difference Jacobian–vector products: no
@@ -105,7 +105,7 @@ def dp5_step(F: Field, y: Tensor, f0: Tensor, h: float) -> Step:
         h: step size.
 
     Returns:
-        A :class:`Step` (6 field evaluations; ``f`` is F at the new state, reusable as the next f0).
+        A `Step` (6 field evaluations; ``f`` is F at the new state, reusable as the next f0).
     """
     ks = [f0]
     stages = []
@@ -219,7 +219,7 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | 
         krylov_iter: most GMRES iterations per solve.
 
     Returns:
-        A :class:`Step` (``f`` is None).
+        A `Step` (``f`` is None).
     """
     ynorm = float(torch.linalg.vector_norm(y))
     nfev = 0
