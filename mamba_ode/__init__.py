@@ -34,6 +34,7 @@ from .io.checkpoints import read_checkpoint
 from .io.config import Mamba2Config, MambaConfig
 from .io.tokenizers import ByteTokenizer, HFTokenizer
 from .nn.block import Block
+from .nn.hooks import ActivationCache, HookPoint
 from .nn.lm import Mamba2LM, MambaLM, MambaLMBase, MambaOutput
 from .nn.load import load
 from .nn.mixer_mamba1 import MambaMixer
@@ -62,6 +63,9 @@ from .regimes.tokens import TokenClassification, TokenVerdict, classify_tokens
 
 __all__ = [
     "__version__",
+    # activation points
+    "ActivationCache",
+    "HookPoint",
     # loading models
     "load",
     "read_checkpoint",

@@ -7,12 +7,13 @@ owns everything generation-specific, including its parameters in the paper's not
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, cast, overload
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..io.config import AnyConfig
+from .hooks import LAYER_POINTS, HookPoint
 from .norms import make_norm
 from .params_mamba1 import SSMParams
 from .params_mamba2 import Mamba2Params
@@ -29,10 +30,13 @@ class Mixer(Protocol):
     @property
     def ssm(self) -> LayerParams: ...
 
+    @property
+    def hp(self) -> dict[str, HookPoint]: ...
+
     def field_input(self, h: Tensor) -> Tensor: ...
 
     def __call__(self, h: Tensor, *, conv: bool = True, gate: bool = True, use_D: bool = True,
-                 return_internals: bool = False, backend: str = "auto") -> Any: ...
+                 backend: str = "auto") -> Tensor: ...
 
 
 class Block(nn.Module):
@@ -53,6 +57,10 @@ class Block(nn.Module):
         self.residual_in_fp32 = config.residual_in_fp32
         self.norm = make_norm(config)
         self.mixer = mixer_cls(config)
+        #: activation points of this layer (see `mamba_ode.nn.hooks`)
+        self.hp: dict[str, HookPoint] = {name: HookPoint(f"layers.{layer_idx}.{name}") for name in LAYER_POINTS}
+        for point in cast(Mixer, self.mixer).hp.values():
+            point.name = f"layers.{layer_idx}.{point.name}"
 
     @property
     def ssm(self) -> LayerParams:
@@ -67,31 +75,21 @@ class Block(nn.Module):
     def _dtype(self) -> torch.dtype:
         return cast(Tensor, self.norm.weight).dtype
 
-    @overload
-    def update(self, x: Tensor, *, norm: bool = ..., conv: bool = ..., gate: bool = ...,
-               return_internals: Literal[False] = ..., backend: str = ...) -> Tensor: ...
-
-    @overload
-    def update(self, x: Tensor, *, norm: bool = ..., conv: bool = ..., gate: bool = ...,
-               return_internals: Literal[True], backend: str = ...) -> tuple[Tensor, Any]: ...
-
     def update(self, x: Tensor, *, norm: bool = True, conv: bool = True, gate: bool = True,
-               return_internals: bool = False, backend: str = "auto") -> Tensor | tuple[Tensor, Any]:
+               backend: str = "auto") -> Tensor:
         """The residual update ``F_k(x) = Mixer_k(Norm_k(x))`` (no residual added).
 
         Arguments:
             x: (B, L, Dm) residual states.
             norm, conv, gate: keep the norm / convolution / gate (ablation switches).
-            return_internals: also return the mixer's internals.
             backend: scan backend.
 
         Returns:
-            (B, L, Dm), and the internals when asked.
+            (B, L, Dm).
         """
         x = x.to(self._dtype)  # a float32 residual stream of a half-precision model
-        h = self.norm(x) if norm else x
-        return cast(Tensor | tuple[Tensor, Any],
-                    self._mixer(h, conv=conv, gate=gate, return_internals=return_internals, backend=backend))
+        h = self.hp["mixer_in"](self.norm(x) if norm else x)
+        return self.hp["mixer_out"](self._mixer(h, conv=conv, gate=gate, backend=backend))
 
     def field_input(self, x: Tensor) -> Tensor:
         """The tokens the idealised field of this layer starts from, for residual states x (B, L, Dm).
@@ -101,13 +99,10 @@ class Block(nn.Module):
         """
         return self._mixer.field_input(self.norm(x.to(self._dtype)))
 
-    def forward(self, x: Tensor, *, return_internals: bool = False,
-                backend: str = "auto") -> Tensor | tuple[Tensor, Any]:
-        """x (B, L, Dm) → x + F_k(x) (B, L, Dm), and the internals when asked."""
+    def forward(self, x: Tensor, *, backend: str = "auto") -> Tensor:
+        """x (B, L, Dm) → x + F_k(x) (B, L, Dm), through the points ``resid_pre`` … ``resid_post``."""
+        x = self.hp["resid_pre"](x)
         res = x
         if self.residual_in_fp32 and x.dtype in (torch.float16, torch.bfloat16):
             res = x.float()
-        if return_internals:
-            out, internals = self.update(x, return_internals=True, backend=backend)
-            return res + out, internals
-        return res + self.update(x, backend=backend)
+        return self.hp["resid_post"](res + self.update(x, backend=backend))

@@ -11,7 +11,9 @@ Every LM answers the same small interface, which is all the dynamics and the ana
   and ``mixing_matrix(u)``);
 * ``field_starts(ids, layers)`` / ``token_states(prompt, k)`` — the tokens the idealised field of a
   layer starts from for a prompt (the S6 input u for Mamba-1, the mixer input for Mamba-2);
-* ``embed``, ``head``, ``forward``, ``encode``, ``save_pretrained``.
+* ``embed``, ``head``, ``forward``, ``encode``, ``save_pretrained``;
+* ``hook_points()``, ``hooks(...)``, ``run_with_cache(...)`` — named activations, read or patched
+  (`mamba_ode.nn.hooks`); ``forward(internals=...)`` and ``field_starts`` read them the same way.
 
 Shape letters as in `mamba_ode.shapes`.
 """
@@ -19,7 +21,8 @@ Shape letters as in `mamba_ode.shapes`.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -31,9 +34,12 @@ from .._checks import layer_index
 from ..io.checkpoints import Checkpoint, write_checkpoint, write_refinements
 from ..io.config import AnyConfig, Mamba2Config, MambaConfig
 from .block import Block, LayerParams
+from .hooks import ActivationCache, HookFn, HookPoint, select_names
 from .mixer_mamba1 import MambaMixer
 from .mixer_mamba2 import Mamba2Mixer
 from .norms import make_norm
+from .params_mamba1 import S6Internals
+from .params_mamba2 import Mamba2Internals
 from .refine import refinement_record
 
 __all__ = ["MambaLMBase", "MambaLM", "Mamba2LM", "MambaOutput"]
@@ -65,6 +71,10 @@ class _Backbone(nn.Module):
         self.norm_f = make_norm(config)
 
 
+class _Done(Exception):
+    """Raised by a hook to end a forward pass early (internal)."""
+
+
 class MambaLMBase(nn.Module):
     """A Mamba language model (the discrete network: ``x^{k+1} = x^k + Mixer_k(Norm_k(x^k))``).
 
@@ -84,6 +94,8 @@ class MambaLMBase(nn.Module):
     mixer_cls: ClassVar[type[nn.Module]] = MambaMixer
     #: The name of the generation in summaries and reports.
     architecture: ClassVar[str] = "mamba"
+    #: The activation point (``layers.{k}.<point>``) holding the tokens a layer's idealised field starts from.
+    field_point: ClassVar[str] = "mixer.u"
 
     def __init__(self, config: AnyConfig):
         super().__init__()
@@ -140,7 +152,8 @@ class MambaLMBase(nn.Module):
         Arguments:
             input_ids: (B, L) (or (L,)) token ids.
             output_hidden_states: return x^0..x^K (un-normalised residual stream).
-            internals: layer indices whose S6 internals to return (True: all).
+            internals: layer indices whose SSM internals (u, Δ, B, C, y, z) to return (True: all); read
+                from the activation points ``layers.{k}.mixer.*`` (see `run_with_cache`).
             backend: scan backend.
 
         Returns:
@@ -149,24 +162,126 @@ class MambaLMBase(nn.Module):
         Raises:
             ValueError: for bad ids or layer indices.
         """
-        want = set(range(self.config.n_layer)) if internals is True else set(internals or ())
+        want = sorted(set(range(self.config.n_layer)) if internals is True else set(internals or ()))
         bad = [k for k in want if not 0 <= k < self.config.n_layer]
         if bad:
             raise ValueError(f"argument 'internals': layer index {bad[0]} outside [0, {self.config.n_layer})")
+        if want:
+            names = [f"layers.{k}.mixer.{p}" for k in want for p in ("u", "delta", "B", "C", "y", "z")]
+            out, cache = self.run_with_cache(input_ids, names, output_hidden_states=output_hidden_states,
+                                             backend=backend, detach=False)
+            cls = Mamba2Internals if isinstance(self, Mamba2LM) else S6Internals
+            out.internals = {k: cls(**{p: cache[f"layers.{k}.mixer.{p}"] for p in ("u", "delta", "B", "C", "y", "z")})
+                             for k in want}
+            return out
         x = self.embed(input_ids)
         hs = [x] if output_hidden_states else None
-        got: dict[int, Any] = {}
-        for k, block in enumerate(self.layers):
-            if k in want:
-                x, got[k] = block(x, return_internals=True, backend=backend)
-            else:
-                x = block(x, backend=backend)
+        for block in self.layers:
+            x = block(x, backend=backend)
             if hs is not None:
                 hs.append(x)
         last = self.backbone.norm_f(x)
         logits = self.lm_head(last.to(self.lm_head.weight.dtype))
-        return MambaOutput(logits=logits, last_hidden_state=last,
-                           hidden_states=tuple(hs) if hs is not None else None, internals=got)
+        return MambaOutput(logits=logits, last_hidden_state=last, hidden_states=tuple(hs) if hs is not None else None)
+
+    # ------------------------------------------------------------------ activation points
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        """Every named activation point, in the order a forward pass reaches them (see `mamba_ode.nn.hooks`).
+
+        Returns:
+            name → `HookPoint`, e.g. ``layers.0.resid_pre``, ``layers.0.mixer.delta``.
+        """
+        points: dict[str, HookPoint] = {}
+        for block in self.layers:
+            mixer_points = getattr(block.mixer, "hp", {})
+            for name in ("resid_pre", "mixer_in"):
+                points[block.hp[name].name] = block.hp[name]
+            for point in mixer_points.values():
+                points[point.name] = point
+            for name in ("mixer_out", "resid_post"):
+                points[block.hp[name].name] = block.hp[name]
+        return points
+
+    @contextmanager
+    def hooks(self, fwd: Mapping[str, HookFn] | Sequence[tuple[str, HookFn]]) -> Iterator[MambaLMBase]:
+        """Register hooks for the duration of a ``with`` block (removed on exit, also after an error).
+
+        Arguments:
+            fwd: ``{name_or_pattern: fn}`` or ``[(name_or_pattern, fn), ...]``; a pattern (``"layers.*.mixer.y"``)
+                registers ``fn`` on every point it matches. ``fn(activation, name)`` returns None to read
+                or a tensor of the same shape to replace the activation (activation patching).
+
+        Returns:
+            A context manager yielding the model.
+
+        Raises:
+            ValueError: if a name matches no point. TypeError: if a hook is not callable.
+        """
+        pairs = list(fwd.items()) if isinstance(fwd, Mapping) else list(fwd)
+        points = self.hook_points()
+        names = list(points)
+        registered: list[tuple[HookPoint, HookFn]] = []
+        for pattern, fn in pairs:
+            if not callable(fn):
+                raise TypeError(f"argument 'fwd': the hook for '{pattern}' is not callable")
+            for name in select_names(names, pattern, argument="fwd"):
+                registered.append((points[name], fn))
+        for point, fn in registered:
+            point.fns.append(fn)
+        try:
+            yield self
+        finally:
+            for point, fn in registered:
+                point.fns.remove(fn)
+
+    def run_with_cache(self, input_ids: Tensor, names: str | Sequence[str] | Callable[[str], bool] | None = None, *,
+                       states_at: Sequence[int] | None = None, output_hidden_states: bool = False,
+                       backend: str = "auto", detach: bool = True) -> tuple[MambaOutput, ActivationCache]:
+        """Run the model once and keep the activations named.
+
+        Arguments:
+            input_ids: (B, L) (or (L,)) token ids.
+            names: None (every point), a name or glob pattern, a list of them, or a predicate on names.
+            states_at: token positions (0-based; negative count from the end) after which to also give
+                the SSM state of every layer with a cached point: ``layers.{k}.mixer.state``, (B, P, E, N)
+                for P positions (Mamba-2: E = H·P channels, state per group's N), from the cached u, Δ,
+                B, C by the shared selective scan.
+            output_hidden_states: as in `forward`.
+            backend: scan backend.
+            detach: store detached tensors (False keeps the autograd graph).
+
+        Returns:
+            ``(output, cache)``: the `MambaOutput` and an `ActivationCache`.
+
+        Raises:
+            ValueError: for a name matching no point, bad ids or positions out of range.
+        """
+        chosen = select_names(list(self.hook_points()), names)
+        store: dict[str, Tensor] = {}
+
+        def keep(x: Tensor, name: str) -> None:
+            store[name] = x.detach() if detach else x
+
+        layers = sorted({int(n.split(".")[1]) for n in chosen})
+        extra = [f"layers.{k}.mixer.{p}" for k in layers for p in ("u", "delta", "B", "C")] if states_at else []
+        internal: dict[str, Tensor] = {}
+
+        def keep_internal(x: Tensor, name: str) -> None:
+            internal[name] = x.detach() if detach else x
+
+        with self.hooks([(n, keep) for n in chosen] + [(n, keep_internal) for n in extra]):
+            out = self(input_ids, output_hidden_states=output_hidden_states, backend=backend)
+        if states_at:
+            length = out.logits.shape[1]
+            pos = [int(q) for q in states_at]
+            if any(not -length <= q < length for q in pos):
+                raise ValueError(f"argument 'states_at': positions must lie in [{-length}, {length}), got {pos}")
+            pos = [q % length for q in pos]
+            for k in layers:
+                u, dl, Bm, Cm = (internal[f"layers.{k}.mixer.{p}"] for p in ("u", "delta", "B", "C"))
+                store[f"layers.{k}.mixer.state"] = self.layers[k].ssm.states_at(u, dl, Bm, Cm, pos, backend=backend)
+        return out, ActivationCache(store)
 
     def encode(self, prompt: str | list[int] | Tensor) -> Tensor:
         """Token ids (1, L) (or (B, L)) for a prompt: text through ``self.tokenizer``, or ids as given.
@@ -233,15 +348,20 @@ class MambaLMBase(nn.Module):
             ValueError: for bad ids or layer indices.
         """
         want = sorted({layer_index(k, len(self.layers), "layers") for k in layers})
-        x = self.embed(input_ids)
-        out: dict[int, Tensor] = {}
-        for k, block in enumerate(self.layers):
-            if k in want:
-                out[k] = block.field_input(x)
-            if k == want[-1]:
-                break
-            x = block(x)
-        return out
+        names = [f"layers.{k}.{self.field_point}" for k in want]
+        store: dict[str, Tensor] = {}
+
+        def keep(x: Tensor, name: str) -> None:
+            store[name] = x
+            if len(store) == len(names):
+                raise _Done  # every start is known: the layers after the last one are not run
+
+        try:
+            with self.hooks([(n, keep) for n in names]):
+                self(input_ids)
+        except _Done:
+            pass
+        return {k: store[n] for k, n in zip(want, names)}
 
     @torch.no_grad()
     def token_states(self, prompt: str | list[int] | Tensor, k: int) -> Tensor:
@@ -305,3 +425,4 @@ class Mamba2LM(MambaLMBase):
     config_cls = Mamba2Config
     mixer_cls = Mamba2Mixer
     architecture = "mamba2"
+    field_point = "mixer_in"

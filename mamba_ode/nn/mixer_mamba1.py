@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..io.config import MambaConfig
-from .params_mamba1 import S6Internals, SSMParams
+from .hooks import MIXER_POINTS, HookPoint
+from .params_mamba1 import SSMParams
 
 __all__ = ["MambaMixer"]
 
@@ -26,6 +27,8 @@ class MambaMixer(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(e, 1))
         self.D = nn.Parameter(torch.ones(e))
         self.out_proj = nn.Linear(e, dm, bias=config.proj_bias)
+        #: activation points (named ``layers.{k}.mixer.*`` by the block that owns the mixer)
+        self.hp: dict[str, HookPoint] = {name: HookPoint(f"mixer.{name}") for name in MIXER_POINTS}
 
     @property
     def ssm(self) -> SSMParams:
@@ -48,6 +51,7 @@ class MambaMixer(nn.Module):
         if conv:
             length = x.shape[1]
             xi = self.conv1d(xi.transpose(1, 2))[..., :length].transpose(1, 2)
+            xi = self.hp["conv"](xi)
         return F.silu(xi), z
 
     def field_input(self, h: Tensor) -> Tensor:
@@ -56,7 +60,7 @@ class MambaMixer(nn.Module):
         return self.ssm_input(h)[0]
 
     def forward(self, x: Tensor, *, conv: bool = True, gate: bool = True, use_D: bool = True,
-                return_internals: bool = False, backend: str = "auto") -> Tensor | tuple[Tensor, S6Internals]:
+                backend: str = "auto") -> Tensor:
         """Mixer output for (normalised) residual states.
 
         Arguments:
@@ -64,13 +68,11 @@ class MambaMixer(nn.Module):
             conv: keep the causal convolution.
             gate: multiply by SiLU(z).
             use_D: keep the D skip term.
-            return_internals: also return the S6 internals.
             backend: scan backend.
 
         Returns:
-            (B, L, Dm), and `S6Internals` when asked.
+            (B, L, Dm).
         """
         u, z = self.ssm_input(x, conv=conv)
-        y, internals = self.ssm.s6(u, z if gate else None, use_D=use_D, backend=backend, return_internals=True)
-        out = self.out_proj(y)
-        return (out, internals) if return_internals else out
+        y = self.ssm.s6(u, z if gate else None, use_D=use_D, backend=backend, hooks=self.hp)
+        return self.out_proj(y)

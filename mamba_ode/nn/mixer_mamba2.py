@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..io.config import Mamba2Config
+from .hooks import MIXER_POINTS, HookPoint
 from .norms import GatedRMSNorm
-from .params_mamba2 import Mamba2Internals, Mamba2Params
+from .params_mamba2 import Mamba2Params
 
 __all__ = ["Mamba2Mixer"]
 
@@ -34,6 +35,8 @@ class Mamba2Mixer(nn.Module):
         self.D = nn.Parameter(torch.ones(h))
         self.norm = GatedRMSNorm(e, e // config.ngroups, config.mixer_norm_eps)
         self.out_proj = nn.Linear(e, dm, bias=config.proj_bias)
+        #: activation points (named ``layers.{k}.mixer.*`` by the block that owns the mixer)
+        self.hp: dict[str, HookPoint] = {name: HookPoint(f"mixer.{name}") for name in MIXER_POINTS}
 
     @property
     def ssm(self) -> Mamba2Params:
@@ -63,6 +66,7 @@ class Mamba2Mixer(nn.Module):
         z, xbc, dt = self.in_proj(h).split([e, self.conv_dim, self.n_heads], dim=-1)
         if conv:
             xbc = self.conv1d(xbc.transpose(1, 2))[..., :length].transpose(1, 2)
+            xbc = self.hp["conv"](xbc)
         xbc = F.silu(xbc)
         u, Bm, Cm = xbc.split([e, gn, gn], dim=-1)
         shape = (b, length, self.n_groups, self.d_state)
@@ -73,7 +77,7 @@ class Mamba2Mixer(nn.Module):
         return h
 
     def forward(self, h: Tensor, *, conv: bool = True, gate: bool = True, use_D: bool = True,
-                return_internals: bool = False, backend: str = "auto") -> Tensor | tuple[Tensor, Mamba2Internals]:
+                backend: str = "auto") -> Tensor:
         """Mixer output for (normalised) residual states.
 
         Arguments:
@@ -81,17 +85,16 @@ class Mamba2Mixer(nn.Module):
             conv: keep the causal convolution.
             gate: multiply by SiLU(z) inside the gated norm.
             use_D: keep the D skip term.
-            return_internals: also return the `Mamba2Internals`.
             backend: scan backend.
 
         Returns:
-            (B, L, Dm), and `Mamba2Internals` when asked.
+            (B, L, Dm).
         """
+        hp = self.hp
         u, Bm, Cm, dt, z = self.ssm_inputs(h, conv=conv)
+        u, Bm, Cm = hp["u"](u), hp["B"](Bm), hp["C"](Cm)
         p = self.ssm
-        delta = p.delta(dt)
-        y = p.ssd(u, delta, Bm, Cm, use_D=use_D, backend=backend)
-        out = self.out_proj(self.norm(y, z if gate else None).to(h.dtype))
-        if return_internals:
-            return out, Mamba2Internals(u=u, delta=delta, B=Bm, C=Cm, y=y, z=z if gate else None)
-        return out
+        delta = hp["delta"](p.delta(dt))
+        z = hp["z"](z)
+        y = hp["y"](p.ssd(u, delta, Bm, Cm, use_D=use_D, backend=backend))
+        return self.out_proj(self.norm(y, z if gate else None).to(h.dtype))

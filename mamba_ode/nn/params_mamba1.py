@@ -17,14 +17,15 @@ Shape letters as in `mamba_ode.shapes`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_tokens
+from .hooks import HookPoint
 from .scan import selective_scan
 
 __all__ = ["SSMParams", "S6Internals", "hidden_attention", "matrix_s6"]
@@ -161,16 +162,8 @@ class SSMParams:
         pre, _, _ = self.selective_inputs(u)
         return torch.nn.functional.softplus(pre + self.delta_bias)
 
-    @overload
-    def s6(self, u: Tensor, z: Tensor | None = ..., *, use_D: bool = ..., backend: str = ...,
-           return_internals: Literal[False] = ...) -> Tensor: ...
-
-    @overload
-    def s6(self, u: Tensor, z: Tensor | None = ..., *, use_D: bool = ..., backend: str = ...,
-           return_internals: Literal[True]) -> tuple[Tensor, S6Internals]: ...
-
     def s6(self, u: Tensor, z: Tensor | None = None, *, use_D: bool = True, backend: str = "auto",
-           return_internals: bool = False) -> Tensor | tuple[Tensor, S6Internals]:
+           hooks: Mapping[str, HookPoint] | None = None) -> Tensor:
         """Apply the S6 layer to tokens: ``y_l = Σ_{j≤l} P_lj u_j (+ D ⊙ u_l)``, gated by SiLU(z).
 
         Arguments:
@@ -178,25 +171,52 @@ class SSMParams:
             z: (B, L, E) gate input, optional.
             use_D: include the ``D ⊙ u`` term.
             backend: scan backend (see `mamba_ode.selective_scan`).
-            return_internals: also return `S6Internals`.
+            hooks: the mixer's activation points ``u``, ``B``, ``C``, ``delta``, ``z``, ``y`` (see
+                `mamba_ode.nn.hooks`); each reads or replaces its activation. None: no points.
 
         Returns:
-            (B, L, E) output, and the internals when asked.
+            (B, L, E) output.
 
         Raises:
             ValueError: if u is not (B, L, E) with this layer's E.
         """
         if u.dim() != 3 or u.shape[-1] != self.d_inner:
             raise ValueError(f"s6: argument 'u' must be (B, L, E) with E={self.d_inner}, got {tuple(u.shape)}")
+        if hooks is not None:
+            u = hooks["u"](u)
         pre, Bm, Cm = self.selective_inputs(u)
+        delta_bias: Tensor | None = self.delta_bias
+        softplus = True
+        if hooks is not None:
+            Bm, Cm = hooks["B"](Bm), hooks["C"](Cm)
+            if hooks["delta"].active:  # Δ itself is read or replaced: form it, and scan with it as it is
+                pre = hooks["delta"](torch.nn.functional.softplus(pre + self.delta_bias))
+                delta_bias, softplus = None, False
+            if z is not None:
+                z = hooks["z"](z)
         y = selective_scan(u.transpose(1, 2), pre.transpose(1, 2), self.A, Bm.transpose(1, 2), Cm.transpose(1, 2),
-                           D=self.D if use_D else None, z=None, delta_bias=self.delta_bias,
-                           delta_softplus=True, backend=backend).transpose(1, 2)
-        out = y * torch.nn.functional.silu(z) if z is not None else y
-        if not return_internals:
-            return out
-        delta = torch.nn.functional.softplus(pre + self.delta_bias)
-        return out, S6Internals(u=u, delta=delta, B=Bm, C=Cm, y=y, z=z)
+                           D=self.D if use_D else None, z=None, delta_bias=delta_bias,
+                           delta_softplus=softplus, backend=backend).transpose(1, 2)
+        if hooks is not None:
+            y = hooks["y"](y)
+        return y * torch.nn.functional.silu(z) if z is not None else y
+
+    def states_at(self, u: Tensor, delta: Tensor, B: Tensor, C: Tensor, positions: Sequence[int], *,
+                  backend: str = "auto") -> Tensor:
+        """The SSM state h_q (after token q) for each position q, by the shared selective scan.
+
+        Arguments:
+            u: (B, L, E) SSM input; delta: (B, L, E) step sizes Δ; B, C: (B, L, N) — as cached at the
+                points ``mixer.u``, ``mixer.delta``, ``mixer.B``, ``mixer.C``.
+            positions: P token positions in [0, L).
+            backend: scan backend.
+
+        Returns:
+            (B, P, E, N) states ``h_q = Σ_{j≤q} exp(A Σ_{k=j+1..q} Δ_k) ⊙ Δ_j B_j u_j``.
+        """
+        return torch.stack([selective_scan(u[:, :q + 1].transpose(1, 2), delta[:, :q + 1].transpose(1, 2), self.A,
+                                           B[:, :q + 1].transpose(1, 2), C[:, :q + 1].transpose(1, 2),
+                                           return_last_state=True, backend=backend)[1] for q in positions], dim=1)
 
     # ------------------------------------------------------------------ the interface shared with Mamba2Params
 

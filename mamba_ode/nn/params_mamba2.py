@@ -29,7 +29,7 @@ H heads, P head size, G groups, N state size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -183,6 +183,26 @@ class Mamba2Params:
                            B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1),
                            D=self.D.repeat_interleave(p) if use_D else None, backend=backend)
         return y.transpose(1, 2)
+
+    def states_at(self, u: Tensor, delta: Tensor, B: Tensor, C: Tensor, positions: Sequence[int], *,
+                  backend: str = "auto") -> Tensor:
+        """The SSM state after token q for each position q, per channel, by the shared selective scan.
+
+        Arguments:
+            u: (B, L, E) SSM input; delta: (B, L, H) step sizes; B, C: (B, L, G, N) — as cached at the
+                points ``mixer.u``, ``mixer.delta``, ``mixer.B``, ``mixer.C``.
+            positions: P token positions in [0, L).
+            backend: scan backend.
+
+        Returns:
+            (B, P, E, N): channel e of head h holds ``Σ_{j≤q} exp(a_h Σ_{k=j+1..q} Δ^h_k) Δ^h_j B^g_j x^e_j``.
+        """
+        p = self.head_dim
+        dl = delta.repeat_interleave(p, dim=-1)
+        return torch.stack([selective_scan(u[:, :q + 1].transpose(1, 2), dl[:, :q + 1].transpose(1, 2),
+                                           self.channel_A(), B[:, :q + 1].permute(0, 2, 3, 1),
+                                           C[:, :q + 1].permute(0, 2, 3, 1), return_last_state=True,
+                                           backend=backend)[1] for q in positions], dim=1)
 
     def token_mixing_matrix(self, delta: Tensor, B: Tensor, C: Tensor) -> Tensor:
         """The per-head scalar-A token-mixing matrix — O(L²·H): for teaching and tests.

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .._checks import check_matrix
+from .hooks import MIXER_POINTS, HookPoint
 from .params_mamba1 import SSMParams
 
 __all__ = [
@@ -328,6 +329,9 @@ class TokenReorder(nn.Module):
         w = self.inner.x_proj.weight
         self.K = nn.Parameter(torch.randn(e, dtype=w.dtype, device=w.device) * e ** -0.5)
         self.last_permutation: Tensor | None = None
+        #: activation points: the wrapped mixer's own (u, B, C, Δ, y of the reordered tokens)
+        self.hp: dict[str, HookPoint] = getattr(mixer, "hp", None) or {n: HookPoint(f"mixer.{n}")
+                                                                        for n in MIXER_POINTS}
 
     # ------------------------------------------------------------------ pieces
 
@@ -373,17 +377,17 @@ class TokenReorder(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def forward(self, x: Tensor, *, conv: bool = True, gate: bool = True, use_D: bool = True,
-                return_internals: bool = False, backend: str = "auto", cache_params=None, **_ignored):
+                backend: str = "auto", cache_params=None, **_ignored):
         """Mixer output with reordered tokens.
 
         Arguments:
             x: (B, L, Dm) (normalised) residual states.
-            conv, gate, use_D, return_internals, backend: as `MambaMixer.forward`.
+            conv, gate, use_D, backend: as `MambaMixer.forward`.
             cache_params: must be None (transformers' generation cache is not supported).
 
         Returns:
-            (B, L, Dm) — in permuted token order unless ``permute_back`` — and the
-            `S6Internals` of the permuted tokens when asked.
+            (B, L, Dm) — in permuted token order unless ``permute_back``; the activation points
+            ``u``, ``B``, ``C``, ``delta``, ``y`` see the permuted tokens.
             ``self.last_permutation`` holds P̂ (B, L, L) of the last call.
 
         Raises:
@@ -398,13 +402,13 @@ class TokenReorder(nn.Module):
         perm = self.permutation(u, ssm)
         self.last_permutation = perm
         u_p = perm @ u
-        y, internals = ssm.s6(u_p, None, use_D=use_D, backend=backend, return_internals=True)
+        y = ssm.s6(u_p, None, use_D=use_D, backend=backend, hooks=self.hp)
         if self.permute_back:
             y = perm.transpose(-1, -2) @ y
         if gate:
-            y = y * F.silu(z)
+            y = y * F.silu(self.hp["z"](z))
         out = self.inner.out_proj(y)
-        return (out, internals) if return_internals else out
+        return out
 
     def extra_repr(self) -> str:
         return f"permute_back={self.permute_back}"
