@@ -14,7 +14,9 @@ the public API, grouped by topic.
 
 from ._version import __version__
 from .analysis import plots
-from .analysis.analyze import Analysis, LayerDynamics, analyze
+from .analysis.analyze import Analysis, LayerDynamics, analyze, load_analysis
+from .analysis.many import LayerStats, ManyAnalysis, PromptResult, analyze_many
+from .analysis.many_report import write_many_report
 from .analysis.report import write_report
 from .dynamics.compare import DiscreteComparison, compare_discrete
 from .dynamics.fields import (
@@ -148,6 +150,12 @@ __all__ = [
     "importance_scores",
     # analysis and report
     "analyze",
+    "analyze_many",
+    "load_analysis",
+    "ManyAnalysis",
+    "PromptResult",
+    "LayerStats",
+    "write_many_report",
     "Analysis",
     "LayerDynamics",
     "write_report",

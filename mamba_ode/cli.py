@@ -17,10 +17,13 @@ from typing import Any
 import torch
 
 from ._version import __version__
-from .analysis.analyze import DEFAULT_PROMPT, analyze
+from .analysis.analyze import DEFAULT_PROMPT, analyze, load_analysis
 from .analysis.budget import DEFAULT_MAX_TOKENS, check_prompt_budget
+from .analysis.many import EXECUTORS, TOKEN_LABELS, analyze_many, read_prompts
+from .analysis.many_report import write_many_report
 from .analysis.output import check_report_dir
 from .analysis.report import write_report
+from .analysis.store import ANALYSIS_MARKER
 from .analysis.summary import comparison_sentence
 from .io.config import MambaConfig
 from .io.hub import cached_model_ids
@@ -175,6 +178,15 @@ def _analyze(args: argparse.Namespace) -> int:
         check_report_dir(args.out)  # before any work: a file, a foreign directory or no permission
     except ValueError as exc:
         raise UsageError(f"argument --out: {exc}") from None
+    if args.save is not None:
+        if args.prompts is not None:
+            raise UsageError("argument --save: saves one prompt's analysis; not with --prompts")
+        try:
+            check_report_dir(args.save, marker=ANALYSIS_MARKER, what="saved analysis")
+        except ValueError as exc:
+            raise UsageError(f"argument --save: {exc}") from None
+    if args.prompts is not None:
+        return _analyze_many(args, say, start)
     prompt = _read_prompt(args)
     model = _load_for_cli(args, say)
     _check_prompt(model, prompt, args)
@@ -188,10 +200,71 @@ def _analyze(args: argparse.Namespace) -> int:
         raise UsageError(f"argument --out: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot write the report to {args.out!r}: {exc.strerror or exc}") from None
+    if args.save is not None:
+        try:
+            result.save(args.save)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"argument --save: {getattr(exc, 'strerror', None) or exc}") from None
     summary = result.summary()
     print("\n".join(_table(summary)))
     print(f"discrete network vs depth-time ODE: {comparison_sentence(summary['comparison'])}")
     print(f"report: {page}  ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _analyze_many(args: argparse.Namespace, say: Callable[[str], None], start: float) -> int:
+    """``analyze --prompts FILE``: the token dynamics of every prompt, statistics per layer, a report."""
+    try:
+        prompts = read_prompts(args.prompts)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"argument --prompts: {exc}") from None
+    model = _load_for_cli(args, say)
+    for i, prompt in enumerate(prompts):
+        try:
+            _check_prompt(model, prompt, args)
+        except UsageError as exc:
+            raise UsageError(f"argument --prompts, prompt {i} (line {i + 1} of the non-empty lines): {exc}") from None
+    try:
+        many = analyze_many(model, prompts, layers=args.layers, t_max=args.t_max, rtol=args.rtol, atol=args.atol,
+                            max_steps=args.max_steps, blowup_factor=args.blowup_factor, backend=args.backend,
+                            max_tokens=args.max_tokens, executor=args.executor,
+                            model_name=args.model or "tiny-shakespeare", progress=say)
+    except ImportError as exc:
+        raise UsageError(f"argument --executor: {exc}") from None
+    say(f"writing the report to {args.out}")
+    try:
+        page = write_many_report(many, args.out)
+    except ValueError as exc:
+        raise UsageError(f"argument --out: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to {args.out!r}: {exc.strerror or exc}") from None
+    rows = [["layer", "tokens"] + [str(lab) for lab in TOKEN_LABELS] + ["median t*"]]
+    for st in many.stats:
+        q = st.t_blowup_quantiles.get("q50")
+        rows.append([str(st.layer), str(st.n_tokens)]
+                    + [f"{st.label_fractions[str(lab)].value or 0:.3f}" for lab in TOKEN_LABELS]
+                    + ["-" if q is None else f"{q:.4g}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print("\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows))
+    print(f"{len(prompts)} prompts; fractions of tokens per label; report: {page}  "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """``report SAVED``: render the report of a saved analysis."""
+    try:
+        check_report_dir(args.out)
+        analysis = load_analysis(args.saved)
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        page = write_report(analysis, args.out, formats=("png", "svg") if args.svg else ("png",))
+    except ValueError as exc:
+        raise UsageError(f"argument --out: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to {args.out!r}: {exc.strerror or exc}") from None
+    print(f"report: {page}")
     return 0
 
 
@@ -219,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the shipped models and the cached Hugging Face checkpoints")
     m.set_defaults(func=_models)
     _analyze_parser(sub)
+    r = sub.add_parser("report", help="render the report of a saved analysis (analyze --save) without recomputing",
+                       formatter_class=_Help)
+    r.add_argument("saved", metavar="SAVED", help="a directory written by `mamba-ode analyze --save`")
+    r.add_argument("--out", default="mamba-ode-report", metavar="DIR",
+                   help="output directory: new, empty, or a previous mamba-ode report (replaced)")
+    r.add_argument("--svg", action="store_true", help="also write every figure as SVG")
+    r.set_defaults(func=_report)
     return p
 
 
@@ -237,6 +317,15 @@ def _analyze_parser(sub: Any) -> None:
     src.add_argument("--prompt-file", default=None, metavar="F", help="read the prompt from a UTF-8 text file")
     src.add_argument("--prompt-ids", nargs="+", type=int, default=None, metavar="ID",
                      help="token ids, for models without a tokenizer")
+    src.add_argument("--prompts", default=None, metavar="FILE",
+                     help="many prompts: a text file (one per line) or JSONL with a 'text' or 'ids' field; writes "
+                          "per-layer statistics over the prompts")
+    a.add_argument("--executor", choices=EXECUTORS, default="batched",
+                   help="with --prompts: one prompt after the other, forward passes batched by length, or Ray "
+                        "tasks (local, or the cluster of RAY_ADDRESS)")
+    a.add_argument("--save", default=None, metavar="DIR",
+                   help="also save the analysis (trajectories, per-token results) to DIR; `mamba-ode report DIR` "
+                        "renders it again")
     a.add_argument("--tokenizer", default=None, metavar="PATH_OR_HUB_ID",
                    help="tokenizer.json path, directory or Hub id, for checkpoints without one (default: the "
                         "checkpoint's own)")

@@ -20,11 +20,14 @@ No new numerics live here. Shape letters as in `mamba_ode.shapes`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,9 +43,10 @@ from ..regimes.predict import TokenPrediction, predict_tokens, prediction_agreem
 from ..regimes.table import RegimeTable, Verdict, layer_fractions, layer_spectrum, regime_table
 from ..regimes.tokens import TokenClassification, classify_tokens
 from .budget import ATTENTION_TOKENS, DEFAULT_MAX_TOKENS, check_prompt_budget
+from .store import SavedModel, read_saved, write_saved
 from .summary import SCHEMA_VERSION
 
-__all__ = ["LayerDynamics", "Analysis", "analyze", "DEFAULT_PROMPT", "agreement", "regime_of_labels",
+__all__ = ["LayerDynamics", "Analysis", "analyze", "load_analysis", "DEFAULT_PROMPT", "agreement", "regime_of_labels",
            "token_pieces"]
 
 DEFAULT_PROMPT = "To be, or not to be, that is the question."
@@ -165,7 +169,8 @@ class Analysis:
 
     Attributes:
         model_name: how the model was named (shipped name, path or Hub id).
-        model: the model (either generation).
+        model: the model (either generation); after `load_analysis`, a `SavedModel` (what the summary
+            and the report need) unless a model was attached.
         prompt: the prompt text (None when ids were given).
         input_ids: (1, L) ids.
         table: the regime table (all layers): one `Verdict` per layer, or per layer and head.
@@ -181,7 +186,7 @@ class Analysis:
     """
 
     model_name: str
-    model: MambaLMBase
+    model: MambaLMBase | SavedModel
     prompt: str | None
     input_ids: Tensor
     table: RegimeTable
@@ -197,6 +202,33 @@ class Analysis:
     def architecture(self) -> str:
         """``"mamba"`` or ``"mamba2"``."""
         return self.model.architecture
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Save this analysis (trajectories, per-token results, records, summary) to a directory.
+
+        Read it back with `load_analysis`; ``mamba-ode report DIR`` renders its report. The model is
+        kept as a `mamba_ode.analysis.store.SavedModel` (architecture, config, checkpoint, token pieces).
+
+        Arguments:
+            directory: new, empty, or an earlier saved analysis (replaced whole, only once complete).
+
+        Returns:
+            The directory (absolute).
+
+        Raises:
+            ValueError: for a directory that is a file, not writable, or holds something else.
+            OSError: when the file system refuses a write.
+        """
+        model = self.model
+        if isinstance(model, SavedModel):
+            saved = model
+        else:
+            ids = [int(i) for i in self.input_ids[0].tolist()]
+            pieces = token_pieces(model.tokenizer, ids)
+            saved = SavedModel(model.architecture, model.config, model.checkpoint,
+                               dict(zip(ids, pieces)) if pieces is not None else {})
+        fields = {f.name: saved if f.name == "model" else getattr(self, f.name) for f in dataclasses.fields(self)}
+        return write_saved(fields, self.summary(), directory)
 
     def layer_records(self) -> list[dict[str, Any]]:
         """Per layer (all K), ``{"layer", "channel_fractions"}`` for the regime map."""
@@ -392,3 +424,33 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
                 "dtype": "float64", "device": str(ids.device)}
     name = model_name or (str(model.checkpoint.source) if model.checkpoint else "in-memory model")
     return Analysis(name, model, text, ids, table, spectra, results, comparison, P, channel, settings, timings)
+
+
+def load_analysis(directory: str | os.PathLike, *, model: MambaLMBase | None = None) -> Analysis:
+    """Read an analysis written by `Analysis.save`.
+
+    Arguments:
+        directory: the saved analysis.
+        model: a loaded model to attach (optional; by default the analysis carries a
+            `mamba_ode.analysis.store.SavedModel`, enough for the summary and the report).
+
+    Returns:
+        An `Analysis` equal to the saved one: the same records, labels and tensors; ``summary()`` equals
+        the saved ``summary.json`` and `mamba_ode.write_report` renders it without recomputing.
+
+    Raises:
+        FileNotFoundError: if the directory or one of its files is missing.
+        ValueError: for a directory that is not a saved analysis, another format version, or malformed
+            content (naming the file).
+        TypeError: for a ``model`` that is not a mamba_ode model.
+    """
+    if model is not None and not isinstance(model, MambaLMBase):
+        raise TypeError(f"argument 'model' must be a mamba_ode model or None, got {type(model).__name__}")
+    fields = read_saved(directory)
+    known = {f.name for f in dataclasses.fields(Analysis)}
+    if set(fields) != known:
+        raise ValueError(f"{directory}: fields {sorted(set(fields) ^ known)} differ from those of an Analysis")
+    if model is not None:
+        fields["model"] = model
+    return Analysis(**fields)
+

@@ -30,10 +30,10 @@ class ReportDirError(ValueError):
     """The output directory cannot take a report (a file, not ours, or not writable)."""
 
 
-def is_report_dir(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a directory holding the `MARKER` file of a mamba-ode report."""
+def is_report_dir(path: str | os.PathLike, *, marker: str = MARKER) -> bool:
+    """True when ``path`` is a directory holding the ``marker`` file (by default a report's `MARKER`)."""
     p = Path(path)
-    return p.is_dir() and (p / MARKER).is_file()
+    return p.is_dir() and (p / marker).is_file()
 
 
 def _existing_ancestor(p: Path) -> Path:
@@ -45,11 +45,13 @@ def _existing_ancestor(p: Path) -> Path:
     return a
 
 
-def check_report_dir(out_dir: str | os.PathLike) -> Path:
+def check_report_dir(out_dir: str | os.PathLike, *, marker: str = MARKER, what: str = "report") -> Path:
     """Check that a report can be written to ``out_dir``, before any work is done.
 
     Arguments:
         out_dir: the report directory (created when the report is written).
+        marker, what: the marker file of the kind of directory written, and its name in messages (a
+            saved analysis uses its own marker).
 
     Returns:
         The absolute path.
@@ -67,9 +69,9 @@ def check_report_dir(out_dir: str | os.PathLike) -> Path:
     if p.exists():
         if not p.is_dir():
             raise ReportDirError(f"output directory {str(p)!r} exists and is not a directory")
-        if any(p.iterdir()) and not is_report_dir(p):
-            raise ReportDirError(f"output directory {str(p)!r} exists, is not empty and is not a mamba-ode report "
-                                 f"(it has no {MARKER} file): choose another directory or empty it")
+        if any(p.iterdir()) and not is_report_dir(p, marker=marker):
+            raise ReportDirError(f"output directory {str(p)!r} exists, is not empty and is not a mamba-ode {what} "
+                                 f"(it has no {marker} file): choose another directory or empty it")
     anc = _existing_ancestor(p.parent)
     if not anc.is_dir():
         raise ReportDirError(f"output directory {str(p)!r}: {str(anc)!r} is a file, not a directory")
@@ -82,12 +84,14 @@ def check_report_dir(out_dir: str | os.PathLike) -> Path:
 
 
 @contextmanager
-def staged_dir(out_dir: str | os.PathLike, *, generator: str = "mamba-ode", version: str = "") -> Iterator[Path]:
+def staged_dir(out_dir: str | os.PathLike, *, generator: str = "mamba-ode", version: str = "",
+               marker: str = MARKER, what: str = "report") -> Iterator[Path]:
     """Write a report into a temporary directory beside ``out_dir``, then move it into place.
 
     Arguments:
         out_dir: the final directory (checked with `check_report_dir`).
-        generator, version: recorded in the `MARKER` file.
+        generator, version: recorded in the marker file.
+        marker, what: as in `check_report_dir`.
 
     Yields:
         The staging directory to write into.
@@ -96,7 +100,7 @@ def staged_dir(out_dir: str | os.PathLike, *, generator: str = "mamba-ode", vers
         ReportDirError: see `check_report_dir`.
         OSError: when the file system refuses a write or a move (the previous report is kept).
     """
-    out = check_report_dir(out_dir)
+    out = check_report_dir(out_dir, marker=marker, what=what)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     umask = os.umask(0)
@@ -104,8 +108,8 @@ def staged_dir(out_dir: str | os.PathLike, *, generator: str = "mamba-ode", vers
     os.chmod(stage, 0o777 & ~umask)  # a report directory like any other (mkdtemp makes it private)
     try:
         yield stage
-        (stage / MARKER).write_text(json.dumps({"generator": generator, "version": version}) + "\n")
-        check_report_dir(out)  # still ours (or absent) after the work
+        (stage / marker).write_text(json.dumps({"generator": generator, "version": version}) + "\n")
+        check_report_dir(out, marker=marker, what=what)  # still ours (or absent) after the work
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
