@@ -367,3 +367,16 @@ def test_report_has_no_internal_references(report_dir):
         text = re.sub(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+", "", text)  # embedded figures are not prose
         found = internal.search(text)
         assert found is None, f"{name}: ...{text[max(0, found.start() - 60):found.end() + 60]}..."
+
+
+def test_analyze_refuses_a_batch_naming_the_argument_and_the_shape():
+    model = mamba_ode.load()
+    ids = torch.tensor([model.tokenizer.encode("To be"), model.tokenizer.encode("or no")])  # (2, 5)
+    with pytest.raises(ValueError) as err:
+        mamba_ode.analyze(model, ids, layers=[0], t_max=1.0)
+    msg = str(err.value)
+    assert "'prompt'" in msg and "(2, 5)" in msg and "one sequence at a time" in msg and "loop" in msg
+    with pytest.raises(ValueError, match="'prompt'.*2 sequences"):
+        mamba_ode.analyze(model, ids.tolist(), layers=[0], t_max=1.0)
+    one = mamba_ode.analyze(model, ids[1:], layers=[0], t_max=1.0)  # (1, L): one sequence, accepted
+    assert one.input_ids.tolist() == ids[1:].tolist()
