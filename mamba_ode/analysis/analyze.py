@@ -60,7 +60,8 @@ class LayerDynamics:
         classification: the per-token labels (`mamba_ode.classify_tokens`).
         predictions: per token, the parameter-side prediction (theorem or indicator).
         agreement: per kind of prediction, how often it agrees with the integrated labels.
-        quadratic_form: ``u_1ᵀ M u_1`` at t = 0 (Mamba-2: with the first group's ``M_0``).
+        quadratic_form: ``u_0ᵀ M u_0`` of token 0 (the first) at t = 0 (Mamba-2: with the first group's
+            ``M_0``).
     """
 
     layer: int
@@ -269,7 +270,7 @@ def _layer_summary(lay: LayerDynamics) -> dict[str, Any]:
                        "stats": {k: int(v) for k, v in sol.stats.items()}},
         "tokens": _token_records(lay),
         "trajectory_regime": str(lay.trajectory_regime),
-        "token1_quadratic_form": _finite(lay.quadratic_form),
+        "token0_quadratic_form": _finite(lay.quadratic_form),
         "prediction_agreement": lay.agreement,
         "agreement": agreement(lay.agreement),
     }
