@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -11,14 +12,24 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot
 import pytest
 import torch
 
 import mamba_ode
-from mamba_ode.analysis.report import FIGURE_NAMES, validate_summary
+from mamba_ode.analysis.report import FIGURE_NAMES, make_figures, validate_summary, write_report
 from mamba_ode.cli import main
+from tests.layout import layout_problems
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures drawn by a test (make_figures) are closed after it."""
+    yield
+    matplotlib.pyplot.close("all")
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +69,18 @@ def test_summary_schema_names_every_layer(report_dir):
     assert len(summary["comparison"]["times"]) == K + 1
 
 
-def test_summary_quadratic_form_is_u1_M_u1(report_dir):
-    """The recorded u₁ᵀMu₁ equals a dense recomputation from the checkpoint weights."""
+def test_summary_quadratic_form_is_u0_M_u0(report_dir):
+    """The recorded u₀ᵀMu₀ of token 0 (the first token) equals a dense recomputation from the checkpoint weights."""
     summary = json.loads((report_dir / "summary.json").read_text())
     model = mamba_ode.load(dtype=torch.float64)
     for rec in summary["layers"][:2]:
         k = rec["layer"]
-        u1 = model.token_states("To be, or not to be", k)[0, 0]
+        u0 = model.token_states("To be, or not to be", k)[0, 0]
         W = model.layers[k].mixer.x_proj.weight.detach()
         R, N = model.config.dt_rank, model.config.d_state
         M = W[R + N:].T @ W[R:R + N]
-        assert rec["token1_quadratic_form"] == pytest.approx(float(u1 @ M @ u1), rel=1e-6, abs=1e-12)
+        assert rec["token0_quadratic_form"] == pytest.approx(float(u0 @ M @ u0), rel=1e-6, abs=1e-12)
+        assert "token1_quadratic_form" not in rec
 
 
 def test_every_figure_exists_and_is_an_image(report_dir):
@@ -193,7 +205,7 @@ def test_agreement_line_shows_disagreements():
 def test_summary_tokens_agree_with_the_layer_records(report_dir):
     """Per layer, the ``tokens`` list carries each token's label, own t* and prediction (0-based indices)."""
     summary = json.loads((report_dir / "summary.json").read_text())
-    assert summary["schema_version"] == 2 and summary["token_indexing"] == "0-based"
+    assert summary["schema_version"] == 3 and summary["token_indexing"] == "0-based"
     for rec in summary["layers"]:
         toks = rec["tokens"]
         assert [t["label"] for t in toks] == rec["trajectory"]["labels"]
@@ -367,3 +379,148 @@ def test_report_has_no_internal_references(report_dir):
         text = re.sub(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+", "", text)  # embedded figures are not prose
         found = internal.search(text)
         assert found is None, f"{name}: ...{text[max(0, found.start() - 60):found.end() + 60]}..."
+
+
+# ---------------------------------------------------------------------------------------------- what the page says
+
+
+def _prompt_paragraph(page: str) -> re.Match:
+    found = re.search(r"<p>Prompt \((\d+) tokens, ([^)]*)\): (.*?)</p>", page, re.S)
+    assert found, "the report shows no prompt"
+    return found
+
+
+def _caption(page: str, name: str) -> str:
+    found = re.search(rf'alt="{name}".*?<figcaption>(.*?)</figcaption>', page, re.S)
+    assert found, f"no figure {name!r} in the page"
+    return html.unescape(found.group(1))
+
+
+def _text(page: str) -> str:
+    """The page's prose: no embedded images, styles or tags."""
+    page = re.sub(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+", "", page)
+    page = re.sub(r"<style>.*?</style>", "", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+@pytest.fixture(scope="module")
+def mamba2_report(tmp_path_factory):
+    """A small in-memory Mamba-2 model without a tokenizer, analysed on ids, and its report."""
+    torch.manual_seed(0)
+    model = mamba_ode.Mamba2LM(mamba_ode.Mamba2Config(d_model=16, n_layer=2, vocab_size=32, d_state=4, headdim=8,
+                                                      ngroups=2, chunk_size=8))
+    assert model.tokenizer is None
+    analysis = mamba_ode.analyze(model, [5, 9, 2, 7], layers=[0], t_max=10.0)
+    out = tmp_path_factory.mktemp("mamba2")
+    page = write_report(analysis, out).read_text(encoding="utf-8")
+    return analysis, page
+
+
+def test_prompt_ids_are_shown_as_decoded_tokens(report_dir, tmp_path):
+    """--prompt-ids with a tokenizer: the prompt reads as its decoded tokens (never "None"), index by index,
+    exactly as the same prompt given as text."""
+    model = mamba_ode.load()
+    text = "To be, or not to be"
+    ids = model.tokenizer.encode(text)
+    out = tmp_path / "ids"
+    assert main(["analyze", "--prompt-ids", *map(str, ids), "--layers", "0", "--t-max", "10", "--quiet",
+                 "--out", str(out)]) == 0
+    para = _prompt_paragraph((out / "report.html").read_text(encoding="utf-8"))
+    assert "None" not in para.group(0)
+    shown = re.findall(r"<code title='token (\d+)'>(\d+):(.*?)</code>", para.group(3))
+    assert [(int(a), int(b)) for a, b, _ in shown] == [(i, i) for i in range(len(ids))]
+    assert "".join(html.unescape(piece) for _, _, piece in shown) == text
+    from_text = _prompt_paragraph((report_dir / "report.html").read_text(encoding="utf-8"))
+    assert para.group(0) == from_text.group(0)
+
+
+def test_prompt_without_a_tokenizer_is_shown_as_ids(mamba2_report):
+    _, page = mamba2_report
+    para = _prompt_paragraph(page)
+    assert para.group(1) == "4" and "no tokenizer" in para.group(2)
+    assert para.group(3) == "0:5, 1:9, 2:2, 3:7"
+    assert "None" not in para.group(0)
+
+
+def test_mamba2_figures_and_captions_count_heads_not_channels(mamba2_report, report_dir):
+    """Mamba-2: the regime map's colour bar, title and caption speak of heads (signs of the group's form), not of
+    channels or one-dimensional reductions; Mamba-1 keeps channels."""
+    analysis, page = mamba2_report
+    figs, notes = make_figures(analysis)
+    assert notes == []
+    regime_map = figs["regime_map"]
+    texts = [t.get_text() for t in regime_map.findobj(matplotlib.text.Text) if t.get_text()]
+    assert "heads" in regime_map.axes[1].get_ylabel()
+    assert not [t for t in texts if "channel" in t or "1-D" in t], texts
+    for name in ("regime_map", "hidden_attention"):
+        caption = _caption(page, name)
+        assert "head" in caption and "channel" not in caption and "one-dimensional" not in caption, caption
+    assert "group" in _caption(page, "spectrum")
+    mamba1 = (report_dir / "report.html").read_text(encoding="utf-8")
+    for name in ("regime_map", "hidden_attention"):
+        caption = _caption(mamba1, name)
+        assert "channel" in caption and "head" not in caption, caption
+    fig = mamba_ode.plots.plot_regime_map(mamba_ode.regime_table(mamba_ode.load()))
+    assert "channels" in fig.axes[1].get_ylabel()
+
+
+def test_index_convention_is_stated_once_and_figures_follow_it(report_dir, mamba2_report):
+    """One sentence states that indices count from 0; the figures name tokens by those indices."""
+    for page in ((report_dir / "report.html").read_text(encoding="utf-8"), mamba2_report[1]):
+        statements = re.findall(r"(?:count(?:s|ed)?|index(?:es|ed)?|numbered) from (\d)", _text(page))
+        assert statements == ["0"]
+    analysis = mamba_ode.analyze(mamba_ode.load(), "To be", layers=[0], t_max=10.0)
+    summary = analysis.summary()
+    figs, _ = make_figures(analysis)
+    assert figs["comparison"].axes[0].get_ylabel().endswith("token 4")  # the last of 5 tokens
+    legend = [t.get_text() for leg in figs["trajectories_layer0"].legends for t in leg.get_texts()]
+    named = [re.fullmatch(r"token (\d+): (.+)", t) for t in legend]
+    named = [m for m in named if m]
+    assert named
+    for m in named:
+        assert summary["layers"][0]["tokens"][int(m.group(1))]["label"] == m.group(2)
+    assert "token 0" in figs["regime_diagram"].axes[0].get_title()
+
+
+def test_every_table_column_and_the_comparison_number_are_explained(report_dir):
+    """Every column of every table has a one-sentence definition; so does the comparison's relative error."""
+    page = (report_dir / "report.html").read_text(encoding="utf-8")
+    headers = {html.unescape(h) for h in re.findall(r"<th>(.*?)</th>", page)}
+    defined = {html.unescape(d) for d in re.findall(r"<dt>(.*?)</dt>", page)}
+    assert headers and headers <= defined, headers - defined
+    summary = json.loads((report_dir / "summary.json").read_text())
+    number = f"{summary['comparison']['max_relative_error']:.3g}"
+    text = _text(page)
+    assert f"at most {number}" in text
+    sentences = re.split(r"(?<=\.) ", text)
+    explained = [s for s in sentences if "relative error" in s and " / " in s and "largest" in s and "0 means" in s]
+    assert len(explained) == 1, "no sentence says what the relative error measures and how to read it"
+    header = re.search(r"<h1>.*?</h1>\s*<p>(.*?)</p>", page, re.S).group(1)
+    for symbol in ("d_model", "E", "N", "R"):
+        assert re.search(rf"\b{symbol} (is )?the ", html.unescape(header)), symbol
+
+
+def test_figures_of_a_24_layer_model_fit_their_frames():
+    """A tiny random 24-layer model: no figure is clipped or overlaps, layer and depth axes have whole-number
+    ticks, extreme points lie inside their axes."""
+    torch.manual_seed(3)
+    model = mamba_ode.MambaLM(mamba_ode.MambaConfig(d_model=4, n_layer=24, vocab_size=32, d_state=2, expand=1))
+    analysis = mamba_ode.analyze(model, [1, 2, 3, 4, 5, 6], layers=[0, 23], t_max=10.0)
+    figs, notes = make_figures(analysis)
+    assert notes == [] and set(FIGURE_NAMES) <= set(figs)
+    for name, fig in figs.items():
+        # the regime diagram's legend sits on a corner of its (dense) map by design
+        assert layout_problems(fig, legends_outside=name != "regime_diagram") == [], name
+
+
+def test_analyze_refuses_a_batch_naming_the_argument_and_the_shape():
+    model = mamba_ode.load()
+    ids = torch.tensor([model.tokenizer.encode("To be"), model.tokenizer.encode("or no")])  # (2, 5)
+    with pytest.raises(ValueError) as err:
+        mamba_ode.analyze(model, ids, layers=[0], t_max=1.0)
+    msg = str(err.value)
+    assert "'prompt'" in msg and "(2, 5)" in msg and "one sequence at a time" in msg and "loop" in msg
+    with pytest.raises(ValueError, match="'prompt'.*2 sequences"):
+        mamba_ode.analyze(model, ids.tolist(), layers=[0], t_max=1.0)
+    one = mamba_ode.analyze(model, ids[1:], layers=[0], t_max=1.0)  # (1, L): one sequence, accepted
+    assert one.input_ids.tolist() == ids[1:].tolist()

@@ -181,3 +181,18 @@ def test_bad_arguments():
         predict_tokens("layer", torch.zeros(2, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="u0"):
         predict_tokens(p, torch.zeros(3, 5))
+
+
+def test_reasons_count_tokens_from_0():
+    """The reasons shown beside 0-based token indices name the first token token 0 (u_0), never u_1."""
+    e, n = 4, 2
+    g = torch.Generator().manual_seed(9)
+    indefinite = planted(torch.randn(n, e, generator=g, dtype=F64), torch.randn(n, e, generator=g, dtype=F64),
+                         uniform_delta=False, rate=None)
+    first = predict_tokens(indefinite, tokens(1, 3, e))[0]
+    assert first.index == 0 and "u_0ᵀMu_0" in first.reason and "u_1" not in first.reason
+    g = torch.Generator().manual_seed(2)
+    uniform = planted(torch.randn(n, e, generator=g, dtype=F64), torch.randn(n, e, generator=g, dtype=F64),
+                      uniform_delta=True, rate=0.5)
+    first = predict_tokens(uniform, tokens(3, 2, e))[0]
+    assert "token 0 moves along its ray" in first.reason and "u_1" not in first.reason

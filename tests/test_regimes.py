@@ -478,3 +478,12 @@ def test_divergence_order_from_trajectories_matches_criteria():
     assert all(t <= bd * (1 + 1e-4) for t, bd in zip(tb, crit.t_blowup_bound[0].tolist()))
     assert tb[0] >= tb[1] >= tb[2]  # later tokens blow up no later than earlier ones
     assert crit.divergence_order()[0] == [2, 1, 0]
+
+
+def test_criteria_1d_reasons_name_the_driving_token_by_its_position():
+    """Token 1 (position 1) inherits the blow-up of token 0 (position 0): the reason names j=0, the list index."""
+    c = criteria_1d(1.0, 1.0, 1.0, [0.5, -0.8])
+    assert "token j=0 ≤ l=1" in c.reasons[0][1]
+    c = criteria_1d(1.0, 1.0, 1.0, [-0.5, 0.8, -0.1])  # position 1 is the fast one
+    assert "token j=1 ≤ l=2" in c.reasons[0][2]
+    assert "u_1" not in c.reasons[0][0] + c.reasons[0][1]

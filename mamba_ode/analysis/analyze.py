@@ -64,7 +64,8 @@ class LayerDynamics:
         classification: the per-token labels (`mamba_ode.classify_tokens`).
         predictions: per token, the parameter-side prediction (theorem or indicator).
         agreement: per kind of prediction, how often it agrees with the integrated labels.
-        quadratic_form: ``u_1ᵀ M u_1`` at t = 0 (Mamba-2: with the first group's ``M_0``).
+        quadratic_form: ``u_0ᵀ M u_0`` of token 0 (the first) at t = 0 (Mamba-2: with the first group's
+            ``M_0``).
     """
 
     layer: int
@@ -301,7 +302,7 @@ def _layer_summary(lay: LayerDynamics) -> dict[str, Any]:
                        "stats": {k: int(v) for k, v in sol.stats.items()}},
         "tokens": _token_records(lay),
         "trajectory_regime": str(lay.trajectory_regime),
-        "token1_quadratic_form": _finite(lay.quadratic_form),
+        "token0_quadratic_form": _finite(lay.quadratic_form),
         "prediction_agreement": lay.agreement,
         "agreement": agreement(lay.agreement),
     }
@@ -331,6 +332,19 @@ def _analyse_layer(model: MambaLMBase, k: int, u0: Tensor, table: RegimeTable, t
     return LayerDynamics(k, table.layer(k), sol, cls, preds, prediction_agreement(preds, cls.tokens), q)
 
 
+def _refuse_batch(prompt: Any) -> None:
+    """ValueError for a batch of prompts (a (B, L) tensor with B > 1, or a list of id lists): one at a time."""
+    if isinstance(prompt, Tensor) and prompt.dim() == 2 and prompt.shape[0] != 1:
+        shape = f"of shape {tuple(prompt.shape)}"
+    elif isinstance(prompt, (list, tuple)) and any(isinstance(p, (list, tuple, Tensor)) for p in prompt):
+        shape = f"as a list of {len(prompt)} sequences"
+    else:
+        return
+    raise ValueError(f"argument 'prompt' is a batch ({shape}): analyze analyses one sequence at a time; give "
+                     "one sequence as ids of shape (L,) or (1, L), and loop over the batch for more, e.g. "
+                     "[analyze(model, row) for row in ids]")
+
+
 # long function: over 80 lines with its docstring, which documents every argument
 def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMPT, *,
             layers: Sequence[int] | None = None, t_max: float = 1e4, rtol: float = 1e-5, atol: float = 1e-8,
@@ -342,7 +356,8 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     Arguments:
         model: a loaded model of either generation (Mamba-2: the idealised field is
             `mamba_ode.Mamba2Field` on the mixer input, and the parameter verdicts are per head).
-        prompt: text (needs ``model.tokenizer``), a list of ids or an id tensor (L,) / (1, L).
+        prompt: text (needs ``model.tokenizer``), a list of ids or an id tensor (L,) / (1, L): one
+            sequence (a batch is refused; loop over its rows).
         layers: layer indices to integrate (default: all; negative indices count from the end).
         t_max: horizon of the idealised layer dynamics (every token is followed to its own event or to
             t_max, see `mamba_ode.integrate_tokens`).
@@ -361,8 +376,9 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
 
     Raises:
         TypeError: if model is not a mamba_ode model.
-        ValueError: for a bad prompt, layer index, t_max, tolerance, blowup_factor (≤ 1), backend,
-            max_steps or max_tokens (< 1), and for a prompt over max_tokens or over the memory available.
+        ValueError: for a bad prompt (a batch of more than one sequence included), layer index, t_max,
+            tolerance, blowup_factor (≤ 1), backend, max_steps or max_tokens (< 1), and for a prompt over
+            max_tokens or over the memory available.
     """
     if not isinstance(model, MambaLMBase):
         raise TypeError(f"argument 'model' must be a mamba_ode.MambaLM or Mamba2LM, got {type(model).__name__}")
@@ -380,10 +396,10 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     chosen = _chosen_layers(layers, K)
     say = progress or (lambda msg: None)
     timings: dict[str, float] = {}
+    _refuse_batch(prompt)
     ids = model.encode(prompt)
     if ids.shape[0] != 1:
-        raise ValueError(f"argument 'prompt' holds {ids.shape[0]} sequences; analyze takes one (analyse each "
-                         "sequence on its own)")
+        _refuse_batch(ids)
     check_prompt_budget(model, ids.shape[1], max_tokens=max_tokens, max_steps=max_steps)
     text = prompt if isinstance(prompt, str) else None
 

@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from torch import Tensor
 
 from ..dynamics.compare import DiscreteComparison
@@ -91,7 +92,7 @@ def plot_trajectories(solution: Solution, *, seq: int = 0, tokens: Sequence[int]
         if logx:
             keep &= ts > 0
         ax.plot(ts[keep].numpy(), norms[keep, tok].numpy(), color=cmap(i / max(len(tokens) - 1, 1)),
-                label=f"token {tok + 1}")
+                label=f"token {tok}")
     tb = float(solution.t_blowup[b])
     if math.isfinite(tb):
         ax.axvline(tb, color=REGIME_COLORS[Label.FINITE], ls="--", lw=1)
@@ -116,7 +117,7 @@ def plot_trajectories(solution: Solution, *, seq: int = 0, tokens: Sequence[int]
 def plot_phase_portrait(field: Callable[[Any, Tensor], Tensor], *, lim: float = 2.0, n: int = 25,
                         trajectories: Solution | None = None, ax: Axes | None = None,
                         title: str | None = None) -> Figure:
-    """Phase portrait of a one-dimensional system with two tokens, ``(u_1, u_2)``.
+    """Phase portrait of a one-dimensional system with two tokens, ``(u_0, u_1)`` (tokens 0 and 1).
 
     Arguments:
         field: a callable ``f(t, u)`` on (B, 2, 1) tokens, e.g. `mamba_ode.OneDimField`.
@@ -158,8 +159,8 @@ def plot_phase_portrait(field: Callable[[Any, Tensor], Tensor], *, lim: float = 
                 ax.plot(path[0, 0], path[0, 1], "o", color="k", ms=3)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
-    ax.set_xlabel("u_1")
-    ax.set_ylabel("u_2")
+    ax.set_xlabel("u_0 (token 0)")
+    ax.set_ylabel("u_1 (token 1)")
     ax.set_aspect("equal")
     ax.set_title(title if title is not None else "phase portrait (two tokens, E = 1)")
     return fig
@@ -171,6 +172,10 @@ def plot_phase_portrait(field: Callable[[Any, Tensor], Tensor], *, lim: float = 
 def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, title: str | None = None) -> Figure:
     """The non-zero spectrum of Sym(M) per layer: one column of dots per layer.
 
+    The layer axis has integer ticks only; the value axis is padded so the extreme eigenvalues lie
+    inside the frame, and on a symmetric-log axis its ticks are 0 and whole decades outside the linear
+    band around 0 (no crowded labels near 0).
+
     Arguments:
         table: per layer, an object or dict with ``eigenvalues`` (and optionally ``layer``, else
             the position): the result of `mamba_ode.regime_table`, or e.g.
@@ -178,7 +183,7 @@ def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, ti
             reduced problem; the others are exactly zero).
         ax: axes to draw into.
         symlog: symmetric-log value axis (eigenvalues span decades).
-        title: axes title.
+        title: axes title (default: a short one; the legend names the colours).
 
     Returns:
         The figure.
@@ -188,47 +193,98 @@ def plot_spectrum(table: Any, *, ax: Axes | None = None, symlog: bool = True, ti
         TypeError: for records without eigenvalues.
     """
     records = records_of(table, "table")
-    fig, ax = axes_for(ax, (max(5.0, 0.35 * len(records) + 2), 4.0))
-    vmax = 0.0
+    own = ax is None
+    fig, ax = axes_for(ax, (min(max(5.0, 0.3 * len(records) + 2), 14.0), 4.0))
+    lo = hi = 0.0
+    layers: list[int] = []
+    points: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}  # positive?
     for i, rec in enumerate(records):
         ev = get(rec, "eigenvalues")
         if ev is None:
             raise TypeError(f"argument 'table': record {i} has no 'eigenvalues'")
         ev = torch.as_tensor(ev, dtype=torch.float64).reshape(-1)
-        layer = get(rec, "layer", i)
-        pos, neg = ev[ev > 0], ev[ev <= 0]
-        ax.scatter([layer] * pos.numel(), pos.numpy(), s=10, color=REGIME_COLORS[Label.DIVERGENT], alpha=0.8)
-        ax.scatter([layer] * neg.numel(), neg.numpy(), s=10, color=REGIME_COLORS[Label.CONVERGENT], alpha=0.8)
+        layers.append(get(rec, "layer", i))
+        for v in ev.tolist():
+            points[v > 0][0].append(layers[-1])
+            points[v > 0][1].append(v)
         if ev.numel():
-            vmax = max(vmax, float(ev.abs().max()))
+            lo, hi = min(lo, float(ev.min())), max(hi, float(ev.max()))
+    for positive, name, color in ((True, "positive", Label.DIVERGENT), (False, "≤ 0", Label.CONVERGENT)):
+        if points[positive][0]:
+            ax.scatter(*points[positive], s=10, color=REGIME_COLORS[color], alpha=0.8, label=name)
     ax.axhline(0, color="k", lw=0.6)
+    for other in ax.get_shared_y_axes().get_siblings(ax):  # shared value axes: limits and ticks cover all
+        if other is not ax and other.has_data() and math.isfinite(other.dataLim.y0):
+            lo, hi = min(lo, float(other.dataLim.y0)), max(hi, float(other.dataLim.y1))
+    vmax = max(-lo, hi)
     if symlog and vmax > 0:
-        ax.set_yscale("symlog", linthresh=max(vmax * 1e-3, 1e-12))
+        linthresh = max(vmax * 1e-3, 1e-300)
+        ax.set_yscale("symlog", linthresh=linthresh)
+        ax.yaxis.set_major_locator(FixedLocator(_decade_ticks(lo, hi, linthresh)))
+        ax.yaxis.set_minor_locator(NullLocator())
+    if vmax > 0:
+        _pad_limits(ax, lo, hi)
+    ax.set_xlim(min(layers) - 0.6, max(layers) + 0.6)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel("layer")
     ax.set_ylabel("eigenvalues of Sym(M)")
-    ax.set_title(title if title is not None else "spectrum of Sym(S_Cᵀ S_B) per layer (orange > 0, blue ≤ 0)")
+    ax.set_title(title if title is not None else "non-zero eigenvalues of Sym(M) per layer", fontsize=10)
+    if own:  # beside the axes, never over the dots
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.3)
+    else:
+        ax.legend(fontsize=8, loc="best")
     return fig
 
 
-def plot_regime_map(table: Any, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+def _decade_ticks(lo: float, hi: float, linthresh: float) -> list[float]:
+    """0 and the whole decades above ``linthresh`` (at most four per sign) that cover [lo, hi]."""
+    first = math.floor(math.log10(linthresh)) + 1
+    ticks = [0.0]
+    for sign, edge in ((1.0, hi), (-1.0, -lo)):
+        if edge <= linthresh:
+            continue
+        decades = [k for k in range(first, math.floor(math.log10(edge)) + 2) if 10.0 ** k <= edge * 1.0001]
+        stride = max(1, math.ceil(len(decades) / 4))
+        ticks += [sign * 10.0 ** k for k in decades[::-1][::stride]]
+    return sorted(ticks)
+
+
+def _pad_limits(ax: Axes, lo: float, hi: float, frac: float = 0.06) -> None:
+    """Value limits that contain [lo, hi] with a margin of ``frac`` of the span in the axis' own scale."""
+    tr = ax.yaxis.get_transform()
+    a, b = (float(v) for v in tr.transform([[lo], [hi]]).reshape(-1))
+    pad = frac * (b - a if b > a else 1.0)
+    new = tr.inverted().transform([[a - pad], [b + pad]]).reshape(-1)
+    ax.set_ylim(float(new[0]), float(new[1]))
+
+
+def plot_regime_map(table: Any, *, unit: str | None = None, ax: Axes | None = None,
+                    title: str | None = None) -> Figure:
     """Heat map of what fraction of each layer's units falls in each class, one row per layer.
 
     Mamba-1: the fractions of channels whose 1-D reduction is convergent / static / divergent;
     Mamba-2: the fractions of heads whose group's quadratic form is positive / negative / indefinite.
+    The colour bar and the default title name the unit counted.
 
     Arguments:
         table: the result of `mamba_ode.regime_table`, or a list of dicts with ``layer`` and
-            ``channel_fractions`` (class → fraction).
+            ``channel_fractions`` (class → fraction of the layer's units).
+        unit: what the fractions count, ``"channels"`` (Mamba-1) or ``"heads"`` (Mamba-2); default:
+            ``"heads"`` for a regime table of Mamba-2 heads, else ``"channels"``.
         ax: axes to draw into.
-        title: axes title.
+        title: axes title (default: per-channel 1-D regimes, or per-head signs).
 
     Returns:
         The figure.
 
     Raises:
-        ValueError: for an empty table.
+        ValueError: for an empty table or a unit other than ``"channels"`` / ``"heads"``.
         TypeError: for records without channel fractions.
     """
+    if unit is None:
+        unit = "heads" if isinstance(table, RegimeTable) and any(r.head is not None for r in table) else "channels"
+    if unit not in ("channels", "heads"):
+        raise ValueError(f"argument 'unit' must be 'channels' or 'heads', got {unit!r}")
     if isinstance(table, RegimeTable):  # verdicts: one row per layer (Mamba-2: fractions of heads)
         table = [{"layer": k, "channel_fractions": layer_fractions(table.layer(k))}
                  for k in sorted({r.layer for r in table})]
@@ -251,8 +307,10 @@ def plot_regime_map(table: Any, *, ax: Axes | None = None, title: str | None = N
         for j in range(data.shape[1]):
             v = float(data[i, j])
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
-    fig.colorbar(im, ax=ax, label="fraction of channels")
-    ax.set_title(title if title is not None else "per-channel 1-D regimes")
+    fig.colorbar(im, ax=ax, label=f"fraction of the layer's {unit}")
+    default = ("per-head sign of the group's quadratic form" if unit == "heads" else
+               "per-channel one-dimensional regimes")
+    ax.set_title(title if title is not None else default, fontsize=10)
     return fig
 
 
@@ -309,6 +367,8 @@ def plot_hidden_attention(P: Tensor, *, channel: int = 0, seq: int = 0, scale: s
     fig, ax = axes_for(ax, (5.0, 4.2))
     im = ax.imshow(img.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     fig.colorbar(im, ax=ax, label={"row": "|P| / row max", "minmax": "|P| (min-max)", "signed": "P"}[scale])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel("source token j")
     ax.set_ylabel("target token l")
     ax.set_title(title if title is not None else f"hidden attention, channel {channel % E}")
@@ -347,20 +407,29 @@ def plot_comparison(comparison: DiscreteComparison, *, seq: int = 0, token: int 
         raise ValueError(f"argument 'token' must be an int in [{-L}, {L}), got {token!r}")
     nd = disc[:, b, token].norm(dim=-1)
     nc = cont[:, b, token].norm(dim=-1)
-    fig, ax = axes_for(ax)
-    ax.plot(ts.numpy(), nc.numpy(), "-", color=REGIME_COLORS[Label.CONVERGENT], label="continuous (adaptive)")
-    ax.plot(ts.numpy(), nd.numpy(), "o--", ms=4, color=REGIME_COLORS[Label.DIVERGENT], label="discrete (Euler)")
+    own = ax is None
+    fig, ax = axes_for(ax, (6.5, 4.4))
+    ax.plot(ts.numpy(), nc.numpy(), "-", color=REGIME_COLORS[Label.CONVERGENT], label="continuous (adaptive ODE)")
+    ax.plot(ts.numpy(), nd.numpy(), "o--", ms=4, color=REGIME_COLORS[Label.DIVERGENT],
+            label="discrete (the network, Euler)")
     err = getattr(comparison, "rel_error", None)
+    axes = [ax]
     if err is not None:
         err = torch.as_tensor(err).detach().double().cpu()
         err = err[:, b] if err.dim() == 2 else err
         ax2 = ax.twinx()
-        ax2.plot(ts.numpy(), err.numpy(), ":", color="k", lw=1, label="relative error")
+        ax2.plot(ts.numpy(), err.numpy(), ":", color="k", lw=1, label="relative error, all tokens (right axis)")
         ax2.set_ylabel("relative error (all tokens)")
-    ax.set_xlabel("t (depth)")
-    ax.set_ylabel(f"‖x_l(t)‖, token {token % L + 1}")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title if title is not None else "discrete vs continuous")
+        axes.append(ax2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("t (depth, in layers)")
+    ax.set_ylabel(f"‖x(t)‖ of token {token % L}")
+    ax.set_title(title if title is not None else "discrete network vs continuous limit", fontsize=10)
+    handles = [h for a in axes for h in a.get_legend_handles_labels()[0]]  # one legend for both axes
+    if own:  # above the axes, outside the data (the constrained layout makes room)
+        fig.legend(handles=handles, fontsize=8, loc="outside upper center", ncols=2, frameon=False)
+    else:
+        axes[-1].legend(handles=handles, fontsize=8, loc="best")
     return fig
 
 
@@ -370,14 +439,14 @@ def plot_comparison(comparison: DiscreteComparison, *, seq: int = 0, token: int 
 def plot_regime_diagram(mu: Tensor | Sequence[float], s_delta: Tensor | Sequence[float], *, u0: float = 0.5,
                         a: float = 1.0, b_delta: float = 0.0, ax: Axes | None = None,
                         title: str | None = None) -> Figure:
-    """The 1-D regime of token 1 over a (μ, s_Δ) grid, coloured by `mamba_ode.criteria_1d`.
+    """The 1-D regime of token 0 (the first token) over a (μ, s_Δ) grid, coloured by `mamba_ode.criteria_1d`.
 
     Finite blow-up times are drawn as contours (log₁₀ T*).
 
     Arguments:
         mu: (Gμ,) grid of μ values.
         s_delta: (Gs,) grid of s_Δ values.
-        u0: initial value of token 1.
+        u0: initial value of token 0.
         a: decay rate.
         b_delta: Δ bias.
         ax: axes to draw into.
@@ -421,5 +490,5 @@ def plot_regime_diagram(mu: Tensor | Sequence[float], s_delta: Tensor | Sequence
               loc="lower left")
     ax.set_xlabel("μ = S_Cᵀ S_B")
     ax.set_ylabel("s_Δ")
-    ax.set_title(title if title is not None else f"regime of token 1 (u_1(0) = {u0}, a = {a})")
+    ax.set_title(title if title is not None else f"regime of token 0 (u_0(0) = {u0}, a = {a})")
     return fig

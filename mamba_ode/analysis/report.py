@@ -26,8 +26,9 @@ from matplotlib.figure import Figure
 from .._version import __version__
 from . import plots
 from .analyze import Analysis
+from .budget import ATTENTION_TOKENS
 from .output import check_report_dir, staged_dir
-from .summary import comparison_sentence, validate_summary
+from .summary import COMPARISON_MEANING, INDEXING, comparison_sentence, validate_summary
 
 __all__ = ["FIGURE_NAMES", "MAX_LAYER_FIGURES", "make_figures", "write_report", "render_html"]
 
@@ -46,8 +47,7 @@ def _figure_makers(analysis: Analysis) -> dict[str, Callable[[], Figure]]:
     mamba2 = analysis.architecture == "mamba2"
     makers: dict[str, Callable[[], Figure]] = {
         "spectrum": lambda: plots.plot_spectrum(analysis.spectra),
-        "regime_map": lambda: plots.plot_regime_map(
-            analysis.layer_records(), title="per-head sign of the group's quadratic form" if mamba2 else None),
+        "regime_map": lambda: plots.plot_regime_map(analysis.layer_records(), unit="heads" if mamba2 else "channels"),
         "layer_summary": lambda: plots.plot_layer_summary(_layer_records(analysis)),
         "hidden_attention": lambda: plots.plot_hidden_attention(
             analysis.hidden_attention, channel=analysis.attention_channel,
@@ -109,7 +109,10 @@ table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px so
 text-align:right}th{background:#f7fafc}td:first-child,th:first-child{text-align:left}
 td:last-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #edf2f7}figcaption{font-size:.85em;color:#4a5568}
-.note{font-size:.85em;color:#4a5568}code{background:#f7fafc;padding:0 .2em}details{margin:.4em 0}
+.note{font-size:.85em;color:#4a5568}dl.glossary{font-size:.85em;color:#4a5568;margin:.4em 0}
+dl.glossary dt{font-weight:600;float:left;clear:left;margin-right:.5em}dl.glossary dt::after{content:':'}
+dl.glossary dd{margin:0 0 .2em 0}
+code{background:#f7fafc;padding:0 .2em}details{margin:.4em 0}
 """
 
 
@@ -118,14 +121,69 @@ def _fmt(x: float | None) -> str:
 
 
 def _prompt_html(p: dict) -> str:
+    """The prompt as its decoded tokens (``index:text``), or as its ids when there is no tokenizer."""
     pieces = p.get("tokens")
     if pieces:
+        what = "index:decoded token"
         shown = " ".join(f"<code title='token {i}'>{i}:{html.escape(repr(t)[1:-1])}</code>" for i, t in
                          enumerate(pieces[:200]))
     else:
-        shown = "ids " + html.escape(", ".join(f"{i}:{t}" for i, t in enumerate(p["ids"][:200])))
+        what = "index:token id; the model has no tokenizer to decode them"
+        shown = html.escape(", ".join(f"{i}:{t}" for i, t in enumerate(p["ids"][:200])))
     more = f" … ({p['n_tokens'] - 200} more)" if p["n_tokens"] > 200 else ""
-    return f"<p>Prompt ({p['n_tokens']} tokens, index:token, counted from 0): {shown}{more}</p>"
+    return f"<p>Prompt ({p['n_tokens']} tokens, {what}): {shown}{more}</p>"
+
+
+def _glossary(entries: list[tuple[str, str]]) -> str:
+    """What each column (or number) means, one sentence each."""
+    items = "".join(f"<dt>{html.escape(h)}</dt><dd>{html.escape(text)}</dd>" for h, text in entries)
+    return f"<dl class='glossary'>{items}</dl>"
+
+
+def _layers_glossary(mamba2: bool) -> str:
+    spectrum = ("How many eigenvalues of the symmetric part of each group's M_g = S_Cᵀ S_B (a d_model × d_model "
+                "matrix) are positive, negative and zero, summed over the G groups; at most 2N per group are "
+                "non-zero." if mamba2 else
+                "How many eigenvalues of the symmetric part of M = S_Cᵀ S_B (an E × E matrix) are positive, "
+                "negative and zero; at most 2N are non-zero.")
+    return _glossary([
+        ("layer", "The layer's index k."),
+        ("eig +/−/0 of Sym(M)", spectrum),
+        ("from parameters", "The definiteness of Sym(M) read from those counts" + (" (the groups' common one, "
+         "indefinite when they differ)" if mamba2 else "") + ": a semi-definite layer pushes the norms of its "
+         "tokens one way, an indefinite one leaves the outcome to the tokens."),
+        ("u₀ᵀMu₀", "The quadratic form of token 0's state as it enters the layer" + (" (with group 0's M_0)"
+         if mamba2 else "") + ": a positive value means token 0's norm starts to grow, a negative one that it "
+         "starts to shrink."),
+        ("finite-time", "How many tokens blow up at a finite time t* of the layer's idealised field."),
+        ("divergent", "How many tokens grow without bound but do not blow up before the horizon."),
+        ("bounded", "How many tokens neither grow nor decay (their norm levels off)."),
+        ("convergent", "How many tokens decay towards 0."),
+        ("undetermined", "How many tokens could not be decided: a token before them blew up first, the steps "
+                         "stalled, or the horizon came too early (the table of every token gives the reason)."),
+        ("first t*", "The earliest blow-up time of any token of the layer, in the field's time t (— when none "
+                     "blows up)."),
+        ("integrated to", "The last time any token of the layer reached: the horizon t_max, or less when every "
+                          "token ended at its own event before it."),
+        ("predictions vs trajectories", "How many predictions from the parameters — theorems (proved) and "
+                                        "indicators (heuristics) — agree with the labels the integration found."),
+    ])
+
+
+_TOKENS_GLOSSARY = [
+    ("token", "The token's index in the prompt."),
+    ("text", "Its decoded text (its id when the model has no tokenizer)."),
+    ("label", "The outcome of its own trajectory under the layer's idealised field."),
+    ("t*", "Its own blow-up time (— when it does not blow up)."),
+    ("predicted (kind)", "What the parameters predict for it, and whether that is a theorem (proved) or an "
+                         "indicator (a heuristic); none when nothing is predicted."),
+    ("reason", "Why it got its label, with the numbers that decided it."),
+]
+
+_TIMINGS_GLOSSARY = [
+    ("stage", "A step of the analysis, in the order they ran."),
+    ("seconds", "The wall-clock time the step took on this machine."),
+]
 
 
 def _layers_table(summary: dict) -> str:
@@ -133,7 +191,7 @@ def _layers_table(summary: dict) -> str:
     for rec in summary["layers"]:
         sp, c = rec["spectrum"], rec["trajectory"]["counts"]
         rows.append([rec["layer"], f"{sp['n_positive']}/{sp['n_negative']}/{sp['n_zero']}", rec["parameter_regime"],
-                     f"{rec['token1_quadratic_form']:+.3g}", c.get("divergent-finite-time", 0), c.get("divergent", 0),
+                     f"{rec['token0_quadratic_form']:+.3g}", c.get("divergent-finite-time", 0), c.get("divergent", 0),
                      c.get("bounded", 0), c.get("convergent", 0), c.get("undetermined", 0),
                      _fmt(rec["trajectory"]["first_blowup"]), _fmt(rec["integration_end"]), rec["agreement"]])
     return _table(["layer", "eig +/−/0 of Sym(M)", "from parameters", "u₀ᵀMu₀", "finite-time", "divergent", "bounded",
@@ -152,6 +210,40 @@ def _tokens_details(summary: dict) -> str:
     return "\n".join(out)
 
 
+def _header_html(m: dict) -> str:
+    """The title and the model's sizes, each size named in one sentence."""
+    sizes = ("d_model is the width of the residual stream, E the inner width (H heads of E/H channels), N the "
+             "state size, H the number of heads (each with one decay rate) and G the number of groups sharing B "
+             "and C." if m["n_heads"] else
+             "d_model is the width of the residual stream, E the number of channels of each layer's selective "
+             "scan, N the state size per channel and R the rank of the step-size projection.")
+    return (f"<h1>Token dynamics of <code>{html.escape(str(m['name']))}</code></h1>\n"
+            f"<p>{html.escape(str(m['architecture']))}: {m['n_layer']} layers, d_model {m['d_model']}, "
+            f"E = {m['d_inner']}, N = {m['d_state']}, "
+            + (f"H = {m['n_heads']} heads, G = {m['n_groups']} groups" if m["n_heads"] else f"R = {m['dt_rank']}")
+            + f" ({html.escape(str(m['layout']))} layout). {html.escape(sizes)}</p>")
+
+
+def _captions(mamba2: bool) -> dict[str, str]:
+    """The captions that depend on the architecture: Mamba-1 counts channels, Mamba-2 heads and groups."""
+    if mamba2:
+        spectrum = ("Non-zero eigenvalues of each group's Sym(M_g) per layer, the G groups of a layer in one column "
+                    "(orange positive, blue non-positive; symmetric-log axis, linear within 10⁻³ of the largest "
+                    "magnitude).")
+        regime_map = ("Per layer, the fraction of its H heads by the sign of their group's quadratic form "
+                      "u ↦ uᵀM_g u: positive, negative, indefinite or zero.")
+    else:
+        spectrum = ("Non-zero eigenvalues of Sym(M), M = S_Cᵀ S_B, per layer (orange positive, blue non-positive; "
+                    "symmetric-log axis, linear within 10⁻³ of the largest magnitude).")
+        regime_map = ("Per layer, the fraction of its E channels in each regime of the paper's one-dimensional "
+                      "theorems, applied to each channel's one-dimensional reduction (μ_d, s_d, b_d, a_d).")
+    attention = (f"The token-mixing ('hidden attention') matrix P of the first analysed layer at the prompt's first "
+                 f"tokens (at most {ATTENTION_TOKENS}), for the {'head' if mamba2 else 'channel'} with the largest "
+                 "|P|: entry (l, j) is how much token j's input reaches token l's output, |P| divided by its row's "
+                 "largest value.")
+    return {"spectrum": spectrum, "regime_map": regime_map, "hidden_attention": attention}
+
+
 def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
     """The self-contained HTML page for a summary and its PNG figures.
 
@@ -164,6 +256,7 @@ def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
     """
     m, st, cmp_ = summary["model"], summary["settings"], summary["comparison"]
     mamba2 = m["architecture"] == "mamba2"
+    captions = _captions(mamba2)
 
     def fig(name: str, caption: str) -> str:
         if name not in figures_png:
@@ -178,48 +271,39 @@ def render_html(summary: dict, figures_png: dict[str, bytes]) -> str:
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>mamba-ode report: {html.escape(str(m['name']))}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Token dynamics of <code>{html.escape(str(m['name']))}</code></h1>",
-        f"<p>{html.escape(str(m['architecture']))}: {m['n_layer']} layers, d_model {m['d_model']}, E = {m['d_inner']}, "
-        f"N = {m['d_state']}, "
-        + (f"H = {m['n_heads']} heads, G = {m['n_groups']} groups" if m["n_heads"] else f"R = {m['dt_rank']}")
-        + f" ({html.escape(str(m['layout']))} layout).</p>",
+        _header_html(m),
+        f"<p class='note'>{html.escape(INDEXING)}</p>",
         _prompt_html(summary["prompt"]),
         f"<p>Every token of each analysed layer was followed under the layer's idealised field until its own "
         f"event (a blow-up, growth without bound, or a token before it ending) or the horizon t = "
-        f"{st['t_max']:g} (rtol {st['rtol']:g}, {st['dtype']}); the column 'integrated to' gives where each "
-        "layer's integration actually ended.</p>",
-        "<h2>Regimes per layer</h2>", _layers_table(summary),
-        "<p class='note'>From parameters: the sign structure of the non-zero spectrum of Sym(M), M = S_Cᵀ S_B "
-        "(from the low-rank factors). Token counts: each token's label from its own trajectory — "
-        "divergent-finite-time with its own blow-up time t*; undetermined when a token before it blew up or "
-        "could not be followed (its reason names which). Predictions: per token, a theorem where the theory "
-        "decides it (e.g. token 0 when Δ is the same in every channel) or an indicator (the sign of "
-        "u₀ᵀMu₀, or the initial direction), with how often each agrees with the trajectories.</p>",
-        fig("layer_summary", "Fraction of tokens per label in each analysed layer, and the blow-up times t*."),
-        fig("spectrum", "Non-zero eigenvalues of Sym(M) per layer (orange positive, blue non-positive)."),
-        fig("regime_map", "Per head: the sign of its group's quadratic form (fraction of the heads per sign)."
-            if mamba2 else "Per-channel one-dimensional reductions (μ_d, s_d, b_d, a_d), classified by the "
-            "paper's one-dimensional theorems (fraction of the channels per regime)."),
+        f"{st['t_max']:g} (relative tolerance {st['rtol']:g} of the adaptive steps, {st['dtype']}); the column "
+        "'integrated to' gives where each layer's integration actually ended.</p>",
+        "<h2>Regimes per layer</h2>", _layers_table(summary), _layers_glossary(mamba2),
+        fig("layer_summary", "Fraction of tokens per label in each analysed layer (bars, left axis), and the "
+                             "blow-up time t* of each token that blows up (crosses, right axis)."),
+        fig("spectrum", captions["spectrum"]), fig("regime_map", captions["regime_map"]),
         "<h2>Token trajectories</h2>", *layer_figs,
         "<p class='note'>One figure per layer is drawn for reports of at most 8 layers; the layer summary "
         "above covers every layer.</p>" if not any(layer_figs) else "",
+        _glossary(_TOKENS_GLOSSARY) if summary["layers"] else "",
         _tokens_details(summary),
         "<h2>Token mixing</h2>",
-        fig("hidden_attention", "The token-mixing ('hidden attention') matrix of the first analysed layer at the "
-                                "prompt's tokens, one channel (head), |P| scaled per row; axes index tokens from 0."),
+        fig("hidden_attention", captions["hidden_attention"]),
         "<h2>Discrete network vs continuous limit</h2>",
         f"<p>The pretrained network is explicit Euler with step h = {cmp_['h']:g} for the depth-time field "
         f"dx/dt = Mixer_k(Norm_k(x)); {html.escape(comparison_sentence(cmp_))}</p>",
-        fig("comparison", "Residual-stream norm of the last token: discrete network (Euler) vs adaptive ODE "
-                          "solution; dotted: relative error over all tokens (right axis)."),
+        f"<p class='note'>{html.escape(COMPARISON_MEANING)}</p>",
+        fig("comparison", "Residual-stream norm of the last token: the network (Euler) vs the adaptive solution of "
+                          "its depth-time field; dotted: the relative error over all tokens (right axis)."),
         "<h2>The one-dimensional theory</h2>",
-        fig("regime_diagram", "Regime of token 0 over (μ, s_Δ) by the parameter criteria, with blow-up-time "
-                              "contours."),
+        fig("regime_diagram", "The paper's one-dimensional theory (one channel): the regime of token 0 over "
+                              "(μ, s_Δ) by the parameter criteria, with blow-up-time contours T*. A reference "
+                              "picture, the same for every model."),
     ]
     if summary["notes"]:
         parts += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in summary["notes"]) + "</ul>"]
     timings = [[k, f"{v:.2f}"] for k, v in summary["timings"].items()]
-    parts += ["<h2>Timings</h2>", _table(["stage", "seconds"], timings),
+    parts += ["<h2>Timings</h2>", _table(["stage", "seconds"], timings), _glossary(_TIMINGS_GLOSSARY),
               "<p class='note'>Generated by <code>mamba-ode analyze</code>; machine-readable results in "
               "<code>summary.json</code>.</p></body></html>"]
     return "\n".join(p for p in parts if p)

@@ -1,11 +1,12 @@
 """The ``summary.json`` schema of the analysis report, its check, and the sentences shared by report and CLI.
 
-``summary.json`` schema (version 2) — every key is always present:
+``summary.json`` schema (version 3) — every key is always present:
 
 .. code-block:: text
 
-    schema_version   int, 2
-    token_indexing   "0-based": every token index in the file, the report and the figures counts from 0
+    schema_version   int, 3
+    token_indexing   "0-based": every token (and layer) index in the file, the report and the figures counts
+                     from 0; token 0 is the first token of the prompt
     model            {name, architecture ("mamba" or "mamba2"), source, layout, d_model, n_layer, d_inner,
                       d_state, dt_rank (null for Mamba-2), n_heads (null for Mamba-1), n_groups}
     prompt           {text (str or null when ids were given), n_tokens, ids: [int],
@@ -31,7 +32,8 @@
                                 (divergent tokens at the horizon, else null), end (how its integration
                                 ended: horizon, blow-up, growth, depends, failed), t_end}
         trajectory_regime      str, the most frequent decided token label ("undetermined" if none)
-        token1_quadratic_form  float, u_1ᵀ M u_1 at t = 0 (its sign sets token 1's initial direction)
+        token0_quadratic_form  float, u_0ᵀ M u_0 at t = 0 (its sign sets token 0's initial direction;
+                               Mamba-2: with the first group's M_0)
         prediction_agreement   {theorem: {n, agree, disagree, undetermined, rate (null if nothing
                                 compared), disagreements: [token indices]}, indicator: {same}}
         agreement              str, one line summarising prediction_agreement
@@ -46,16 +48,29 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "validate_summary", "comparison_sentence"]
+__all__ = ["SCHEMA_VERSION", "INDEXING", "COMPARISON_MEANING", "validate_summary", "comparison_sentence"]
 
-SCHEMA_VERSION = 2
+#: Version 3: ``token1_quadratic_form`` became ``token0_quadratic_form`` (indices count from 0 everywhere).
+SCHEMA_VERSION = 3
+
+#: The index convention, stated once in the report.
+INDEXING = ("Indices count from 0 everywhere in this report, its figures and summary.json: token 0 is the first "
+            "token of the prompt and layer 0 the first layer.")
+
+#: How to read the number of the discrete-vs-continuous comparison.
+COMPARISON_MEANING = (
+    "The relative error at depth t is ‖x_network(t) − x_ODE(t)‖ / ‖x_ODE(t)‖, the norms taken over the whole "
+    "residual stream of the prompt (every token, every coordinate) at the integer depths t = 0, 1, …, K where the "
+    "network has an output, and the number quoted is its largest value: 0 means the network follows its "
+    "continuous limit exactly, 0.05 a 5 % deviation, and values near 1 or above that the difference is as "
+    "large as the state itself.")
 
 _SUMMARY_KEYS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int, "token_indexing": str, "model": dict, "prompt": dict, "settings": dict, "layers": list,
     "comparison": dict, "figures": dict, "notes": list, "timings": dict}
 _LAYER_KEYS: dict[str, type | tuple[type, ...]] = {
     "layer": int, "spectrum": dict, "parameter_regime": str, "channel_fractions": dict, "trajectory": dict,
-    "tokens": list, "trajectory_regime": str, "token1_quadratic_form": float, "agreement": str, "heads": list,
+    "tokens": list, "trajectory_regime": str, "token0_quadratic_form": float, "agreement": str, "heads": list,
     "integration_end": float, "prediction_agreement": dict}
 _TOKEN_KEYS: dict[str, type | tuple[type, ...]] = {
     "index": int, "label": str, "t_blowup": (float, type(None)), "predicted": (str, type(None)),
@@ -71,7 +86,7 @@ def _check(obj: dict, keys: dict[str, type | tuple[type, ...]], where: str) -> N
 
 
 def validate_summary(summary: dict[str, Any]) -> None:
-    """Check a summary dict against the documented schema (version 2).
+    """Check a summary dict against the documented schema (version 3).
 
     Arguments:
         summary: the content of ``summary.json``.
@@ -98,7 +113,14 @@ def validate_summary(summary: dict[str, Any]) -> None:
 
 
 def comparison_sentence(cmp_: dict[str, Any]) -> str:
-    """One sentence on the discrete-vs-continuous comparison of a summary, interpreted for the reader."""
+    """One sentence on the discrete-vs-continuous comparison of a summary, interpreted for the reader.
+
+    Arguments:
+        cmp_: the ``comparison`` record of a summary (``max_relative_error``, ``status``, ``message``).
+
+    Returns:
+        The sentence, ending with a full stop (`COMPARISON_MEANING` says how to read its number).
+    """
     err = cmp_["max_relative_error"]
     if err is None:
         text = "no finite comparison was possible"
@@ -106,8 +128,8 @@ def comparison_sentence(cmp_: dict[str, Any]) -> str:
         meaning = ("the network is close to its continuous-time limit" if err < 0.05 else
                    "the network is far from its continuous-time limit: one Euler step per layer is a coarse "
                    "discretisation of this field")
-        text = (f"the adaptive solution of the same field differs from it by at most {err:.3g} (relative, over the "
-                f"residual stream at integer depths): {meaning}")
+        text = (f"the adaptive solution of the same field differs from it by a relative error of at most {err:.3g} "
+                f"(over the whole residual stream, at the integer depths): {meaning}")
     if cmp_["status"] != "success":
         text += f"; the ODE solve ended with {cmp_['status']}: {cmp_['message']}"
     return text + "."

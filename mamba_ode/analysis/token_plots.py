@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from ..dynamics.tokens import TokenSolution
 from ..regimes.labels import Label
@@ -72,8 +74,10 @@ def plot_token_trajectories(solution: TokenSolution, labels: Sequence[str] | Non
     ts, norms = solution.ts.double().cpu(), solution.norms.double().cpu()
     positive = ts[ts > 0]
     logx = positive.numel() > 1 and float(positive.max() / positive.min()) > 100
-    fig, ax = axes_for(ax, (6.5, 4.2))
+    own = ax is None
+    fig, ax = axes_for(ax, (7.5, 4.2))
     drawn = 0
+    marked = False  # a blow-up time was marked (dotted line)
     for tok in tokens:
         keep = torch.isfinite(norms[:, tok]) & (norms[:, tok] > 0)
         if logx:
@@ -85,6 +89,7 @@ def plot_token_trajectories(solution: TokenSolution, labels: Sequence[str] | Non
         drawn += 1
         if math.isfinite(tbs[tok]) and (tbs[tok] > 0 or not logx):
             ax.axvline(tbs[tok], color=color, ls=":", lw=0.8)
+            marked = True
     if drawn == 0:
         raise ValueError("no token has a positive norm at a positive time: nothing to draw on these axes")
     if logx:
@@ -93,7 +98,13 @@ def plot_token_trajectories(solution: TokenSolution, labels: Sequence[str] | Non
     ax.set_xlabel("t")
     ax.set_ylabel("‖u_l(t)‖")
     ax.set_title(title if title is not None else "token norms (dotted: blow-up times)", fontsize=10)
-    ax.legend(fontsize=7, ncols=2 if drawn > 6 else 1, loc="best")
+    handles = ax.get_legend_handles_labels()[0]
+    if marked:  # one entry for the dotted blow-up markers, in each token's colour
+        handles.append(Line2D([], [], color="k", ls=":", lw=0.8, label="blow-up time t* (dotted)"))
+    if own:  # beside the axes, never over the curves
+        fig.legend(handles=handles, fontsize=7, loc="outside right upper")
+    else:
+        ax.legend(handles=handles, fontsize=7, ncols=2 if len(handles) > 6 else 1, loc="best")
     return fig
 
 
@@ -115,7 +126,8 @@ def plot_layer_summary(layers: Sequence[Any], *, ax: Axes | None = None, title: 
     """
     records = records_of(layers, "layers")
     names = [lab for lab in (Label.FINITE, Label.DIVERGENT, Label.BOUNDED, Label.CONVERGENT, Label.UNDETERMINED)]
-    fig, ax = axes_for(ax, (max(6.0, 0.3 * len(records) + 3), 4.2))
+    own = ax is None
+    fig, ax = axes_for(ax, (min(max(6.0, 0.3 * len(records) + 3), 14.0), 4.4))
     xs = [int(get(r, "layer", i)) for i, r in enumerate(records)]
     bottom = [0.0] * len(records)
     for lab in names:
@@ -128,19 +140,26 @@ def plot_layer_summary(layers: Sequence[Any], *, ax: Axes | None = None, title: 
     ax.set_ylim(0, 1)
     ax.set_xlabel("layer")
     ax.set_ylabel("fraction of tokens")
-    ax.set_xticks(xs, [str(x) for x in xs], fontsize=7 if len(xs) > 24 else 9)
+    if len(xs) <= 32:  # one tick per layer
+        ax.set_xticks(xs, [str(x) for x in xs], fontsize=7 if len(xs) > 24 else 9)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     tb_x, tb_y = [], []
     for x, r in zip(xs, records):
         for v in get(r, "t_blowup", []) or []:
             if v is not None and math.isfinite(v) and v > 0:
                 tb_x.append(x)
                 tb_y.append(v)
+    handles = ax.get_legend_handles_labels()[0]
     if tb_y:
         ax2 = ax.twinx()
-        ax2.scatter(tb_x, tb_y, s=8, color="k", marker="x", label="blow-up time t*")
+        ax2.scatter(tb_x, tb_y, s=8, color="k", marker="x", label="blow-up time t* of a token (right axis)")
         ax2.set_yscale("log")
         ax2.set_ylabel("t* of blowing-up tokens")
-        ax2.legend(fontsize=7, loc="upper right")
-    ax.legend(fontsize=7, loc="upper left", ncols=2)
+        handles += ax2.get_legend_handles_labels()[0]
+    if own:  # above the axes: the bars fill them to 1
+        fig.legend(handles=handles, fontsize=7, loc="outside upper center", ncols=3, frameon=False)
+    else:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", ncols=2)
     ax.set_title(title if title is not None else "token labels per layer", fontsize=10)
     return fig

@@ -86,7 +86,8 @@ class Criteria1D:
             |u_1| against ln t for token 1, a **lower bound** on the asymptotic slope for later tokens
             (their growth is at most O((ln t)^l)); NaN elsewhere.
         decay_amplitude: (B,) for μ < 0, the limit of ``|u_1(t)|·√t`` = 1/sqrt(2|μ| softplus(b)); NaN else.
-        reasons: B lists of L one-line explanations.
+        reasons: B lists of L one-line explanations (a token index in them is its position in the list,
+            from 0).
     """
 
     mu: float
@@ -250,9 +251,9 @@ def criteria_1d(mu: float, s_delta: float, a: float, u0: Any, b_delta: float = 0
                 bound[bi, l] = best
                 if l == 0:
                     t1[bi] = best
-                    row_x.append(f"mu > 0, s*u_1(0) ≥ 0: blow-up at T = {best:.8g} (exact, quadrature)")
+                    row_x.append(f"mu > 0, s*u(0) ≥ 0: blow-up at T = {best:.8g} (exact, quadrature)")
                 else:
-                    row_x.append(f"mu > 0, s*u_j(0) ≥ 0 for token j={fast_from + 1} ≤ l: blow-up no later than "
+                    row_x.append(f"mu > 0, s*u_j(0) ≥ 0 for token j={fast_from} ≤ l={l}: blow-up no later than "
                                  f"T ≤ {best:.6g} (upper bound)")
             else:
                 row_r.append(LOGARITHMIC)

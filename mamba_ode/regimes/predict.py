@@ -1,21 +1,22 @@
 """Parameter-side predictions per token, each labelled a *theorem* or an *indicator*, and their agreement.
 
-What the theory decides, for a Mamba-1 layer (``M = S_Cᵀ S_B``, tokens u (L, E) entering the layer):
+What the theory decides, for a Mamba-1 layer (``M = S_Cᵀ S_B``, tokens u (L, E) entering the layer;
+token indices count from 0, so token 0 is the first token, the paper's u_1):
 
 * **one channel (E = 1)** — the paper's one-dimensional theorems for every token (`criteria_1d`),
-  when all N decay rates are equal; with different rates, for token 1 only.
+  when all N decay rates are equal; with different rates, for token 0 only.
 * **isotropic layer** — ``M = μ I``, Δ the same in every channel and one decay rate a: then
   ``d/dt ½‖u_l‖² = μ Σ_{j≤l} w_lj (u_l·u_j)²`` with positive weights, so every token's norm moves with
   the sign of μ: all converge (μ < 0, like t^-1/2), all blow up in finite time (μ > 0 and S_Δ = 0,
   T_l ≤ min_{j≤l} 1/(2μΔ‖u_j(0)‖²)), all are unbounded (μ > 0), or nothing moves (μ = 0).
-* **token 1, Δ the same in every channel** — token 1 moves along its own ray, with
-  ``d‖u_1‖/dt = q ‖u_1‖³ softplus(s‖u_1‖ + b)``, ``q = u_1ᵀMu_1/‖u_1‖²``, ``s = S_Δ[0]·û_1``: the 1-D
+* **token 0, Δ the same in every channel** — token 0 moves along its own ray, with
+  ``d‖u_0‖/dt = q ‖u_0‖³ softplus(s‖u_0‖ + b)``, ``q = u_0ᵀMu_0/‖u_0‖²``, ``s = S_Δ[0]·û_0``: the 1-D
   theorem decides it exactly (its blow-up time by quadrature).
-* **token 1, definite Sym(M)** — negative definite: convergent; positive definite: unbounded (its
+* **token 0, definite Sym(M)** — negative definite: convergent; positive definite: unbounded (its
   norm cannot stay bounded, since Δ is bounded below on bounded sets). **Semi-definite**: its norm is
   monotone — non-increasing (``non-divergent``) or non-decreasing (``non-convergent``).
 
-Everything else is an **indicator**, not a theorem: for token 1, the sign of ``u_1ᵀMu_1``; for a
+Everything else is an **indicator**, not a theorem: for token 0, the sign of ``u_0ᵀMu_0``; for a
 definite layer's later tokens, the paper's 2-D picture (all diverge / all converge); for every other
 token — and every Mamba-2 token — the initial direction, the sign of ``⟨u_l, f_l(u(0))⟩`` (does its norm
 start growing or shrinking?). `prediction_agreement` counts, per kind, how often the predictions
@@ -139,33 +140,33 @@ def _token1(p: SSMParams, u1: Tensor) -> TokenPrediction:
     r = float(torch.linalg.vector_norm(u1))
     q = float(p.quadratic_form(u1)[0])
     if r == 0:
-        return TokenPrediction(0, Label.STATIC, PredictionKind.THEOREM, "u_1 = 0: token 1 stays at 0")
+        return TokenPrediction(0, Label.STATIC, PredictionKind.THEOREM, "u_0 = 0: token 0 stays at 0")
     if _channel_uniform_delta(p):
         v = p.W_dt[0] @ p.W_x  # the common row of S_Δ
         s, b = float(v @ u1) / r, float(p.delta_bias[0])
         crit = criteria_1d(q / r ** 2, s, 1.0, [r], b)
         t_b = float(crit.t_blowup_token1[0])
-        return TokenPrediction(0, crit.regimes[0][0], PredictionKind.THEOREM, "Δ equal in every channel: token 1 "
+        return TokenPrediction(0, crit.regimes[0][0], PredictionKind.THEOREM, "Δ equal in every channel: token 0 "
                                f"moves along its ray, d‖u‖/dt = q‖u‖³softplus(s‖u‖+b) with q = {q / r ** 2:.3g}, s = "
                                f"{s:.3g} — {crit.reasons[0][0]}", _finite_or_none(t_b))
     spec = sym_spectrum(p.S_B, p.S_C)
     e = spec.d_inner
     if spec.n_neg == e:
-        return TokenPrediction(0, Label.CONVERGENT, PredictionKind.THEOREM, "Sym(M) negative definite: ‖u_1‖ "
+        return TokenPrediction(0, Label.CONVERGENT, PredictionKind.THEOREM, "Sym(M) negative definite: ‖u_0‖ "
                                "decreases to 0")
     if spec.n_pos == e:
-        return TokenPrediction(0, Label.DIVERGENT, PredictionKind.THEOREM, "Sym(M) positive definite: ‖u_1‖ increases "
+        return TokenPrediction(0, Label.DIVERGENT, PredictionKind.THEOREM, "Sym(M) positive definite: ‖u_0‖ increases "
                                "without bound")
     if spec.n_pos == 0 and spec.n_neg:
-        return TokenPrediction(0, Label.NONDIVERGENT, PredictionKind.THEOREM, "Sym(M) negative semi-definite: ‖u_1‖ "
+        return TokenPrediction(0, Label.NONDIVERGENT, PredictionKind.THEOREM, "Sym(M) negative semi-definite: ‖u_0‖ "
                                "never increases")
     if spec.n_neg == 0 and spec.n_pos:
-        return TokenPrediction(0, Label.NONCONVERGENT, PredictionKind.THEOREM, "Sym(M) positive semi-definite: ‖u_1‖ "
+        return TokenPrediction(0, Label.NONCONVERGENT, PredictionKind.THEOREM, "Sym(M) positive semi-definite: ‖u_0‖ "
                                "never decreases")
     if q == 0:
-        return TokenPrediction(0, None, None, "u_1ᵀMu_1 = 0: no prediction")
+        return TokenPrediction(0, None, None, "u_0ᵀMu_0 = 0: no prediction")
     return TokenPrediction(0, Label.DIVERGENT if q > 0 else Label.CONVERGENT, PredictionKind.INDICATOR,
-                           f"sign of u_1ᵀMu_1 = {q:+.3g} (Sym(M) indefinite, Δ differs across channels: the "
+                           f"sign of u_0ᵀMu_0 = {q:+.3g} (Sym(M) indefinite, Δ differs across channels: the "
                            "initial direction only)")
 
 
