@@ -84,6 +84,18 @@ def render() -> str:
                 nfev = sum(lay["stats"]["nfev"] for lay in r["layers"])
                 out.append(f"- {c['case']}: {stages}; {nfev} field evaluations over {len(r['layers'])} layers.")
         out += [""]
+    mn = _load("bench_many")
+    if mn:
+        out += ["## Many prompts", "",
+                f"`python benchmarks/bench_many.py` — `analyze_many` on {mn['n_prompts']} prompts of "
+                f"{mn['tokens_per_prompt']} tokens of the embedded model, all {mn['layers']} layers, t_max = "
+                f"{mn['t_max']:g}, on {mn['cores']} cores (Ray: a local instance with {mn['ray_cpus']} CPUs, its "
+                "start-up included).", "", "| executor | wall time | speed-up vs serial | same results |",
+                "|---|---|---|---|"]
+        for r in mn["rows"]:
+            out.append(f"| {r['executor']} | {r['wall_s']:.1f} s | {r['speedup_vs_serial']:.2f}× | "
+                       f"{'yes' if mn['equal_to_serial'][r['executor']] else 'no'} |")
+        out += [""]
     hk = _load("bench_hooks")
     if hk:
         out += ["## Activation points (hooks)", "",

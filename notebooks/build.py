@@ -11,6 +11,7 @@ notebook's cells equal its source and executes it again.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,18 @@ def execute(nb: nbformat.NotebookNode, timeout: int = TIMEOUT_S) -> nbformat.Not
     """Execute a notebook in place with nbclient (working directory: notebooks/)."""
     from nbclient import NotebookClient
 
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+    # the kernel inherits the environment: an MPLBACKEND=Agg set for headless tests would make every
+    # figure vanish from the notebook, so the kernel always draws inline
+    old = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(HERE)}}).execute()
+    finally:
+        if old is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = old
     return nb
 
 

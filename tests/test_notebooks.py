@@ -18,8 +18,8 @@ build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build)
 
 
-def test_there_are_three_tutorials():
-    assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03"]
+def test_there_are_four_tutorials():
+    assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03", "04"]
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
@@ -34,6 +34,9 @@ def test_notebook_matches_its_source(src):
     # nor warnings or other stderr text (which would show the builder's paths to readers)
     stderr = [o.get("text", "") for c in code for o in c.get("outputs", []) if o.get("name") == "stderr"]
     assert not stderr, stderr[0][:300]
+    # and the figures themselves (a headless backend in the kernel would drop them silently)
+    if "plt." in src.read_text(encoding="utf-8"):
+        assert any("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])), "no figure output"
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
@@ -45,6 +48,8 @@ def test_notebook_executes(src, monkeypatch):
     assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("name") == "stderr"], "a cell wrote to stderr (a warning?)"
+    if "plt." in src.read_text(encoding="utf-8"):
+        assert any("image/png" in o.get("data", {}) for o in outputs), "no figure output"
     print(f"{src.stem}: {time.perf_counter() - start:.1f} s")
 
 

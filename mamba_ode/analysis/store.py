@@ -89,7 +89,7 @@ class _Encoder:
             return obj if math.isfinite(obj) else {"__float__": repr(obj)}
         if isinstance(obj, Tensor):
             key = f"t{len(self.tensors)}"
-            self.tensors[key] = obj.detach().cpu().clone()  # own storage: views of one tensor are saved apart
+            self.tensors[key] = obj.detach().cpu().contiguous().clone()  # own storage: views are saved apart
             return {"__tensor__": key}
         if isinstance(obj, Path):
             return {"__path__": str(obj)}

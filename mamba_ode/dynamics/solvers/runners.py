@@ -92,8 +92,10 @@ class _Monitor:
 def run_torchdiffeq(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs: list[float], *, method: str,
                      rtol: float, atol: float, options: dict, threshold: float, min_step_rel: float, budget: int,
                      stats: dict, hist: list[tuple[float, Tensor]], pbar: tqdm | None) -> Run:
-    grid = torch.tensor([tau_a, *outs, tau_b], dtype=torch.float64) if not outs or outs[-1] < tau_b else \
-        torch.tensor([tau_a, *outs], dtype=torch.float64)
+    # the time grid lives with the state: torchdiffeq warns (and copies every step) otherwise
+    dev = y0.device
+    grid = torch.tensor([tau_a, *outs, tau_b], dtype=torch.float64, device=dev) if not outs or outs[-1] < tau_b \
+        else torch.tensor([tau_a, *outs], dtype=torch.float64, device=dev)
     mon = _Monitor(rhs, threshold=threshold, min_step_rel=min_step_rel, budget=budget, stats=stats, hist=hist,
                    adaptive=method in ADAPTIVE, pbar=pbar)
     try:
@@ -107,7 +109,7 @@ def run_torchdiffeq(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs:
             mon.armed = False
             stats["n_replays"] += 1
             with torch.no_grad():
-                outputs = odeint(mon, y0, torch.tensor([tau_a, *done], dtype=torch.float64), method=method,
+                outputs = odeint(mon, y0, torch.tensor([tau_a, *done], dtype=torch.float64, device=dev), method=method,
                                  rtol=rtol, atol=atol, options=options)[1:]
         return Run(outputs, stop, None, list(mon.hist))
     except AssertionError as err:  # torchdiffeq's own guards (dt underflow, non-finite state)
@@ -120,8 +122,8 @@ def run_torchdiffeq(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs:
             mon.armed = False
             try:
                 with torch.no_grad():
-                    outputs = odeint(mon, y0, torch.tensor([tau_a, *done], dtype=torch.float64), method=method,
-                                     rtol=rtol, atol=atol, options=options)[1:]
+                    done_grid = torch.tensor([tau_a, *done], dtype=torch.float64, device=dev)
+                    outputs = odeint(mon, y0, done_grid, method=method, rtol=rtol, atol=atol, options=options)[1:]
             except AssertionError:
                 outputs = torch.full((len(done), *y0.shape), math.nan, dtype=y0.dtype, device=y0.device)
         return Run(outputs, collapse, None, list(mon.hist))
