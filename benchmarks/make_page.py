@@ -100,8 +100,8 @@ def render() -> str:
     if hk:
         out += ["## Activation points (hooks)", "",
                 "`python benchmarks/bench_hooks.py` — forward pass without any hook registered, with the activation "
-                f"points (working tree) and without them (commit {hk['ref']}), fresh processes alternately, best of "
-                "each, one thread.", "",
+                f"points (working tree) and without them (the package at commit {hk['ref']}, imported beside it), "
+                "the same weights, calls alternated in one process, best of each, one thread.", "",
                 "| model | L | without points | with points | ratio |", "|---|---|---|---|---|"]
         for r in hk["rows"]:
             out.append(f"| {r['case']} ({r['n_layer']} layers, d_model {r['d_model']}) | {r['L']} | "
@@ -109,7 +109,7 @@ def render() -> str:
         e = hk["empty_points"]
         out += ["", f"The {e['points']} empty points of the 130m-shaped model, each called once: "
                 f"{1e6 * e['all_points_s']:.1f} µs, {100 * e['fraction_of_forward']:.3f} % of one forward pass "
-                "(the ratios above differ from 1 by the machine's noise, not by the points). Target: within 3 %.", ""]
+                "Target: within 3 %.", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
