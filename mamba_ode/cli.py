@@ -135,14 +135,15 @@ def _load_for_cli(args: argparse.Namespace, say: Callable[[str], None]) -> Mamba
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
-def _check_prompt(model: MambaLMBase, prompt: str | list[int], args: argparse.Namespace) -> None:
+def _check_prompt(model: MambaLMBase, prompt: str | list[int], args: argparse.Namespace,
+                  source: str = "argument --prompt-ids") -> None:
     K, vocab = model.config.n_layer, model.config.vocab_size
     for k in args.layers or ():
         if not -K <= k < K:
             raise UsageError(f"argument --layers: layer index {k} outside [{-K}, {K}) for this {K}-layer model")
     if isinstance(prompt, list):
         if min(prompt) < 0 or max(prompt) >= vocab:
-            raise UsageError(f"argument --prompt-ids: ids must lie in [0, {vocab})")
+            raise UsageError(f"{source}: ids must lie in [0, {vocab})")
     elif model.tokenizer is None:
         raise UsageError(f"model {args.model!r} ships no tokenizer: give token ids with --prompt-ids, or a "
                          "tokenizer with --tokenizer")
@@ -220,10 +221,11 @@ def _analyze_many(args: argparse.Namespace, say: Callable[[str], None], start: f
         raise UsageError(f"argument --prompts: {exc}") from None
     model = _load_for_cli(args, say)
     for i, prompt in enumerate(prompts):
+        where = f"argument --prompts, prompt {i} (non-empty line {i + 1})"
         try:
-            _check_prompt(model, prompt, args)
+            _check_prompt(model, prompt, args, source=where)
         except UsageError as exc:
-            raise UsageError(f"argument --prompts, prompt {i} (line {i + 1} of the non-empty lines): {exc}") from None
+            raise UsageError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
     try:
         many = analyze_many(model, prompts, layers=args.layers, t_max=args.t_max, rtol=args.rtol, atol=args.atol,
                             max_steps=args.max_steps, blowup_factor=args.blowup_factor, backend=args.backend,

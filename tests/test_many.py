@@ -254,3 +254,11 @@ def test_report_of_a_directory_that_is_not_saved_exits_2(tmp_path):
     res = _cli("report", str(tmp_path / "plain"), "--out", str(tmp_path / "out"))
     assert res.returncode == 2 and "not a saved analysis" in res.stderr
     assert Path(tmp_path / "out").exists() is False
+
+
+def test_a_bad_prompt_in_the_file_is_named_by_its_index(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"text": "To be"}\n{"ids": [1, 99999]}\n')
+    res = _cli("analyze", "--prompts", str(f), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and "prompt 1" in res.stderr and "[0, 256)" in res.stderr
+    assert "--prompt-ids" not in res.stderr

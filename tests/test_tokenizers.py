@@ -275,3 +275,23 @@ def test_without_the_tokenizers_library(ckpt, monkeypatch):
     with pytest.raises(ImportError, match="pip install tokenizers"):
         mamba_ode.load(ckpt, tokenizer=ckpt / "tokenizer.json")
 
+
+
+def test_cli_analyses_a_transformers_checkpoint_with_its_tokenizer(tmp_path):
+    """`mamba-ode analyze DIR --prompt TEXT` on a transformers-layout checkpoint with tokenizer.json: the
+    prompt goes through that tokenizer, and the report shows its decoded pieces."""
+    import re
+
+    from mamba_ode.cli import main
+
+    d = hf_checkpoint(tmp_path / "ckpt", tokenizer=word_level())
+    text = "to be or not to be that is the question"
+    out = tmp_path / "report"
+    assert main(["analyze", str(d), "--prompt", text, "--t-max", "10", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    expect = word_level().encode(text)
+    assert summary["prompt"]["ids"] == expect.ids
+    assert summary["prompt"]["tokens"] == expect.tokens == text.split()
+    page = (out / "report.html").read_text()
+    shown = re.findall(r"<code title='token (\d+)'>\d+:([^<]*)</code>", page)
+    assert [(int(i), t) for i, t in shown] == list(enumerate(text.split()))

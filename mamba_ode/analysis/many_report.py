@@ -67,7 +67,8 @@ def many_figures(many: ManyAnalysis) -> dict[str, Figure]:
     ax.set_ylim(-0.03, 1.03)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"Token labels per layer ({conf} % intervals over prompts)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     figs["labels"] = fig
 
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
@@ -98,7 +99,11 @@ def many_figures(many: ManyAnalysis) -> dict[str, Figure]:
     ax.set_ylabel("agreement rate")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"Parameter-side predictions that agree with the trajectories ({conf} % intervals)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no prediction could be compared with a decided label", ha="center", va="center",
+                transform=ax.transAxes)
     figs["agreement"] = fig
     return figs
 
