@@ -10,6 +10,9 @@
 # diverge, and that the parameters decide which. This notebook checks the three behaviours
 # numerically with `mamba_ode`: $O(1/\sqrt t)$ convergence with the exact constant, finite-time
 # blow-up at the time given by a quadrature, and logarithmic divergence.
+#
+# The formulas number tokens from 1 as the paper does ($u_1$ is the first token); the package's
+# records, reports and array indices count from 0 (`u[..., 0, :]` is $u_1$).
 
 # %%
 import math

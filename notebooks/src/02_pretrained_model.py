@@ -73,7 +73,7 @@ for lay, ax in zip(analysis.layers, axes.flat):
     plots.plot_token_trajectories(lay.solution, lay.token_labels, ax=ax,
                                   title=f"layer {lay.layer}: mostly {lay.trajectory_regime}")
     counts = {k: v for k, v in lay.classification.counts().items() if v}
-    print(f"layer {lay.layer}: {lay.label:>24}  u1'Mu1 = {lay.quadratic_form:+.3f}  labels {counts}")
+    print(f"layer {lay.layer}: {lay.label:>24}  u0ᵀMu0 = {lay.quadratic_form:+.3f}  labels {counts}")
 first = analysis.layers[0]
 for v in first.classification.tokens[:4]:
     print(f"token {v.index}: {v.label} — {v.reason}")
