@@ -146,3 +146,29 @@ def test_no_internal_references_where_users_read():
             if _INTERNAL.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:120]}")
     assert not hits, "\n".join(hits)
+
+
+def test_public_api_is_documented():
+    """Every name exported by ``mamba_ode`` (and every public method of an exported class) has a docstring;
+    those taking two or more arguments describe them in an ``Arguments:`` section."""
+    import inspect
+
+    import mamba_ode
+
+    problems = []
+    for name in mamba_ode.__all__:
+        obj = getattr(mamba_ode, name)
+        items = [(name, obj)] if inspect.isfunction(obj) or inspect.isclass(obj) else []
+        if inspect.isclass(obj):
+            items += [(f"{name}.{n}", m) for n, m in vars(obj).items() if not n.startswith("_")
+                      and n != "forward" and (inspect.isfunction(m) or isinstance(m, property))]
+        for qualname, member in items:
+            fn = member.fget if isinstance(member, property) else member
+            doc = inspect.getdoc(fn)
+            if not doc:
+                problems.append(f"{qualname}: no docstring")
+            elif inspect.isfunction(fn) and not isinstance(member, property):
+                params = [p for p in inspect.signature(fn).parameters if p not in ("self", "cls")]
+                if len(params) >= 2 and "Arguments:" not in doc:
+                    problems.append(f"{qualname}: no Arguments section")
+    assert not problems, "\n".join(problems)

@@ -256,7 +256,14 @@ class SSMParams:
         return hidden_attention(self.to(device=u.device, dtype=u.dtype), u)
 
     def to(self, *args, **kwargs) -> SSMParams:
-        """Move/cast every tensor (``torch.Tensor.to`` arguments)."""
+        """Move/cast every tensor.
+
+        Arguments:
+            *args, **kwargs: as for ``torch.Tensor.to`` (a device, a dtype, or both).
+
+        Returns:
+            A new `SSMParams`; this one is unchanged.
+        """
         return SSMParams(**{k: getattr(self, k).to(*args, **kwargs) for k in self.__dataclass_fields__})
 
     def detach(self) -> SSMParams:

@@ -308,5 +308,12 @@ class Mamba2Params:
         return self._map(lambda v: v.detach().clone())
 
     def to(self, *args: Any, **kwargs: Any) -> Mamba2Params:
-        """Move/cast every tensor (``torch.Tensor.to`` arguments)."""
+        """Move/cast every tensor.
+
+        Arguments:
+            *args, **kwargs: as for ``torch.Tensor.to`` (a device, a dtype, or both).
+
+        Returns:
+            A new `Mamba2Params`; this one is unchanged.
+        """
         return self._map(lambda v: v.to(*args, **kwargs))

@@ -347,7 +347,15 @@ class TokenReorder(nn.Module):
         return SSMParams.from_weights(m.x_proj.weight, m.dt_proj.weight, m.dt_proj.bias, m.A_log, m.D)
 
     def ssm_input(self, x: Tensor, conv: bool = True) -> tuple[Tensor, Tensor]:
-        """(B, L, Dm) → ``(u, z)`` each (B, L, E), as the wrapped mixer computes them."""
+        """The SSM input and gate input, as the wrapped mixer computes them.
+
+        Arguments:
+            x: (B, L, Dm) (normalised) residual states.
+            conv: apply the causal convolution.
+
+        Returns:
+            ``(u, z)``, each (B, L, E).
+        """
         m = self.inner
         if hasattr(m, "ssm_input"):
             return m.ssm_input(x, conv=conv)
@@ -365,13 +373,29 @@ class TokenReorder(nn.Module):
         return self.permutation(u) @ u
 
     def scores(self, u: Tensor, ssm: SSMParams | None = None) -> Tensor:
-        """Importance scores s (B, L) = ``(S_Δ u + b_Δ) K`` for tokens u (B, L, E)."""
+        """Importance scores ``s = (S_Δ u + b_Δ) K``.
+
+        Arguments:
+            u: (B, L, E) tokens.
+            ssm: the layer's parameters (default: the wrapped mixer's).
+
+        Returns:
+            (B, L) scores.
+        """
         ssm = self.ssm if ssm is None else ssm
         pre, _, _ = ssm.selective_inputs(u)
         return (pre + ssm.delta_bias) @ self.K
 
     def permutation(self, u: Tensor, ssm: SSMParams | None = None) -> Tensor:
-        """P̂ (B, L, L): row k selects the token with the k-th smallest score (most important last)."""
+        """The soft (or hard) sorting matrix of the tokens by importance.
+
+        Arguments:
+            u: (B, L, E) tokens.
+            ssm: the layer's parameters (default: the wrapped mixer's).
+
+        Returns:
+            P̂ (B, L, L): row k selects the token with the k-th smallest score (most important last).
+        """
         return self.softsort(-self.scores(u, ssm))
 
     # ------------------------------------------------------------------ forward
