@@ -183,9 +183,12 @@ def _analyze(args: argparse.Namespace) -> int:
         if args.prompts is not None:
             raise UsageError("argument --save: saves one prompt's analysis; not with --prompts")
         try:
-            check_report_dir(args.save, marker=ANALYSIS_MARKER, what="saved analysis")
+            save = check_report_dir(args.save, marker=ANALYSIS_MARKER, what="saved analysis")
         except ValueError as exc:
             raise UsageError(f"argument --save: {exc}") from None
+        out = Path(args.out).expanduser().absolute()
+        if save == out or save in out.parents or out in save.parents:
+            raise UsageError(f"argument --save: {args.save!r} and --out {args.out!r} must be separate directories")
     if args.prompts is not None:
         return _analyze_many(args, say, start)
     prompt = _read_prompt(args)

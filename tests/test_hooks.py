@@ -193,3 +193,27 @@ def test_bad_hooks_and_names_are_refused():
 def test_a_point_without_hooks_returns_its_input_itself():
     x = torch.randn(3)
     assert HookPoint("p")(x) is x
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_reading_delta_does_not_change_a_half_precision_model(dtype):
+    """Δ is formed in float32 (as the scan forms it) when a hook reads it: the output is bit-identical."""
+    model = _model("mamba1", torch.float32).to(dtype)
+    base = model(IDS).logits
+    out, cache = model.run_with_cache(IDS, "layers.*.mixer.delta")
+    assert torch.equal(out.logits, base)
+    assert torch.equal(model(IDS, internals=True).logits, base)
+    assert cache["layers.0.mixer.delta"].dtype == dtype
+
+
+def test_overlapping_patterns_apply_a_patch_once():
+    model = _model("mamba1", torch.float64)
+    calls: list[str] = []
+
+    def double(x, name):
+        calls.append(name)
+        return 2 * x
+
+    with model.hooks([("layers.0.mixer.u", double), ("layers.0.mixer.*", double)]):
+        model(IDS)
+    assert calls.count("layers.0.mixer.u") == 1

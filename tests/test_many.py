@@ -39,6 +39,13 @@ def test_read_prompts_text_and_jsonl(tmp_path):
     j = tmp_path / "p.jsonl"
     j.write_text('{"text": "a b"}\n{"ids": [1, 2, 3]}\n', encoding="utf-8")
     assert read_prompts(j) == ["a b", [1, 2, 3]]
+    # a byte-order mark is not text; U+2028 and form feeds stay inside their prompt; CRLF line ends
+    b = tmp_path / "bom.jsonl"
+    b.write_bytes("\ufeff".encode() + json.dumps({"text": "x\u2028y"}, ensure_ascii=False).encode() + b"\r\n")
+    assert read_prompts(b) == ["x\u2028y"]
+    t = tmp_path / "ff.txt"
+    t.write_bytes("\ufeffpage1\x0cpage2\r\nnext\n".encode())
+    assert read_prompts(t) == ["page1\x0cpage2", "next"]
 
 
 @pytest.mark.parametrize(("content", "err", "needle"), [
@@ -116,6 +123,9 @@ def test_identical_prompts_give_a_degenerate_interval(model):
         assert iv.value is None or iv.low == pytest.approx(iv.value) and iv.high == pytest.approx(iv.value)
     assert _bootstrap([0, 0], [0, 0], n_boot=10, confidence=0.9, gen=torch.Generator()) == Interval(None, None,
                                                                                                      None, 0)
+    # one prompt (or one with tokens) says nothing of the spread between prompts: no interval
+    assert _bootstrap([3, 0], [10, 0], n_boot=10, confidence=0.9, gen=torch.Generator()) == Interval(0.3, None,
+                                                                                                      None, 10)
 
 
 @pytest.mark.parametrize(("kwargs", "err", "needle"), [
@@ -198,9 +208,18 @@ def test_loading_refuses_what_is_not_a_saved_analysis(tmp_path):
     a = _analysis_of("mamba1")
     d = a.save(tmp_path / "saved")
     doc = json.loads((d / "analysis.json").read_text())
-    doc["analysis"]["prompt"] = {"__record__": "os:system", "fields": {}}  # nothing outside mamba_ode is built
+    for bad in ({"__record__": "os:system", "fields": {}},  # nothing outside the fixed list is built:
+                {"__enum__": "mamba_ode.__main__:X", "value": 1},  # not even a module of the package
+                {"__record__": "mamba_ode.io:hub.huggingface_hub.CommitOperationAdd", "fields": {}},
+                {"__list__": "mamba_ode.regimes.labels:Label", "items": []},  # a known type of the wrong kind
+                {"__record__": "mamba_ode.regimes.tokens:TokenVerdict", "fields": {"index": 0}}):  # fields missing
+        doc["analysis"]["prompt"] = bad
+        (d / "analysis.json").write_text(json.dumps(doc))
+        with pytest.raises(ValueError, match="analysis.json"):
+            mo.load_analysis(d)
+    doc["analysis"]["prompt"] = {"__tensor__": ["not", "a", "key"]}
     (d / "analysis.json").write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="analysis.json.*os:system"):
+    with pytest.raises(ValueError, match="malformed"):
         mo.load_analysis(d)
     (d / "analysis.json").write_text("{not json")
     with pytest.raises(ValueError, match="analysis.json"):
@@ -211,6 +230,15 @@ def test_loading_refuses_what_is_not_a_saved_analysis(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- command line
+
+
+def test_attaching_another_model_is_refused(tmp_path):
+    a = _analysis_of("mamba1")
+    d = a.save(tmp_path / "saved")
+    assert mo.load_analysis(d, model=a.model).model is a.model
+    other = mo.MambaLM(mo.MambaConfig(d_model=8, n_layer=1, vocab_size=32, d_state=2))
+    with pytest.raises(ValueError, match="argument 'model'"):
+        mo.load_analysis(d, model=other)
 
 
 def test_cli_prompts_file_and_save_then_report(tmp_path, capsys):
@@ -239,10 +267,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     (["analyze", "--prompts", "/no/such/prompts.txt"], "/no/such/prompts.txt"),
     (["report", "/no/such/saved"], "/no/such/saved"),
     (["analyze", "--prompts", "PROMPTS", "--save", "SAVED"], "--save"),
+    (["analyze", "--prompt", "To be", "--save", "OUT"], "separate directories"),
 ])
 def test_bad_many_and_report_arguments_exit_2_with_one_line(tmp_path, args, needle):
     (tmp_path / "p.txt").write_text("To be\n")
-    args = [a.replace("PROMPTS", str(tmp_path / "p.txt")).replace("SAVED", str(tmp_path / "s")) for a in args]
+    args = [a.replace("PROMPTS", str(tmp_path / "p.txt")).replace("SAVED", str(tmp_path / "s"))
+            .replace("OUT", str(tmp_path / "out")) for a in args]
     res = _cli(*args, "--out", str(tmp_path / "out"))
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()

@@ -229,7 +229,7 @@ class Analysis:
             saved = SavedModel(model.architecture, model.config, model.checkpoint,
                                dict(zip(ids, pieces)) if pieces is not None else {})
         fields = {f.name: saved if f.name == "model" else getattr(self, f.name) for f in dataclasses.fields(self)}
-        return write_saved(fields, self.summary(), directory)
+        return write_saved(fields, self.summary(), directory, extra_types=(LayerDynamics,))
 
     def layer_records(self) -> list[dict[str, Any]]:
         """Per layer (all K), ``{"layer", "channel_fractions"}`` for the regime map."""
@@ -462,11 +462,17 @@ def load_analysis(directory: str | os.PathLike, *, model: MambaLMBase | None = N
     """
     if model is not None and not isinstance(model, MambaLMBase):
         raise TypeError(f"argument 'model' must be a mamba_ode model or None, got {type(model).__name__}")
-    fields = read_saved(directory)
+    fields = read_saved(directory, extra_types=(LayerDynamics,))
     known = {f.name for f in dataclasses.fields(Analysis)}
     if set(fields) != known:
         raise ValueError(f"{directory}: fields {sorted(set(fields) ^ known)} differ from those of an Analysis")
+    saved = fields["model"]
+    if not isinstance(saved, SavedModel):
+        raise ValueError(f"{directory}: the saved model record is a {type(saved).__name__}, not a SavedModel")
     if model is not None:
+        if model.architecture != saved.architecture or model.config != saved.config:
+            raise ValueError(f"argument 'model': a {model.architecture} model with config {model.config} is not the "
+                             f"model of this analysis ({saved.architecture}, {saved.config})")
         fields["model"] = model
     return Analysis(**fields)
 

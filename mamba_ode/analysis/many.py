@@ -46,6 +46,8 @@ EXECUTORS = ("serial", "batched", "ray")
 TOKEN_LABELS = (Label.CONVERGENT, Label.FINITE, Label.DIVERGENT, Label.BOUNDED, Label.UNDETERMINED)
 #: the quantiles of t* reported per layer
 QUANTILES = (0.1, 0.5, 0.9)
+#: the most prompts whose forward pass the batched executor runs at once
+BATCH = 16
 
 
 @dataclass
@@ -54,7 +56,8 @@ class Interval:
 
     Attributes:
         value: the ratio of sums over all prompts.
-        low, high: the percentile interval of the bootstrap ratios.
+        low, high: the percentile interval of the bootstrap ratios (None when fewer than two prompts
+            contribute: one prompt says nothing of the spread between prompts).
         n: the denominator (tokens, or compared predictions) summed over prompts.
     """
 
@@ -169,8 +172,9 @@ def read_prompts(path: str | os.PathLike) -> list[str | list[int]]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"prompts file {str(p)!r} not found")
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+    try:  # utf-8-sig: a byte-order mark is not part of the first prompt; lines end at "\n" only (not at
+        # U+2028 or a form feed, which may sit inside a prompt or a JSON string)
+        lines = [ln.removesuffix("\r") for ln in p.read_text(encoding="utf-8-sig").split("\n")]
     except UnicodeDecodeError as err:
         raise ValueError(f"prompts file {str(p)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     numbered = [(n, ln) for n, ln in enumerate(lines, 1) if ln.strip()]
@@ -237,6 +241,8 @@ def _bootstrap(num: Sequence[float], den: Sequence[float], *, n_boot: int, confi
     n_tot = int(sum(den))
     if n_tot == 0:
         return Interval(None, None, None, 0)
+    if sum(d > 0 for d in den) < 2:  # one prompt says nothing of the spread between prompts
+        return Interval(float(sum(num)) / n_tot, None, None, n_tot)
     a = torch.tensor(num, dtype=torch.float64)
     b = torch.tensor(den, dtype=torch.float64)
     value = float(a.sum() / b.sum())
@@ -247,7 +253,7 @@ def _bootstrap(num: Sequence[float], den: Sequence[float], *, n_boot: int, confi
         return Interval(value, None, None, n_tot)
     alpha = (1 - confidence) / 2
     lo, hi = torch.quantile(ratios, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
-    return Interval(value, min(lo, value), max(hi, value), n_tot)
+    return Interval(value, lo, hi, n_tot)
 
 
 def layer_stats(results: Sequence[PromptResult], k: int, *, n_boot: int = 1000, confidence: float = 0.95,
@@ -366,22 +372,29 @@ def analyze_many(model: MambaLMBase, prompts: Sequence[str | list[int] | Tensor]
     if executor == "ray":
         results = _run_ray(model, texts, encoded, table, chosen, float(t_max), backend, opts, say)
     else:
-        starts: dict[int, dict[int, Tensor]] = {}
-        if executor == "batched":  # one forward pass per group of equal lengths
+        # batched: one forward pass per group of at most BATCH prompts of equal length, each group
+        # integrated before the next is formed (memory: one group's token states at a time)
+        if executor == "batched":
             by_len: dict[int, list[int]] = {}
             for i, ids in enumerate(encoded):
                 by_len.setdefault(ids.shape[1], []).append(i)
-            for idx in by_len.values():
+            groups = [idx[j:j + BATCH] for idx in by_len.values() for j in range(0, len(idx), BATCH)]
+        else:
+            groups = [[i] for i in range(n)]
+        found: dict[int, PromptResult] = {}
+        for idx in groups:
+            starts: dict[int, dict[int, Tensor]] = {}
+            if executor == "batched":
                 got = model.field_starts(torch.cat([encoded[i] for i in idx]), chosen)
-                for row, i in enumerate(idx):
-                    starts[i] = {k: u[row:row + 1].detach().double() for k, u in got.items()}
-        results = []
-        for i in range(n):
-            done = time.perf_counter() - t0
-            eta = f", about {done / i * (n - i):.0f} s left" if i else ""
-            say(f"prompt {i + 1}/{n} ({encoded[i].shape[1]} tokens){eta}")
-            results.append(_one_prompt(model, i, texts[i], encoded[i], table, chosen, float(t_max), backend, opts,
-                                       starts.get(i)))
+                starts = {i: {k: u[row:row + 1].detach().double() for k, u in got.items()} for row, i in enumerate(idx)}
+                del got
+            for i in idx:
+                done = time.perf_counter() - t0
+                eta = f", about {done / len(found) * (n - len(found)):.0f} s left" if found else ""
+                say(f"prompt {len(found) + 1}/{n} ({encoded[i].shape[1]} tokens){eta}")
+                found[i] = _one_prompt(model, i, texts[i], encoded[i], table, chosen, float(t_max), backend, opts,
+                                       starts.pop(i, None))
+        results = [found[i] for i in range(n)]
     timings["prompts"] = time.perf_counter() - t0
     stats = [layer_stats(results, k, n_boot=n_boot, confidence=confidence, seed=seed) for k in chosen]
     settings = {"layers": chosen, "t_max": float(t_max), "rtol": rtol, "atol": atol, "max_steps": int(max_steps),
@@ -400,7 +413,7 @@ def _run_ray(model: MambaLMBase, texts: list[str | None], encoded: list[Tensor],
         raise ImportError("executor='ray' needs Ray: pip install 'mamba-ode[distributed]'") from err
     started = not ray.is_initialized()
     if started:  # RAY_ADDRESS, when set, names a cluster; otherwise a local instance
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     try:
         task = ray.remote(num_cpus=1)(_ray_prompt)

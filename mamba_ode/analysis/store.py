@@ -10,9 +10,10 @@ Layout of a saved analysis directory::
     summary.json          the same digest ``mamba-ode analyze`` writes, for reading without Python
     .mamba-ode-analysis   marker: this directory is a saved analysis
 
-The tree is encoded field by field: records (dataclasses) and labels (enums) of ``mamba_ode`` by their
-qualified name, tensors by a key into ``tensors.safetensors``. Loading rebuilds only ``mamba_ode``'s
-own dataclasses, enums and list types (no pickle, nothing executed). The model itself is not saved:
+The tree is encoded field by field: records (dataclasses), labels (enums) and list types by their
+qualified name, tensors by a key into ``tensors.safetensors``. Loading builds only the types of a
+fixed list (`write_saved` refuses anything else), with exactly their declared fields: no pickle, no
+import by name. The model itself is not saved:
 the loaded analysis carries a `SavedModel` with what the report needs (architecture, config,
 checkpoint, token pieces).
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib
 import json
 import math
 import os
@@ -33,8 +33,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .._version import __version__
+from ..dynamics.compare import DiscreteComparison
+from ..dynamics.solvers.solution import Outcome, Solution, Status
+from ..dynamics.tokens import TokenEnd, TokenSolution
 from ..io.checkpoints import Checkpoint
 from ..io.config import Mamba2Config, MambaConfig
+from ..regimes.labels import Definiteness, Label
+from ..regimes.predict import PredictionKind, TokenPrediction
+from ..regimes.table import RegimeTable, Verdict
+from ..regimes.tokens import TokenClassification, TokenVerdict
 from .output import check_report_dir, staged_dir
 
 __all__ = ["write_saved", "read_saved", "SavedModel", "ANALYSIS_MARKER", "FORMAT_VERSION"]
@@ -77,12 +84,13 @@ class _Pieces:
 
 
 class _Encoder:
-    def __init__(self) -> None:
+    def __init__(self, types: dict[str, type]) -> None:
         self.tensors: dict[str, Tensor] = {}
+        self.types = types
 
     def __call__(self, obj: Any) -> Any:  # noqa: PLR0911 (one return per kind of value)
         if isinstance(obj, enum.Enum):  # first: a str-valued label is also a str
-            return {"__enum__": _qualname(type(obj)), "value": obj.value}
+            return {"__enum__": _qualname(type(obj), self.types), "value": obj.value}
         if obj is None or isinstance(obj, (bool, int, str)):
             return obj
         if isinstance(obj, float):
@@ -94,13 +102,13 @@ class _Encoder:
         if isinstance(obj, Path):
             return {"__path__": str(obj)}
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return {"__record__": _qualname(type(obj)),
+            return {"__record__": _qualname(type(obj), self.types),
                     "fields": {f.name: self(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
         if isinstance(obj, tuple):
             return {"__tuple__": [self(x) for x in obj]}
         if isinstance(obj, list):
             if type(obj) is not list:  # a list type of mamba_ode (e.g. RegimeTable)
-                return {"__list__": _qualname(type(obj)), "items": [self(x) for x in obj]}
+                return {"__list__": _qualname(type(obj), self.types), "items": [self(x) for x in obj]}
             return [self(x) for x in obj]
         if isinstance(obj, dict):
             if all(isinstance(k, str) for k in obj):
@@ -111,30 +119,34 @@ class _Encoder:
         raise TypeError(f"cannot save a value of type {type(obj).__name__} in an analysis")
 
 
-def _qualname(cls: type) -> str:
-    if not cls.__module__.startswith("mamba_ode"):
+def _types(extra: tuple[type, ...] = ()) -> dict[str, type]:
+    """The only types a saved analysis may hold, by ``module:qualname``: nothing else is ever built."""
+    kinds = (Checkpoint, MambaConfig, Mamba2Config, SavedModel, DiscreteComparison, Solution, Status, Outcome,
+             TokenSolution, TokenEnd, Label, Definiteness, PredictionKind, TokenPrediction, RegimeTable, Verdict,
+             TokenClassification, TokenVerdict, *extra)
+    return {f"{cls.__module__}:{cls.__qualname__}": cls for cls in kinds}
+
+
+def _qualname(cls: type, types: dict[str, type]) -> str:
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    if types.get(name) is not cls:
         raise TypeError(f"cannot save a {cls.__module__}.{cls.__qualname__} in an analysis")
-    return f"{cls.__module__}:{cls.__qualname__}"
+    return name
 
 
-def _resolve(name: str, where: Path) -> type:
-    module, _, qual = name.partition(":")
-    if not module.startswith("mamba_ode.") or not qual:
-        raise ValueError(f"{where}: unknown record type {name!r}")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
-        raise ValueError(f"{where}: unknown record type {name!r} (saved by another version?)") from None
-    if not isinstance(obj, type) or not (dataclasses.is_dataclass(obj) or issubclass(obj, (enum.Enum, list))):
-        raise ValueError(f"{where}: {name!r} is not a record or label type")
-    return obj
+def _resolve(name: Any, types: dict[str, type], kind: type | None, where: Path) -> type:
+    cls = types.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"{where}: unknown record type {name!r} (not one a saved analysis holds)")
+    if kind is enum.Enum and not issubclass(cls, enum.Enum) or kind is list and not issubclass(cls, list) or \
+            kind is None and not dataclasses.is_dataclass(cls):
+        raise ValueError(f"{where}: {name!r} is not of the kind its entry says")
+    return cls
 
 
 class _Decoder:
-    def __init__(self, tensors: dict[str, Tensor], where: Path):
-        self.tensors, self.where = tensors, where
+    def __init__(self, tensors: dict[str, Tensor], types: dict[str, type], where: Path):
+        self.tensors, self.types, self.where = tensors, types, where
 
     def __call__(self, obj: Any) -> Any:  # noqa: PLR0911
         if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -152,18 +164,22 @@ class _Decoder:
         if "__float__" in obj:
             return float(obj["__float__"])
         if "__enum__" in obj:
-            return _resolve(obj["__enum__"], self.where)(obj["value"])
+            return _resolve(obj["__enum__"], self.types, enum.Enum, self.where)(obj["value"])
         if "__record__" in obj:
-            cls = _resolve(obj["__record__"], self.where)
+            cls = _resolve(obj["__record__"], self.types, None, self.where)
+            declared = {f.name: f for f in dataclasses.fields(cls)}
+            if not isinstance(obj.get("fields"), dict) or set(obj["fields"]) != set(declared):
+                got = sorted(obj["fields"]) if isinstance(obj.get("fields"), dict) else obj.get("fields")
+                raise ValueError(f"{self.where}: a {cls.__name__} record needs the fields {sorted(declared)}, "
+                                 f"got {got}")
             fields = {k: self(v) for k, v in obj["fields"].items()}
-            init = {f.name for f in dataclasses.fields(cls) if f.init}
-            rec = cls(**{k: v for k, v in fields.items() if k in init})
+            rec = cls(**{k: v for k, v in fields.items() if declared[k].init})
             for k, v in fields.items():  # fields set after construction (init=False)
-                if k not in init:
+                if not declared[k].init:
                     object.__setattr__(rec, k, v)
             return rec
         if "__list__" in obj:
-            return _resolve(obj["__list__"], self.where)(self(x) for x in obj["items"])
+            return _resolve(obj["__list__"], self.types, list, self.where)(self(x) for x in obj["items"])
         if "__tuple__" in obj:
             return tuple(self(x) for x in obj["__tuple__"])
         if "__dict__" in obj:
@@ -180,7 +196,8 @@ class _Decoder:
 # ---------------------------------------------------------------------------------------------- public
 
 
-def write_saved(fields: dict[str, Any], summary: dict[str, Any], directory: str | os.PathLike) -> Path:
+def write_saved(fields: dict[str, Any], summary: dict[str, Any], directory: str | os.PathLike, *,
+                extra_types: tuple[type, ...] = ()) -> Path:
     """Write an analysis's fields and summary to a directory, whole or not at all.
 
     Arguments:
@@ -188,6 +205,7 @@ def write_saved(fields: dict[str, Any], summary: dict[str, Any], directory: str 
             `SavedModel`).
         summary: the JSON digest (written as ``summary.json``).
         directory: where to write: new, empty, or an earlier saved analysis (replaced).
+        extra_types: record types of the caller's layer that the tree may hold (besides this module's list).
 
     Returns:
         The directory (absolute).
@@ -199,7 +217,7 @@ def write_saved(fields: dict[str, Any], summary: dict[str, Any], directory: str 
         OSError: when the file system refuses a write.
     """
     target = check_report_dir(directory, marker=ANALYSIS_MARKER, what="saved analysis")
-    enc = _Encoder()
+    enc = _Encoder(_types(extra_types))
     tree = {name: enc(value) for name, value in fields.items()}
     with staged_dir(target, version=__version__, marker=ANALYSIS_MARKER, what="saved analysis") as out:
         (out / "analysis.json").write_text(json.dumps({"format": FORMAT_VERSION, "version": __version__,
@@ -209,11 +227,12 @@ def write_saved(fields: dict[str, Any], summary: dict[str, Any], directory: str 
     return target
 
 
-def read_saved(directory: str | os.PathLike) -> dict[str, Any]:
-    """The fields of a saved analysis.
+def read_saved(directory: str | os.PathLike, *, extra_types: tuple[type, ...] = ()) -> dict[str, Any]:
+    """The fields of a saved analysis. Only the record, label and list types of `write_saved` are built.
 
     Arguments:
         directory: a directory written by `write_saved`.
+        extra_types: as for `write_saved`.
 
     Returns:
         field name → value, as written.
@@ -246,5 +265,8 @@ def read_saved(directory: str | os.PathLike) -> dict[str, Any]:
         tensors = load_file(str(d / "tensors.safetensors"))
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{d / 'tensors.safetensors'}: cannot be read ({err})") from None
-    dec = _Decoder(tensors, where)
-    return {k: dec(v) for k, v in doc["analysis"].items()}
+    dec = _Decoder(tensors, _types(extra_types), where)
+    try:
+        return {k: dec(v) for k, v in doc["analysis"].items()}
+    except (TypeError, KeyError, AttributeError, IndexError) as err:  # a malformed entry, of whatever shape
+        raise ValueError(f"{where}: malformed content ({type(err).__name__}: {err})") from None

@@ -226,7 +226,8 @@ class MambaLMBase(nn.Module):
             if not callable(fn):
                 raise TypeError(f"argument 'fwd': the hook for '{pattern}' is not callable")
             for name in select_names(names, pattern, argument="fwd"):
-                registered.append((points[name], fn))
+                if not any(pt is points[name] and f is fn for pt, f in registered):  # overlapping patterns: once
+                    registered.append((points[name], fn))
         for point, fn in registered:
             point.fns.append(fn)
         try:
@@ -274,6 +275,8 @@ class MambaLMBase(nn.Module):
             out = self(input_ids, output_hidden_states=output_hidden_states, backend=backend)
         if states_at:
             length = out.logits.shape[1]
+            if any(isinstance(q, bool) or not isinstance(q, int) for q in states_at):
+                raise ValueError(f"argument 'states_at': positions must be ints, got {list(states_at)}")
             pos = [int(q) for q in states_at]
             if any(not -length <= q < length for q in pos):
                 raise ValueError(f"argument 'states_at': positions must lie in [{-length}, {length}), got {pos}")

@@ -190,7 +190,12 @@ class SSMParams:
         if hooks is not None:
             Bm, Cm = hooks["B"](Bm), hooks["C"](Cm)
             if hooks["delta"].active:  # Δ itself is read or replaced: form it, and scan with it as it is
-                pre = hooks["delta"](torch.nn.functional.softplus(pre + self.delta_bias))
+                # in float32 at least, as the scan forms it: reading Δ must not change the result
+                wd = torch.promote_types(pre.dtype, torch.float32)
+                d32 = torch.nn.functional.softplus(pre.to(wd) + self.delta_bias.to(wd))
+                shown = d32.to(pre.dtype)
+                got = hooks["delta"](shown)
+                pre = d32 if got is shown else got
                 delta_bias, softplus = None, False
             if z is not None:
                 z = hooks["z"](z)

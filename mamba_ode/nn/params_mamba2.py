@@ -195,7 +195,7 @@ class Mamba2Params:
             backend: scan backend.
 
         Returns:
-            (B, P, E, N): channel e of head h holds ``Σ_{j≤q} exp(a_h Σ_{k=j+1..q} Δ^h_k) Δ^h_j B^g_j x^e_j``.
+            (B, P, E, N): channel e of head h holds ``Σ_{j≤q} exp(-a_h Σ_{k=j+1..q} Δ^h_k) Δ^h_j B^g_j x^e_j``.
         """
         p = self.head_dim
         dl = delta.repeat_interleave(p, dim=-1)
