@@ -2,7 +2,8 @@
 
 The layer order (lower first; a module may import only its own layer and the layers before it):
 
-    core (shapes, _checks, _version, models) → io → nn → {dynamics, train} → regimes → analysis → cli / package root
+    core (shapes, _checks, _version, _enums, models) → io → nn → {dynamics, train} → regimes → analysis
+    → cli / package root
 
 ``dynamics`` and ``train`` are siblings: neither imports the other. Imports inside functions are
 allowed only for optional heavy dependencies.
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "mamba_ode"
 
 #: layer of each top-level part of the package, and the layers each may import
-LAYER = {"shapes": "core", "_checks": "core", "_version": "core", "models": "core", "io": "io", "nn": "nn",
+LAYER = {"shapes": "core", "_checks": "core", "_version": "core", "_enums": "core", "models": "core", "io": "io",
+         "nn": "nn",
          "dynamics": "dynamics",
          "train": "train", "regimes": "regimes", "analysis": "analysis", "cli": "top", "__main__": "top",
          "__init__": "top"}

@@ -46,8 +46,8 @@ from .budget import ATTENTION_TOKENS, DEFAULT_MAX_TOKENS, check_prompt_budget
 from .store import SavedModel, read_saved, write_saved
 from .summary import SCHEMA_VERSION
 
-__all__ = ["LayerDynamics", "Analysis", "analyze", "load_analysis", "DEFAULT_PROMPT", "agreement", "regime_of_labels",
-           "token_pieces"]
+__all__ = ["LayerDynamics", "Analysis", "analyze", "load_analysis", "check_settings", "DEFAULT_PROMPT", "agreement",
+           "regime_of_labels", "token_pieces"]
 
 DEFAULT_PROMPT = "To be, or not to be, that is the question."
 
@@ -320,6 +320,29 @@ def _chosen_layers(layers: Sequence[int] | None, K: int) -> list[int]:
     return chosen
 
 
+def check_settings(*, t_max: Any, rtol: Any, atol: Any, blowup_factor: Any, backend: Any, max_steps: Any,
+                   max_tokens: Any) -> None:
+    """Check the integration settings shared by `analyze` and `mamba_ode.analyze_many`.
+
+    Arguments:
+        t_max, rtol, atol, blowup_factor, backend, max_steps, max_tokens: as in `analyze`.
+
+    Raises:
+        ValueError: naming the first argument out of its range: t_max, rtol, atol not finite and > 0,
+            blowup_factor not finite and > 1, an unknown backend, max_steps or max_tokens not an int ≥ 1.
+    """
+    if isinstance(t_max, bool) or not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
+        raise ValueError(f"argument 't_max' must be a finite number > 0, got {t_max!r}")
+    for name, x, low in (("rtol", rtol, 0), ("atol", atol, 0), ("blowup_factor", blowup_factor, 1)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (math.isfinite(x) and x > low):
+            raise ValueError(f"argument {name!r} must be a finite number > {low}, got {x!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
+    for name, v in (("max_steps", max_steps), ("max_tokens", max_tokens)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"argument {name!r} must be a positive int, got {v!r}")
+
+
 def _analyse_layer(model: MambaLMBase, k: int, u0: Tensor, table: RegimeTable, t_max: float, backend: str,
                    opts: dict[str, Any]) -> LayerDynamics:
     """Integrate layer k's idealised field from u0 (1, L, W), label every token, predict it, compare."""
@@ -382,16 +405,8 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     """
     if not isinstance(model, MambaLMBase):
         raise TypeError(f"argument 'model' must be a mamba_ode.MambaLM or Mamba2LM, got {type(model).__name__}")
-    if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
-        raise ValueError(f"argument 't_max' must be a finite number > 0, got {t_max!r}")
-    for name, x, low in (("rtol", rtol, 0), ("atol", atol, 0), ("blowup_factor", blowup_factor, 1)):
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (math.isfinite(x) and x > low):
-            raise ValueError(f"argument {name!r} must be a finite number > {low}, got {x!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
-    for name, v in (("max_steps", max_steps), ("max_tokens", max_tokens)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"argument {name!r} must be a positive int, got {v!r}")
+    check_settings(t_max=t_max, rtol=rtol, atol=atol, blowup_factor=blowup_factor, backend=backend,
+                   max_steps=max_steps, max_tokens=max_tokens)
     K = model.config.n_layer
     chosen = _chosen_layers(layers, K)
     say = progress or (lambda msg: None)

@@ -32,10 +32,9 @@ import torch
 from torch import Tensor
 
 from ..nn.lm import MambaLMBase
-from ..nn.scan import BACKENDS
 from ..regimes.labels import Label
 from ..regimes.table import RegimeTable, regime_table
-from .analyze import _analyse_layer, _chosen_layers, _token_records, token_pieces
+from .analyze import _analyse_layer, _chosen_layers, _token_records, check_settings, token_pieces
 from .budget import DEFAULT_MAX_TOKENS, check_prompt_budget
 
 __all__ = ["analyze_many", "ManyAnalysis", "PromptResult", "LayerStats", "Interval", "read_prompts",
@@ -340,15 +339,8 @@ def analyze_many(model: MambaLMBase, prompts: Sequence[str | list[int] | Tensor]
         ImportError: for ``executor="ray"`` without Ray installed.
     """
     _check_args(model, prompts, executor, confidence, n_boot)
-    if backend not in BACKENDS:
-        raise ValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
-    if not (isinstance(t_max, (int, float)) and not isinstance(t_max, bool) and math.isfinite(t_max) and t_max > 0):
-        raise ValueError(f"argument 't_max' must be a finite number > 0, got {t_max!r}")
-    for name, x, low in (("rtol", rtol, 0), ("atol", atol, 0), ("blowup_factor", blowup_factor, 1)):
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (math.isfinite(x) and x > low):
-            raise ValueError(f"argument {name!r} must be a finite number > {low}, got {x!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"argument 'max_steps' must be a positive int, got {max_steps!r}")
+    check_settings(t_max=t_max, rtol=rtol, atol=atol, blowup_factor=blowup_factor, backend=backend,
+                   max_steps=max_steps, max_tokens=max_tokens)
     say = progress or (lambda msg: None)
     chosen = _chosen_layers(layers, model.config.n_layer)
     encoded: list[Tensor] = []

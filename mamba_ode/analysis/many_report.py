@@ -17,14 +17,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .._version import __version__
+from ..regimes.labels import Label
+from ._figure import REGIME_COLORS, axes_for
 from .many import TOKEN_LABELS, Interval, ManyAnalysis
 from .output import check_report_dir, staged_dir
 from .report import _CSS, _png_bytes, _table
 
 __all__ = ["write_many_report", "many_figures"]
-
-_COLOURS = {"convergent": "#2b6cb0", "divergent-finite-time": "#c53030", "divergent": "#dd6b20",
-            "bounded": "#38a169", "undetermined": "#718096"}
 
 
 def _errorbar(ax, xs: list[float], ivs: list[Interval], **kw) -> None:
@@ -56,12 +55,12 @@ def many_figures(many: ManyAnalysis) -> dict[str, Figure]:
     conf = round(100 * many.settings.get("confidence", 0.95))
     figs: dict[str, Figure] = {}
 
-    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    fig, ax = axes_for(None, (8, 4.2))
     offsets = {str(lab): (i - 2) * 0.08 for i, lab in enumerate(TOKEN_LABELS)}
     for lab in [str(x) for x in TOKEN_LABELS]:
         ivs = [s.label_fractions[lab] for s in many.stats]
         if any(iv.value for iv in ivs):
-            _errorbar(ax, [k + offsets[lab] for k in layers], ivs, label=lab, color=_COLOURS.get(lab), lw=1.2)
+            _errorbar(ax, [k + offsets[lab] for k in layers], ivs, label=lab, color=REGIME_COLORS.get(lab), lw=1.2)
     ax.set_xlabel("layer")
     ax.set_ylabel("fraction of tokens")
     ax.set_ylim(-0.03, 1.03)
@@ -71,14 +70,14 @@ def many_figures(many: ManyAnalysis) -> dict[str, Figure]:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     figs["labels"] = fig
 
-    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    fig, ax = axes_for(None, (8, 4.2))
     rows = [(s.layer, s.t_blowup_quantiles) for s in many.stats if s.t_blowup_quantiles.get("q50") is not None]
     if rows:
         x = [r[0] for r in rows]
         med = [float(r[1]["q50"]) for r in rows]  # type: ignore[arg-type]
         lo = [m - float(r[1]["q10"]) for m, r in zip(med, rows)]  # type: ignore[arg-type]
         hi = [float(r[1]["q90"]) - m for m, r in zip(med, rows)]  # type: ignore[arg-type]
-        ax.errorbar(x, med, yerr=[lo, hi], fmt="o", capsize=3, color=_COLOURS["divergent-finite-time"],
+        ax.errorbar(x, med, yerr=[lo, hi], fmt="o", capsize=3, color=REGIME_COLORS[Label.FINITE],
                     label="median t*, bars from the 10th to the 90th percentile")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
@@ -90,7 +89,7 @@ def many_figures(many: ManyAnalysis) -> dict[str, Figure]:
     ax.set_title("Blow-up times of divergent-finite-time tokens")
     figs["t_blowup"] = fig
 
-    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    fig, ax = axes_for(None, (8, 4.2))
     for i, (kind, colour) in enumerate((("theorem", "#2c5282"), ("indicator", "#b7791f"))):
         ivs = [s.agreement[kind] for s in many.stats]
         _errorbar(ax, [k + (i - 0.5) * 0.1 for k in layers], ivs, label=kind, color=colour, lw=1.2)

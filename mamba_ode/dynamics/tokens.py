@@ -46,7 +46,6 @@ Nothing here knows about Mamba: ``field(t, u)`` is any causal field on (1, L, W)
 
 from __future__ import annotations
 
-import enum
 import math
 from collections import deque
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .._enums import StrEnum
 from .solvers.steppers import Step, dp5_step, error_norm, hermite, ros34pw2_step
 
 __all__ = ["TokenEnd", "TokenSolution", "integrate_tokens"]
@@ -67,7 +67,7 @@ _DRIVEN = 10.0  # a later token whose norm grew this much as its driver blew up 
 _NEAR_T = 1e-3  # at a stall, a singularity is read when T - t is below this fraction of t
 
 
-class TokenEnd(str, enum.Enum):
+class TokenEnd(StrEnum):
     """How one token's integration ended (see `mamba_ode.dynamics.tokens`)."""
 
     HORIZON = "horizon"
@@ -76,8 +76,6 @@ class TokenEnd(str, enum.Enum):
     DEPENDS = "depends"
     FAILED = "failed"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass

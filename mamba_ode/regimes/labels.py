@@ -10,20 +10,10 @@
 
 from __future__ import annotations
 
-import enum
+from .._enums import StrEnum
 
 __all__ = ["StrEnum", "Label", "Definiteness", "CRITERIA_REGIMES", "TRAJECTORY_LABELS", "EXPECTED_LABEL",
            "COMPATIBLE", "SIGN_SYMBOL"]
-
-
-class StrEnum(str, enum.Enum):
-    """A ``str`` enum that prints, formats and serialises (JSON) as its value."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
 
 
 class Label(StrEnum):

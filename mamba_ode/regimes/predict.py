@@ -32,11 +32,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._enums import StrEnum
 from ..dynamics.fields import field_of_params
 from ..nn.params_mamba1 import SSMParams
 from ..nn.params_mamba2 import Mamba2Params
 from .criteria import criteria_1d
-from .labels import COMPATIBLE, Label, StrEnum
+from .labels import COMPATIBLE, Label
 from .spectrum import sym_spectrum
 from .tokens import TokenVerdict
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..._enums import StrEnum
+
 __all__ = ["Status", "Outcome", "Solution"]
 
 
@@ -29,7 +31,7 @@ class Status(enum.Enum):
 
 
 
-class Outcome(str, enum.Enum):
+class Outcome(StrEnum):
     """How the solver stopped on one trajectory: the typed reason behind its `Status`.
 
     Members (value in brackets):
@@ -52,9 +54,6 @@ class Outcome(str, enum.Enum):
     NONFINITE = "non-finite"
     STEP_SIZE = "step-size collapse"
     MAX_STEPS = "max-steps"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def status(self) -> Status:
