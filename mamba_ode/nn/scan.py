@@ -156,13 +156,21 @@ def _tokens(x: Tensor, sl: slice) -> Tensor:
     return x if x.dim() == 2 else x[:, sl]
 
 
-def _chunk_forward(h: Tensor, u: Tensor, dt: Tensor, A: Tensor, Bc: Tensor) -> tuple[Tensor, Tensor]:
+def _chunk_forward(h: Tensor, u: Tensor, dt: Tensor, A: Tensor, Bc: Tensor,
+                   work: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Scan one chunk. h (B, E, N) start state; u, dt (B, T, E); A (E, N); Bc (B, T, G, N) or (E, N).
+
+    ``work``: two (B, T', E, N) buffers with T' ≥ T to write hs and dA into (a scan reuses them from
+    chunk to chunk: fresh multi-megabyte tensors per chunk cost page faults); None allocates them.
 
     Returns hs (B, T, E, N) — the states after each token — and dA (B, T, E, N).
     """
-    dA = torch.exp(dt.unsqueeze(-1) * A)  # (B, T, E, N)
-    hs = (dt * u).unsqueeze(-1) * _expand_groups(Bc, u.shape[-1])  # dBu, scanned in place below
+    b, t_len, e = u.shape
+    if work is None:
+        work = (u.new_empty(b, t_len, e, A.shape[1]), u.new_empty(b, t_len, e, A.shape[1]))
+    hs, dA = work[0][:, :t_len], work[1][:, :t_len]
+    torch.mul(dt.unsqueeze(-1), A, out=dA).exp_()  # (B, T, E, N)
+    torch.mul((dt * u).unsqueeze(-1), _expand_groups(Bc, e), out=hs)  # dBu, scanned in place below
     hs[:, 0].addcmul_(dA[:, 0], h)
     for t in range(1, hs.shape[1]):
         hs[:, t].addcmul_(dA[:, t], hs[:, t - 1])
@@ -190,23 +198,37 @@ def _group_sum(x: Tensor, w: Tensor, like: Tensor) -> Tensor:
     return torch.einsum("btgpn,btgp->btgn", x.view(b, t, g, e // g, n), w.view(b, t, g, e // g))
 
 
+def _fast_forward(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, chunk: int, *,
+                  keep_starts: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The chunked forward scan. u, dt (B, L, E); A (E, N); Bm, Cm (B, L, G, N) or (E, N).
+
+    Returns y (B, L, E), the last state (B, E, N) and, with ``keep_starts``, the state before each
+    chunk (n_chunks, B, E, N) for the backward pass (else None).
+    """
+    b, length, e = u.shape
+    n = A.shape[1]
+    y = u.new_empty(b, length, e)
+    h = u.new_zeros(b, e, n)
+    starts = range(0, length, chunk)
+    h_starts = u.new_empty(len(starts), b, e, n) if keep_starts else None
+    width = min(chunk, length)
+    work = (u.new_empty(b, width, e, n), u.new_empty(b, width, e, n))
+    for i, s in enumerate(starts):
+        sl = slice(s, min(s + chunk, length))
+        if h_starts is not None:
+            h_starts[i] = h
+        hs, _ = _chunk_forward(h, u[:, sl], dt[:, sl], A, _tokens(Bm, sl), work)
+        y[:, sl] = _contract_C(hs, _tokens(Cm, sl))
+        h = hs[:, -1].clone()  # the next chunk overwrites the buffers
+    return y, h, h_starts
+
+
 class _FastScan(torch.autograd.Function):
     """Chunked scan with a recomputing backward pass. Internal layout (B, L, E); B/C (B, L, G, N) or (E, N)."""
 
     @staticmethod
     def forward(ctx, u, dt, A, Bm, Cm, chunk):  # u, dt (B, L, E); A (E, N); Bm, Cm (B, L, G, N) or (E, N)
-        b, length, e = u.shape
-        n = A.shape[1]
-        y = u.new_empty(b, length, e)
-        h = u.new_zeros(b, e, n)
-        starts = list(range(0, length, chunk))
-        h_starts = u.new_empty(len(starts), b, e, n)
-        for i, s in enumerate(starts):
-            sl = slice(s, min(s + chunk, length))
-            h_starts[i] = h
-            hs, _ = _chunk_forward(h, u[:, sl], dt[:, sl], A, _tokens(Bm, sl))
-            y[:, sl] = _contract_C(hs, _tokens(Cm, sl))
-            h = hs[:, -1].clone()
+        y, h, h_starts = _fast_forward(u, dt, A, Bm, Cm, chunk, keep_starts=True)
         ctx.save_for_backward(u, dt, A, Bm, Cm, h_starts)
         ctx.chunk = chunk
         return y, h
@@ -274,7 +296,10 @@ def _scan_fast(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk:
     dtt = delta.transpose(1, 2).contiguous()
     Bt = B if B.dim() == 2 else B.permute(0, 3, 1, 2).contiguous()  # (B, L, G, N)
     Ct = C if C.dim() == 2 else C.permute(0, 3, 1, 2).contiguous()
-    y, h = _FastScan.apply(ut, dtt, A, Bt, Ct, chunk)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (ut, dtt, A, Bt, Ct)):
+        y, h = _FastScan.apply(ut, dtt, A, Bt, Ct, chunk)
+    else:  # nothing to differentiate (e.g. a vector field inside a solver): the same forward, no tape
+        y, h, _ = _fast_forward(ut, dtt, A, Bt, Ct, chunk, keep_starts=False)
     return y.transpose(1, 2), h
 
 
