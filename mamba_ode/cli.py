@@ -97,6 +97,16 @@ def _factor(text: str) -> float:
     return _number(text, 1.0, "1")
 
 
+def _workers(text: str) -> int | str:
+    """'auto' or a positive int (argparse type of --workers)."""
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number ≥ 1, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -190,13 +200,17 @@ def _analyze(args: argparse.Namespace) -> int:
         if save == out or save in out.parents or out in save.parents:
             raise UsageError(f"argument --save: {args.save!r} and --out {args.out!r} must be separate directories")
     if args.prompts is not None:
+        if args.workers is not None:
+            raise UsageError("argument --workers: integrates the layers of one prompt side by side; with --prompts "
+                             "use --executor")
         return _analyze_many(args, say, start)
     prompt = _read_prompt(args)
     model = _load_for_cli(args, say)
     _check_prompt(model, prompt, args)
     result = analyze(model, prompt, layers=args.layers, t_max=args.t_max, rtol=args.rtol, atol=args.atol,
                      max_steps=args.max_steps, blowup_factor=args.blowup_factor, backend=args.backend,
-                     max_tokens=args.max_tokens, model_name=args.model or "tiny-shakespeare", progress=say)
+                     max_tokens=args.max_tokens, model_name=args.model or "tiny-shakespeare", progress=say,
+                     workers="auto" if args.workers is None else args.workers)
     say(f"writing the report to {args.out}")
     try:
         page = write_report(result, args.out, formats=("png", "svg") if args.svg else ("png",))
@@ -328,6 +342,9 @@ def _analyze_parser(sub: Any) -> None:
     a.add_argument("--executor", choices=EXECUTORS, default="batched",
                    help="with --prompts: one prompt after the other, forward passes batched by length, or Ray "
                         "tasks (local, or the cluster of RAY_ADDRESS)")
+    a.add_argument("--workers", type=_workers, default=None, metavar="N",
+                   help="worker processes integrating layers side by side, or 'auto' (default: one per CPU when "
+                        "the layers are costly enough, else none); each runs torch with one thread")
     a.add_argument("--save", default=None, metavar="DIR",
                    help="also save the analysis (trajectories, per-token results) to DIR; `mamba-ode report DIR` "
                         "renders it again")

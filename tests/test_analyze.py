@@ -139,6 +139,9 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     (["analyze", "--t-max", "0", "--quiet"], "--t-max"),
     (["analyze", "--t-max", "-5", "--quiet"], "--t-max"),
     (["analyze", "--dtype", "int8", "--quiet"], "--dtype"),
+    (["analyze", "--workers", "0", "--quiet"], "--workers"),
+    (["analyze", "--workers", "many", "--quiet"], "--workers"),
+    (["analyze", "--prompts", "/no/such/prompts.txt", "--workers", "2", "--quiet"], "--workers"),
 ])
 def test_bad_cli_input_exits_2_with_one_line(args, needle, tmp_path):
     res = _run_cli(*args, "--out", str(tmp_path / "out"))

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ..dynamics.compare import DiscreteComparison, compare_discrete
 from ..dynamics.fields import DepthField, layer_field
-from ..dynamics.tokens import TokenSolution, integrate_tokens
+from ..dynamics.tokens import TokenSolution
 from ..nn.lm import MambaLMBase
 from ..nn.scan import BACKENDS
 from ..regimes.labels import Definiteness, Label
@@ -43,6 +43,7 @@ from ..regimes.predict import TokenPrediction, predict_tokens, prediction_agreem
 from ..regimes.table import RegimeTable, Verdict, layer_fractions, layer_spectrum, regime_table
 from ..regimes.tokens import TokenClassification, classify_tokens
 from .budget import ATTENTION_TOKENS, DEFAULT_MAX_TOKENS, check_prompt_budget
+from .parallel import integrate_layers, resolve_workers
 from .store import SavedModel, read_saved, write_saved
 from .summary import SCHEMA_VERSION
 
@@ -343,10 +344,8 @@ def check_settings(*, t_max: Any, rtol: Any, atol: Any, blowup_factor: Any, back
             raise ValueError(f"argument {name!r} must be a positive int, got {v!r}")
 
 
-def _analyse_layer(model: MambaLMBase, k: int, u0: Tensor, table: RegimeTable, t_max: float, backend: str,
-                   opts: dict[str, Any]) -> LayerDynamics:
-    """Integrate layer k's idealised field from u0 (1, L, W), label every token, predict it, compare."""
-    sol = integrate_tokens(layer_field(model, k, backend=backend), u0, t_max, **opts)
+def _analyse_layer(model: MambaLMBase, k: int, u0: Tensor, table: RegimeTable, sol: TokenSolution) -> LayerDynamics:
+    """Label every token of layer k's integrated dynamics (from u0 (1, L, W)), predict it, compare."""
     params = model.layer_params(k)
     with torch.no_grad():
         q = float(params.quadratic_form(u0[0, 0])[0])
@@ -373,7 +372,7 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
             layers: Sequence[int] | None = None, t_max: float = 1e4, rtol: float = 1e-5, atol: float = 1e-8,
             max_steps: int = 20_000, blowup_factor: float = 1e8, backend: str = "auto",
             max_tokens: int = DEFAULT_MAX_TOKENS, model_name: str | None = None,
-            progress: Callable[[str], None] | None = None) -> Analysis:
+            progress: Callable[[str], None] | None = None, workers: int | str = 1) -> Analysis:
     """Analyse a model's token dynamics on a prompt (the computation behind ``mamba-ode analyze``).
 
     Arguments:
@@ -392,7 +391,12 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
         max_tokens: the longest prompt accepted (checked, with a memory estimate against what the device
             has left, before any work: `mamba_ode.analysis.budget.check_prompt_budget`).
         model_name: name recorded in the summary (default: the checkpoint source).
-        progress: called with a short message before each stage (the CLI prints it).
+        progress: called with a short message before each stage and as each layer is done (the CLI
+            prints it).
+        workers: worker processes that integrate layers side by side (`mamba_ode.analysis.parallel`):
+            1 (the default) integrates them here one after the other; ``"auto"`` takes one per usable CPU
+            for a CPU model whose layers are costly enough (the CLI's default). Each worker runs torch
+            with one thread: its results equal a serial run under ``torch.set_num_threads(1)``.
 
     Returns:
         `Analysis`.
@@ -400,7 +404,8 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     Raises:
         TypeError: if model is not a mamba_ode model.
         ValueError: for a bad prompt (a batch of more than one sequence included), layer index, t_max,
-            tolerance, blowup_factor (≤ 1), backend, max_steps or max_tokens (< 1), and for a prompt over
+            tolerance, blowup_factor (≤ 1), backend, max_steps or max_tokens (< 1), workers (not a
+            positive int or "auto"; more than one for a model off the CPU), and for a prompt over
             max_tokens or over the memory available.
     """
     if not isinstance(model, MambaLMBase):
@@ -415,7 +420,9 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     ids = model.encode(prompt)
     if ids.shape[0] != 1:
         _refuse_batch(ids)
-    check_prompt_budget(model, ids.shape[1], max_tokens=max_tokens, max_steps=max_steps)
+    n_workers = resolve_workers(workers, len(chosen), ids.shape[1] * model.config.d_inner * model.config.d_state,
+                                next(model.parameters()).device)
+    check_prompt_budget(model, ids.shape[1], max_tokens=max_tokens, max_steps=max_steps, workers=n_workers)
     text = prompt if isinstance(prompt, str) else None
 
     t0 = time.perf_counter()
@@ -426,13 +433,20 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
 
     t0 = time.perf_counter()
     states = {k: u.detach().double() for k, u in model.field_starts(ids, chosen).items()}
-    results = []
     opts = {"rtol": rtol, "atol": atol, "max_steps": max_steps, "blowup_factor": blowup_factor}
-    for i, k in enumerate(chosen):
-        done = time.perf_counter() - t0
-        eta = f", about {done / i * (len(chosen) - i):.0f} s left" if i else ""
-        say(f"layer {k} ({i + 1}/{len(chosen)}): integrating the idealised layer dynamics to t = {t_max:g}{eta}")
-        results.append(_analyse_layer(model, k, states[k], table, float(t_max), backend, opts))
+    finished: list[int] = []
+
+    def report(i: int) -> None:  # a layer is done (from a pool thread when workers run)
+        finished.append(i)
+        n, spent = len(finished), time.perf_counter() - t0
+        left = f", about {spent / n * (len(chosen) - n):.0f} s left" if n < len(chosen) else ""
+        say(f"layer {chosen[i]} integrated ({n}/{len(chosen)}){left}")
+
+    pool = f" in {n_workers} worker processes" if n_workers > 1 else ""
+    say(f"integrating the idealised dynamics of {len(chosen)} layers to t = {t_max:g}{pool}")
+    sols = integrate_layers([layer_field(model, k, backend=backend) for k in chosen], [states[k] for k in chosen],
+                            float(t_max), opts, n_workers, report)
+    results = [_analyse_layer(model, k, states[k], table, sol) for k, sol in zip(chosen, sols)]
     timings["trajectories"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -452,7 +466,7 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     settings = {"layers": chosen, "t_max": float(t_max), "rtol": rtol, "atol": atol,
                 "method": "dopri5, ros34pw2 on stiff stretches", "max_steps": int(max_steps),
                 "max_tokens": int(max_tokens), "blowup_factor": float(blowup_factor), "backend": backend,
-                "dtype": "float64", "device": str(ids.device)}
+                "workers": n_workers, "dtype": "float64", "device": str(ids.device)}
     name = model_name or (str(model.checkpoint.source) if model.checkpoint else "in-memory model")
     return Analysis(name, model, text, ids, table, spectra, results, comparison, P, channel, settings, timings)
 

@@ -41,7 +41,8 @@ def analysis_memory(model: MambaLMBase, n_tokens: int, max_steps: int) -> int:
     return 8 * (n_tokens * per_token + ATTENTION_TOKENS ** 2 * e)
 
 
-def check_prompt_budget(model: MambaLMBase, n_tokens: int, *, max_tokens: int, max_steps: int) -> int:
+def check_prompt_budget(model: MambaLMBase, n_tokens: int, *, max_tokens: int, max_steps: int,
+                        workers: int = 1) -> int:
     """Refuse a prompt the analysis cannot take within its limits, before any work.
 
     Arguments:
@@ -49,6 +50,7 @@ def check_prompt_budget(model: MambaLMBase, n_tokens: int, *, max_tokens: int, m
         n_tokens: L.
         max_tokens: the longest prompt accepted.
         max_steps: the integrator's step budget per layer.
+        workers: layers integrated at once (each worker process holds one integration).
 
     Returns:
         The memory estimate in bytes.
@@ -61,11 +63,12 @@ def check_prompt_budget(model: MambaLMBase, n_tokens: int, *, max_tokens: int, m
         raise ValueError(f"the prompt has {n_tokens} tokens, more than max_tokens={max_tokens}: every token of "
                          "every analysed layer is integrated (cost grows with tokens × layers × width); shorten "
                          "the prompt or raise the limit (max_tokens=..., CLI --max-tokens)")
-    need = analysis_memory(model, n_tokens, max_steps)
+    need = analysis_memory(model, n_tokens, max_steps) * max(1, workers)
     device = next(model.parameters()).device
     have = available_memory(device)
     if have is not None and need > have:
-        raise ValueError(f"analysing {n_tokens} tokens needs about {format_bytes(need)} of memory and "
+        at_once = f" with {workers} layers integrated at once" if workers > 1 else ""
+        raise ValueError(f"analysing {n_tokens} tokens{at_once} needs about {format_bytes(need)} of memory and "
                          f"{device} has {format_bytes(have)} available: shorten the prompt, analyse fewer "
                          "layers at a time on a larger machine, or lower max_steps")
     return need

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..dynamics.fields import layer_field
+from ..dynamics.tokens import integrate_tokens
 from ..nn.lm import MambaLMBase
 from ..regimes.labels import Label
 from ..regimes.table import RegimeTable, regime_table
@@ -207,7 +209,8 @@ def _prompt_layers(model: MambaLMBase, starts: dict[int, Tensor], table: RegimeT
                    t_max: float, backend: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for k in chosen:
-        lay = _analyse_layer(model, k, starts[k], table, t_max, backend, opts)
+        sol = integrate_tokens(layer_field(model, k, backend=backend), starts[k], t_max, **opts)
+        lay = _analyse_layer(model, k, starts[k], table, sol)
         out.append({"layer": k, "tokens": _token_records(lay), "prediction_agreement": lay.agreement,
                     "integration_end": float(lay.solution.integration_end)
                     if math.isfinite(lay.solution.integration_end) else None,

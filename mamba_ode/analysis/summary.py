@@ -11,7 +11,8 @@
                       d_state, dt_rank (null for Mamba-2), n_heads (null for Mamba-1), n_groups}
     prompt           {text (str or null when ids were given), n_tokens, ids: [int],
                       tokens: [the decoded piece of each token] or null without a tokenizer}
-    settings         {layers, t_max, rtol, atol, method, max_steps, max_tokens, dtype, device}
+    settings         {layers, t_max, rtol, atol, method, max_steps, max_tokens, blowup_factor, backend,
+                      workers (layers integrated side by side; absent in older summaries), dtype, device}
     layers           list, one per analysed layer, each:
         layer                  int, layer index k
         spectrum               {n_positive, n_negative, n_zero, label, max, min}
