@@ -239,3 +239,35 @@ def test_step_budget_ends_tokens_failed_with_a_reason():
     assert all(e is TokenEnd.FAILED for e in sol.ends)
     assert all("max_steps=5" in m for m in sol.messages)
     assert all(v.label is Label.UNDETERMINED and "max_steps" in v.reason for v in classify_tokens(sol).tokens)
+
+
+# ---------------------------------------------------------------------------------------------- step-size control
+
+
+def test_no_step_size_growth_right_after_a_rejection():
+    """After a rejected step, the next accepted one may not grow the step however small its error
+    (Hairer's rule in DOPRI5 and RADAU5): growing at once is what makes rejections come in pairs."""
+    from mamba_ode.dynamics.tokens import _Stepping
+
+    for kind in ("dopri5", "ros34pw2"):
+        s = _Stepping(1e-6, 1e-9, True)
+        s.kind = kind
+        assert s.accepted(1e-8, 1.0) == 5.0  # a tiny error: the largest growth
+        h = s.rejected(4.0, 5.0)
+        assert 0 < h < 5.0
+        assert s.accepted(1e-8, h) == h  # accepted, tiny error, and still no growth
+        assert s.accepted(1e-8, h) > h  # growth again from the following step on
+
+
+def test_step_control_rejects_rarely_on_a_stiff_layer():
+    """The controllers (PI for DP5, Gustafsson's predictive one for ROS34PW2) keep rejections rare on the
+    stiff and bounded layer: under 1 % of the attempts over four initial states (the plain controller,
+    the step factor from the last error alone, rejected 2.2 % there)."""
+    p = stiff_convergent_layer()
+    acc = rej = 0
+    for seed in range(4):
+        u0 = torch.randn(4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        sol = integrate_tokens(field_of_params(p), u0, 1e4, rtol=1e-6, atol=1e-9)
+        assert all(e is TokenEnd.HORIZON for e in sol.ends)
+        acc, rej = acc + sol.stats["n_accepted"], rej + sol.stats["n_rejected"]
+    assert rej < 0.01 * (acc + rej), (acc, rej)

@@ -33,7 +33,9 @@ Steps are Dormand–Prince 5(4). When Hairer's stiffness indicator exceeds 3.25 
 below resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free
 Krylov solves, preconditioned by the field's ``jacobian_diagonal`` when it has one
 (`steppers`), and back when the estimate of ``h·|λ|max`` stays below 2
-for 10 steps (20, 40, … after each return); every switch is recorded in ``methods``.
+for 10 steps (20, 40, … after each return); every switch is recorded in ``methods``. Step sizes follow
+Hairer's PI control for the DP5 steps (β = 0.04) and Gustafsson's predictive control for the ROS34PW2
+steps, with no growth right after a rejected step.
 
 When 20 accepted steps in a row advance τ by less than 0.02 while no token's norm doubles, the steps
 have stalled. If a token at 10·R0 or more grew by half over those steps with a singularity signature
@@ -65,6 +67,7 @@ _G_SCALE, _G_POWER = 4.0, 3.0
 _STALL_STEPS, _STALL_TAU = 20, 0.02
 _DRIVEN = 10.0  # a later token whose norm grew this much as its driver blew up blows up with it
 _NEAR_T = 1e-3  # at a stall, a singularity is read when T - t is below this fraction of t
+_PI_BETA = 0.04  # the PI step-size control of DP5 steps (Hairer's DOPRI5)
 
 
 class TokenEnd(StrEnum):
@@ -181,13 +184,48 @@ class _Stepping:
         self.kind = "dopri5"
         self.stiff_count = self.nonstiff_run = self.explicit_ok = 0
         self.explicit_needed = _EXPLICIT_STEPS  # doubles each time the stiff stepper is needed again
+        self.err_old: float | None = None  # error and size of the last accepted step (controller memory)
+        self.h_old = 0.0
+        self.last_rejected = False
 
     def step(self, sys: _System, y: Tensor, f: Tensor, h: float) -> Step:
         return dp5_step(sys, y, f, h) if self.kind == "dopri5" else ros34pw2_step(sys, y, f, h, jdiag=sys.jdiag(y))
 
-    def factor(self, err: float) -> float:
-        order = 5.0 if self.kind == "dopri5" else 3.0
-        return 5.0 if err == 0 else min(5.0, max(0.2, 0.9 * err ** (-1.0 / order)))
+    @property
+    def exponent(self) -> float:
+        """1/q, q the order of the error estimate plus one (5 for DP5(4), 3 for ROS34PW2's order-2 estimate)."""
+        return 0.2 if self.kind == "dopri5" else 1.0 / 3.0
+
+    def rejected(self, err: float, h: float) -> float:
+        """The next step size after a rejected step of size h with error err (non-finite: a quarter)."""
+        self.last_rejected = True
+        if not math.isfinite(err):
+            return 0.25 * h
+        return h * max(0.2, 0.9 * err ** -self.exponent)
+
+    def accepted(self, err: float, h: float) -> float:
+        """The next step size after an accepted step of size h with error err ≤ 1.
+
+        DP5: Hairer's PI control of DOPRI5 (β = 0.04), the last accepted error damping the oscillation of
+        the step size. ROS34PW2: Gustafsson's predictive control (as in Hairer's RADAU5 and RODAS), the more
+        cautious of the standard and the predicted factor. Either way the factor is in [0.2, 5], and no
+        growth right after a rejection.
+        """
+        a = self.exponent
+        if err == 0:
+            grow = 5.0
+        elif self.kind == "dopri5":
+            grow = 0.9 * err ** -(a - 0.75 * _PI_BETA) * (self.err_old ** _PI_BETA if self.err_old else 1.0)
+        else:
+            grow = 0.9 * err ** -a
+            if self.err_old is not None and self.h_old > 0:
+                grow = min(grow, 0.9 * (h / self.h_old) * (self.err_old / err ** 2) ** a)
+        grow = min(5.0, max(0.2, grow))
+        if self.last_rejected:
+            grow = min(grow, 1.0)
+        floor = 1e-4 if self.kind == "dopri5" else 1e-2
+        self.err_old, self.h_old, self.last_rejected = max(err, floor), h, False
+        return h * grow
 
     def switch_after(self, step: Step) -> bool:
         """Update the stiffness counters after an accepted step; True when the stepper changes."""
@@ -200,13 +238,13 @@ class _Stepping:
                 self.nonstiff_run += 1
                 self.stiff_count = 0 if self.nonstiff_run >= _NONSTIFF_RESET else self.stiff_count
             if self.stiff_count >= _STIFF_STEPS:
-                self.kind, self.explicit_ok = "ros34pw2", 0
+                self.kind, self.explicit_ok, self.err_old = "ros34pw2", 0, None
                 return True
             return False
         self.explicit_ok = self.explicit_ok + 1 if step.stiffness < _EXPLICIT_OK else 0
         if self.explicit_ok >= self.explicit_needed:  # back to explicit steps (a later return costs more)
             self.explicit_needed *= 2
-            self.kind, self.stiff_count, self.nonstiff_run = "dopri5", 0, 0
+            self.kind, self.stiff_count, self.nonstiff_run, self.err_old = "dopri5", 0, 0, None
             return True
         return False
 
@@ -303,12 +341,12 @@ class _Integrator:
                 err = error_norm(step.err, y, step.y, self.rtol, self.atol)
                 if not (math.isfinite(err) and err <= 1.0 and torch.isfinite(step.y).all()):
                     self.stats["n_rejected"] += 1
-                    h *= stepping.factor(err) if math.isfinite(err) else 0.25
+                    h = stepping.rejected(err, h)
                     continue
                 self.stats["n_accepted"] += 1
                 y_old, f_old, h_old = y, f, h
                 y, f = step.y, (step.f if step.f is not None else sys(step.y))
-                h *= stepping.factor(err)
+                h = stepping.accepted(err, h)
                 t_now = self.t_of(float(y[-1]))
                 if stepping.switch_after(step):
                     other = "dopri5" if stepping.kind == "ros34pw2" else "ros34pw2"
