@@ -5,7 +5,8 @@ Usage: python benchmarks/bench_analyze.py [--repeat 2] [--skip-130m] [--out benc
 1. ``mamba-ode analyze --quiet`` on the embedded model (fresh process: imports, load, analysis,
    figures, report). Target: under 10 s on a 2-core CPU.
 2. ``mamba-ode analyze`` on a 130m-shaped random transformers checkpoint (24 layers, d_model 768,
-   state 16, vocab 50280) with 64 prompt ids, all layers. Target: under 60 s.
+   state 16, vocab 50280) with 64 prompt ids, all layers, with ``--workers 1`` (one layer after the
+   other) and ``--workers auto`` (the default: one worker process per CPU). Target: under 60 s.
 3. The README's per-token recipe (``integrate_tokens`` + ``classify_tokens`` + ``predict_tokens`` on
    layer 0) for a 113-token prompt of the embedded model, as a fresh process. Target: under 10 s.
 
@@ -88,8 +89,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as d:
             src = _checkpoint_130m(Path(d) / "m130")
             ids = [str(i) for i in range(100, 164)]
-            cases.append(_analyze_case("130m-shaped random checkpoint, 64 ids, 24 layers",
-                                       [str(src), "--prompt-ids", *ids], 1, 60.0))
+            for workers in ("1", "auto"):  # one layer after the other, then the default (a worker per CPU)
+                cases.append(_analyze_case(f"130m-shaped random checkpoint, 64 ids, 24 layers, --workers {workers}",
+                                           [str(src), "--prompt-ids", *ids, "--workers", workers], 1, 60.0))
     result = {"benchmark": "bench_analyze",
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                           "threads": torch.get_num_threads()},

@@ -13,37 +13,20 @@ called once) as a fraction of one forward pass. Writes ``benchmarks/results/benc
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from timing import ROOT, import_ref  # benchmarks/timing.py (the script's directory is on sys.path)
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 #: the last commit before the activation points
 DEFAULT_REF = "9e4f752"
 
 CASES = [{"name": "small (embedded-sized)", "d_model": 64, "n_layer": 4, "L": 64, "calls": 400},
          {"name": "130m-shaped, L = 64", "d_model": 768, "n_layer": 24, "L": 64, "calls": 40}]
-
-
-def _import_ref(ref: str, tmp: Path):
-    """The package at ``ref``, importable as ``mamba_ode_ref`` (it uses relative imports only)."""
-    blob = subprocess.run(["git", "archive", "--format=tar", ref, "mamba_ode"], cwd=ROOT, check=True,
-                          capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        tar.extractall(tmp, filter="data")
-    (tmp / "mamba_ode").rename(tmp / "mamba_ode_ref")
-    sys.path.insert(0, str(tmp))
-    import mamba_ode_ref
-
-    return mamba_ode_ref
 
 
 def _pair(mo, ref, case: dict):
@@ -64,7 +47,7 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        ref = _import_ref(args.ref, Path(tmp))
+        ref = import_ref(args.ref, Path(tmp))
         for case in CASES:
             new, old = _pair(mo, ref, case)
             ids = torch.randint(0, 256, (1, case["L"]), generator=torch.Generator().manual_seed(1))

@@ -55,6 +55,20 @@ def render() -> str:
         out += ["", f"A full `solve` of that field from real token states (L = {sv['L']}) to t = {sv['t_end']:g} at "
                 f"rtol {sv['rtol']:g}: {sv['nfev']} field evaluations ({sv['n_accepted']} accepted, "
                 f"{sv['n_rejected']} rejected steps), {_ms(sv['wall_s'])}, status {sv['status'][0]}.", ""]
+    fe = _load("bench_field_eval")
+    if fe:
+        lay = fe["layer"]
+        out += ["## One field evaluation inside the token integrator", "",
+                f"`python benchmarks/bench_field_eval.py` — the {lay['dtype']} S6 field of layer {lay['layer']} of the "
+                f"130m-shaped random checkpoint (E = {lay['E']}, N = {lay['N']}), loaded as an analysis loads it, "
+                "under `torch.no_grad()` as `integrate_tokens` calls it, for the first L prompt tokens: this package "
+                f"against commit {fe['ref']}, each side in fresh processes, alternated over {fe['rounds']} rounds "
+                f"(mean time per call of the best round; equal outputs checked), {fe['machine']['threads']} "
+                "thread(s).", "",
+                f"| L | at {fe['ref']} | now | speed-up |", "|---|---|---|---|"]
+        for r in fe["rows"]:
+            out.append(f"| {r['L']} | {r['ref_s'] * 1e3:.3f} ms | {r['new_s'] * 1e3:.3f} ms | {r['speedup']:.2f}× |")
+        out += [""]
     reg = _load("bench_regimes")
     if reg:
         out += ["## Spectrum of Sym(M) from the low-rank factors", "",

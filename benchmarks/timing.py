@@ -1,9 +1,32 @@
-"""Timing helper shared by the benchmark scripts (run as ``python benchmarks/bench_*.py``)."""
+"""Helpers shared by the benchmark scripts (run as ``python benchmarks/bench_*.py``): timing, and an
+earlier version of the package imported beside the working tree's for in-process comparisons."""
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+import tarfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def import_ref(ref: str, tmp: Path) -> ModuleType:
+    """The package at commit ``ref``, extracted into ``tmp`` and importable as ``mamba_ode_ref`` (the
+    package uses relative imports only, so it runs under that name beside ``mamba_ode``)."""
+    blob = subprocess.run(["git", "archive", "--format=tar", ref, "mamba_ode"], cwd=ROOT, check=True,
+                          capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(tmp, filter="data")
+    (tmp / "mamba_ode").rename(tmp / "mamba_ode_ref")
+    sys.path.insert(0, str(tmp))
+    import mamba_ode_ref  # noqa: PLC0415
+
+    return mamba_ode_ref
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:

@@ -3,7 +3,10 @@ of the worker count; arguments refused with their names."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -107,3 +110,18 @@ def test_budget_counts_one_integration_per_worker(monkeypatch):
     with pytest.raises(ValueError, match="with 2 layers integrated at once"):
         check_prompt_budget(model, 50, max_tokens=2048, max_steps=20_000, workers=2)
     assert math.isfinite(one) and one > 0
+
+
+def test_cli_runs_layers_in_worker_processes(tmp_path):
+    """``python -m mamba_ode analyze --workers 2``: spawned workers under the CLI's own entry point (whose
+    ``__main__`` the workers must not run again), a complete report, the worker count recorded."""
+    out = tmp_path / "report"
+    res = subprocess.run([sys.executable, "-m", "mamba_ode", "analyze", "--layers", "0", "1", "--t-max", "10",
+                          "--workers", "2", "--quiet", "--out", str(out)], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["workers"] == 2
+    assert [r["layer"] for r in summary["layers"]] == [0, 1]
+    assert all(len(r["tokens"]) == summary["prompt"]["n_tokens"] for r in summary["layers"])
+    assert (out / "report.html").exists()

@@ -396,7 +396,8 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
         workers: worker processes that integrate layers side by side (`mamba_ode.analysis.parallel`):
             1 (the default) integrates them here one after the other; ``"auto"`` takes one per usable CPU
             for a CPU model whose layers are costly enough (the CLI's default). Each worker runs torch
-            with one thread: its results equal a serial run under ``torch.set_num_threads(1)``.
+            with one thread: its results equal a serial run under ``torch.set_num_threads(1)``. Workers
+            are spawned processes: a script needs the ``if __name__ == "__main__":`` guard.
 
     Returns:
         `Analysis`.

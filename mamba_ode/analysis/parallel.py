@@ -5,6 +5,10 @@ Each layer's token dynamics is independent of the others once its initial tokens
 (the standard library's ``ProcessPoolExecutor`` with the ``spawn`` start method, which is safe with
 torch's thread pools). Each worker runs torch with one thread, so N workers use N cores.
 
+Workers are started with ``spawn``: a script that calls ``analyze(..., workers=N)`` with N > 1 needs the
+usual ``if __name__ == "__main__":`` guard around its top-level code, as any multiprocessing program
+(notebooks and the ``mamba-ode`` command need nothing).
+
 Results are deterministic for a given number of torch threads; a worker (one thread) reproduces a
 serial run under ``torch.set_num_threads(1)`` exactly. Runs with different thread counts can differ in
 the last digits (the order of floating-point sums differs), and a token whose outcome hangs on those
