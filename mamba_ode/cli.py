@@ -22,6 +22,7 @@ from .analysis.budget import DEFAULT_MAX_TOKENS, check_prompt_budget
 from .analysis.many import EXECUTORS, TOKEN_LABELS, analyze_many, read_prompts
 from .analysis.many_report import write_many_report
 from .analysis.output import check_report_dir
+from .analysis.parallel import plan_workers
 from .analysis.report import write_report
 from .analysis.store import ANALYSIS_MARKER
 from .analysis.summary import comparison_sentence
@@ -159,7 +160,20 @@ def _check_prompt(model: MambaLMBase, prompt: str | list[int], args: argparse.Na
                          "tokenizer with --tokenizer")
     try:
         ids = model.encode(prompt)
-        check_prompt_budget(model, ids.shape[1], max_tokens=args.max_tokens, max_steps=args.max_steps)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    workers = 1
+    if getattr(args, "prompts", None) is None:  # one prompt: its layers may be integrated by workers
+        n_layers = len({k % K for k in args.layers}) if args.layers else K
+        try:
+            workers = plan_workers(model, ids.shape[1], n_layers, args.max_steps,
+                                   "auto" if args.workers is None else args.workers)
+        except ValueError as exc:
+            raise UsageError(f"argument --workers: {exc}") from None
+        args.workers = workers
+    try:
+        check_prompt_budget(model, ids.shape[1], max_tokens=args.max_tokens, max_steps=args.max_steps,
+                            workers=workers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -210,7 +224,7 @@ def _analyze(args: argparse.Namespace) -> int:
     result = analyze(model, prompt, layers=args.layers, t_max=args.t_max, rtol=args.rtol, atol=args.atol,
                      max_steps=args.max_steps, blowup_factor=args.blowup_factor, backend=args.backend,
                      max_tokens=args.max_tokens, model_name=args.model or "tiny-shakespeare", progress=say,
-                     workers="auto" if args.workers is None else args.workers)
+                     workers=args.workers)  # resolved by _check_prompt
     say(f"writing the report to {args.out}")
     try:
         page = write_report(result, args.out, formats=("png", "svg") if args.svg else ("png",))

@@ -4,7 +4,6 @@ of the worker count; arguments refused with their names."""
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 
@@ -13,8 +12,14 @@ import torch
 
 import mamba_ode
 from mamba_ode.analysis import parallel
-from mamba_ode.analysis.budget import analysis_memory, check_prompt_budget
-from mamba_ode.analysis.parallel import AUTO_WORK, integrate_layers, resolve_workers
+from mamba_ode.analysis.budget import (
+    WORKER_BYTES,
+    affordable_workers,
+    analysis_memory,
+    check_prompt_budget,
+    integration_memory,
+)
+from mamba_ode.analysis.parallel import AUTO_WORK, integrate_layers, plan_workers, resolve_workers, threads_per_worker
 from mamba_ode.dynamics.tokens import TokenSolution
 
 
@@ -27,9 +32,10 @@ def _same_solution(a: TokenSolution, b: TokenSolution) -> None:
         assert torch.equal(torch.nan_to_num(x, nan=1234.5), torch.nan_to_num(y, nan=1234.5)), name
 
 
-def test_worker_processes_reproduce_the_one_thread_serial_run():
-    """Two workers (one torch thread each, spawned processes) give exactly the serial result of this
-    process (the suite runs torch with one thread): labels, blow-up times, every recorded norm."""
+def test_worker_processes_reproduce_the_one_thread_serial_run(monkeypatch):
+    """Two workers (spawned processes, one torch thread each on two CPUs) give exactly the serial result of
+    this process (the suite runs torch with one thread): labels, blow-up times, every recorded norm."""
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)
     assert torch.get_num_threads() == 1
     model = mamba_ode.load(dtype=torch.float64)
     prompt = "ROMEO: But, soft! what light"
@@ -43,7 +49,7 @@ def test_worker_processes_reproduce_the_one_thread_serial_run():
     assert [r["tokens"] for r in s["layers"]] == [r["tokens"] for r in p["layers"]]
 
 
-def test_worker_processes_take_mamba2_fields(tmp_path):
+def test_worker_processes_take_mamba2_fields(tmp_path, monkeypatch):
     """A Mamba-2 layer field travels to a worker process and back with the same result."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
@@ -56,6 +62,7 @@ def test_worker_processes_take_mamba2_fields(tmp_path):
     u0s = [starts[k].double() for k in (0, 1)]
     opts = {"rtol": 1e-6, "atol": 1e-9}
     done: list[int] = []
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)  # one thread per worker, as this process
     pooled = integrate_layers(fields, u0s, 50.0, opts, workers=2, on_done=done.append)
     serial = integrate_layers(fields, u0s, 50.0, opts, workers=1)
     assert sorted(done) == [0, 1]
@@ -95,26 +102,77 @@ def test_several_workers_refused_for_a_model_off_the_cpu():
 
 
 def test_integrate_layers_refuses_mismatched_lists():
-    with pytest.raises(ValueError, match="2 fields but 1"):
+    with pytest.raises(ValueError, match="'starts' holds 1 initial states for 2 fields"):
         integrate_layers([lambda t, u: u, lambda t, u: u], [torch.ones(1, 2, 3)], 1.0, {}, 1)
     with pytest.raises(ValueError, match="workers"):
         integrate_layers([lambda t, u: u], [torch.ones(1, 2, 3)], 1.0, {}, 0)
 
 
 def test_budget_counts_one_integration_per_worker(monkeypatch):
-    """Each worker holds one integration: the memory asked grows with the workers, and the refusal says so."""
+    """Each worker holds one integration and costs a process: the memory asked grows with the workers, the
+    refusal says so and how to proceed, and "auto" takes no more workers than the memory allows."""
     model = mamba_ode.load()
     one = analysis_memory(model, 50, 20_000)
-    monkeypatch.setattr("mamba_ode.analysis.budget.available_memory", lambda device: int(1.5 * one))
-    assert check_prompt_budget(model, 50, max_tokens=2048, max_steps=20_000, workers=1) == one
-    with pytest.raises(ValueError, match="with 2 layers integrated at once"):
-        check_prompt_budget(model, 50, max_tokens=2048, max_steps=20_000, workers=2)
-    assert math.isfinite(one) and one > 0
+    per = integration_memory(model, 50, 20_000)
+    assert analysis_memory(model, 50, 20_000, 3) == one + 2 * per + 3 * WORKER_BYTES
+    monkeypatch.setattr("mamba_ode.analysis.budget.available_memory",
+                        lambda device: analysis_memory(model, 50, 20_000, 2) + 1)
+    assert check_prompt_budget(model, 50, max_tokens=2048, max_steps=20_000, workers=2) > one
+    with pytest.raises(ValueError, match=r"with 3 layers integrated at once.*fewer workers \(workers=1"):
+        check_prompt_budget(model, 50, max_tokens=2048, max_steps=20_000, workers=3)
+    assert affordable_workers(model, 50, 20_000, 8) == 2
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(parallel, "AUTO_WORK", 1)
+    assert plan_workers(model, 50, 4, 20_000, "auto") == 2  # 4 CPUs' worth of layers, memory for 2
+    assert plan_workers(model, 50, 4, 20_000, 3) == 3  # as asked: check_prompt_budget refuses it
+
+
+def test_cli_refuses_workers_beyond_memory_with_exit_2(monkeypatch, tmp_path, capsys):
+    """An explicit --workers whose analysis does not fit is a usage error naming the fix, before any work."""
+    from mamba_ode.cli import main
+
+    model = mamba_ode.load()
+    monkeypatch.setattr("mamba_ode.analysis.budget.available_memory",
+                        lambda device: analysis_memory(model, 200, 20_000, 1) + 1)
+    rc = main(["analyze", "--workers", "2", "--quiet", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "fewer workers" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def _failing_field(t, u):
+    raise ValueError("this layer's field fails")
+
+
+def _slow_field(t, u):
+    import time
+
+    time.sleep(60.0)
+    return -u
+
+
+def test_an_error_in_a_worker_is_raised_at_once_and_stops_the_others():
+    """A layer failing in one worker raises its error here while another worker is still busy (for a
+    minute): the pool is stopped, not waited for, and no layer is reported done."""
+    import time
+
+    done: list[int] = []
+    u0 = torch.ones(1, 2, 3, dtype=torch.float64)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="this layer's field fails"):
+        integrate_layers([_slow_field, _failing_field], [u0, u0], 1.0, {}, workers=2, on_done=done.append)
+    assert time.perf_counter() - t0 < 40.0
+    assert done == []
+
+
+def test_workers_share_out_the_cpus_as_threads(monkeypatch):
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 16)
+    assert [threads_per_worker(n) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
 
 
 def test_cli_runs_layers_in_worker_processes(tmp_path):
-    """``python -m mamba_ode analyze --workers 2``: spawned workers under the CLI's own entry point (whose
-    ``__main__`` the workers must not run again), a complete report, the worker count recorded."""
+    """``python -m mamba_ode analyze --workers 2``: spawned workers under the CLI's own entry point, a
+    complete report, the worker count recorded."""
     out = tmp_path / "report"
     res = subprocess.run([sys.executable, "-m", "mamba_ode", "analyze", "--layers", "0", "1", "--t-max", "10",
                           "--workers", "2", "--quiet", "--out", str(out)], capture_output=True, text=True,

@@ -372,8 +372,9 @@ def test_fast_forward_without_grad_equals_the_autograd_forward_bit_for_bit(b_kin
 
 def test_fast_forward_reuses_its_chunk_buffers():
     """The (B, T, E, N) chunk tensors are written into two buffers reused from chunk to chunk: fresh
-    multi-megabyte tensors per chunk cost page faults that doubled the time of a vector-field evaluation.
-    Counted with the profiler: allocations of a chunk's size stay at two however many chunks there are."""
+    multi-megabyte tensors per chunk can cost page faults, depending on the allocator's state (see
+    benchmarks/bench_field_eval.py). Counted with the profiler: allocations of a chunk's size stay at two
+    however many chunks there are."""
     from torch.profiler import ProfilerActivity, profile
 
     b, e, n, chunk = 1, 64, 32, 8  # a chunk's (B, T, E, N) outweighs every (B, L, E) tensor: T·N > L

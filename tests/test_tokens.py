@@ -257,6 +257,7 @@ def test_no_step_size_growth_right_after_a_rejection():
         assert 0 < h < 5.0
         assert s.accepted(1e-8, h) == h  # accepted, tiny error, and still no growth
         assert s.accepted(1e-8, h) > h  # growth again from the following step on
+        assert s.rejected(0.5, 1.0) == 0.25 == s.rejected(math.nan, 1.0)  # refused for a non-finite state
 
 
 def test_step_control_rejects_rarely_on_a_stiff_layer():

@@ -43,7 +43,7 @@ from ..regimes.predict import TokenPrediction, predict_tokens, prediction_agreem
 from ..regimes.table import RegimeTable, Verdict, layer_fractions, layer_spectrum, regime_table
 from ..regimes.tokens import TokenClassification, classify_tokens
 from .budget import ATTENTION_TOKENS, DEFAULT_MAX_TOKENS, check_prompt_budget
-from .parallel import integrate_layers, resolve_workers
+from .parallel import integrate_layers, plan_workers
 from .store import SavedModel, read_saved, write_saved
 from .summary import SCHEMA_VERSION
 
@@ -395,9 +395,10 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
             prints it).
         workers: worker processes that integrate layers side by side (`mamba_ode.analysis.parallel`):
             1 (the default) integrates them here one after the other; ``"auto"`` takes one per usable CPU
-            for a CPU model whose layers are costly enough (the CLI's default). Each worker runs torch
-            with one thread: its results equal a serial run under ``torch.set_num_threads(1)``. Workers
-            are spawned processes: a script needs the ``if __name__ == "__main__":`` guard.
+            for a CPU model whose layers are costly enough, as many as the memory allows (the CLI's
+            default). The CPUs are shared out as torch threads: a worker with T threads gives exactly the
+            results of a serial run under ``torch.set_num_threads(T)``. Workers are spawned processes: a
+            script needs the ``if __name__ == "__main__":`` guard.
 
     Returns:
         `Analysis`.
@@ -421,8 +422,7 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     ids = model.encode(prompt)
     if ids.shape[0] != 1:
         _refuse_batch(ids)
-    n_workers = resolve_workers(workers, len(chosen), ids.shape[1] * model.config.d_inner * model.config.d_state,
-                                next(model.parameters()).device)
+    n_workers = plan_workers(model, ids.shape[1], len(chosen), max_steps, workers)
     check_prompt_budget(model, ids.shape[1], max_tokens=max_tokens, max_steps=max_steps, workers=n_workers)
     text = prompt if isinstance(prompt, str) else None
 
@@ -437,7 +437,7 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     opts = {"rtol": rtol, "atol": atol, "max_steps": max_steps, "blowup_factor": blowup_factor}
     finished: list[int] = []
 
-    def report(i: int) -> None:  # a layer is done (from a pool thread when workers run)
+    def report(i: int) -> None:  # a layer is done
         finished.append(i)
         n, spent = len(finished), time.perf_counter() - t0
         left = f", about {spent / n * (len(chosen) - n):.0f} s left" if n < len(chosen) else ""

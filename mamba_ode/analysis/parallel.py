@@ -2,24 +2,29 @@
 
 Each layer's token dynamics is independent of the others once its initial tokens are known, so
 `analyze` can hand the per-layer `mamba_ode.integrate_tokens` calls to a pool of worker processes
-(the standard library's ``ProcessPoolExecutor`` with the ``spawn`` start method, which is safe with
-torch's thread pools). Each worker runs torch with one thread, so N workers use N cores.
+(the standard library's ``multiprocessing`` pool with the ``spawn`` start method, which is safe with
+torch's thread pools). The usable CPUs are shared out: each worker runs torch with
+``max(1, cpus // workers)`` threads. Layers and results travel as plain pickles (never through shared
+memory, which containers often keep small). An error in a layer, or an interrupt, stops every worker
+at once and is raised in the calling process.
 
 Workers are started with ``spawn``: a script that calls ``analyze(..., workers=N)`` with N > 1 needs the
 usual ``if __name__ == "__main__":`` guard around its top-level code, as any multiprocessing program
 (notebooks and the ``mamba-ode`` command need nothing).
 
-Results are deterministic for a given number of torch threads; a worker (one thread) reproduces a
-serial run under ``torch.set_num_threads(1)`` exactly. Runs with different thread counts can differ in
+Results are deterministic for a given number of torch threads: a worker with T threads reproduces a
+serial run under ``torch.set_num_threads(T)`` exactly. Runs with different thread counts can differ in
 the last digits (the order of floating-point sums differs), and a token whose outcome hangs on those
-digits — typically several tokens blowing up at nearly the same instant — can then change label.
+digits — typically one of several tokens blowing up at nearly the same instant — can then change label.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import queue
+import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
@@ -27,8 +32,11 @@ import torch
 from torch import Tensor
 
 from ..dynamics.tokens import TokenSolution, integrate_tokens
+from ..nn.lm import MambaLMBase
+from .budget import affordable_workers
 
-__all__ = ["AUTO_WORK", "integrate_layers", "resolve_workers", "usable_cpus"]
+__all__ = ["AUTO_WORK", "integrate_layers", "plan_workers", "resolve_workers", "threads_per_worker",
+           "usable_cpus"]
 
 #: ``workers="auto"`` starts processes only when one layer's field costs at least this many
 #: state updates per evaluation (L·E·N): below it, starting workers costs more than it saves.
@@ -41,6 +49,11 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads of each of ``workers`` worker processes: the usable CPUs shared out, at least 1."""
+    return max(1, usable_cpus() // max(1, workers))
 
 
 def resolve_workers(workers: int | str, n_layers: int, work: int, device: torch.device | str = "cpu") -> int:
@@ -73,11 +86,45 @@ def resolve_workers(workers: int | str, n_layers: int, work: int, device: torch.
     return max(1, min(workers, n_layers))
 
 
-def _one_thread() -> None:
-    """Worker initialiser: one torch thread per worker process."""
-    torch.set_num_threads(1)
+def plan_workers(model: MambaLMBase, n_tokens: int, n_layers: int, max_steps: int, workers: int | str) -> int:
+    """The workers an analysis of ``n_layers`` layers on ``n_tokens`` tokens will use.
+
+    `resolve_workers` for this model; with ``"auto"``, also no more than the memory available allows
+    (`mamba_ode.analysis.budget.affordable_workers`). An explicit count is kept as asked (capped by the
+    layers), and `mamba_ode.analysis.budget.check_prompt_budget` then refuses it if it does not fit.
+
+    Arguments:
+        model: the model.
+        n_tokens: L.
+        n_layers: layers to integrate.
+        max_steps: the integrator's step budget per layer.
+        workers: a positive int or ``"auto"``.
+
+    Returns:
+        An int ≥ 1.
+
+    Raises:
+        ValueError: as `resolve_workers`.
+    """
+    work = n_tokens * model.config.d_inner * model.config.d_state
+    n = resolve_workers(workers, n_layers, work, next(model.parameters()).device)
+    return affordable_workers(model, n_tokens, max_steps, n) if workers == "auto" else n
 
 
+def _start_worker(threads: int) -> None:
+    """Worker initialiser: its share of the CPUs as torch threads; Ctrl-C is the parent's to handle (it
+    stops the workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+
+
+def _integrate_pickled(blob: bytes) -> bytes:
+    """In a worker: unpickle (field, u0, t_max, opts), integrate, pickle the `TokenSolution`."""
+    field, u0, t_max, opts = pickle.loads(blob)  # noqa: S301 (our own pickle, from the parent process)
+    return pickle.dumps(integrate_tokens(field, u0, t_max, **opts), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# long function: over 80 lines with its docstring, which documents every argument
 def integrate_layers(fields: Sequence[Callable[[Tensor, Tensor], Tensor]], starts: Sequence[Tensor], t_max: float,
                      opts: dict[str, Any], workers: int,
                      on_done: Callable[[int], None] | None = None) -> list[TokenSolution]:
@@ -88,34 +135,52 @@ def integrate_layers(fields: Sequence[Callable[[Tensor, Tensor], Tensor]], start
         starts: the matching initial tokens, each (1, L, W).
         t_max: the horizon.
         opts: further keyword arguments of `mamba_ode.integrate_tokens` (rtol, atol, ...).
-        workers: 1 integrates here, one layer after the other; N > 1 uses N worker processes.
-        on_done: called with a layer's position in ``fields`` when it is done (in order of completion).
+        workers: 1 integrates here, one layer after the other; N > 1 uses N worker processes, each with
+            `threads_per_worker` torch threads.
+        on_done: called in this thread with a layer's position in ``fields`` when it has been
+            integrated (in order of completion; never for a layer that failed).
 
     Returns:
         The `TokenSolution` of each layer, in the order of ``fields``.
 
     Raises:
-        ValueError: if fields and starts differ in length, or workers < 1.
+        ValueError: if ``starts`` does not hold one state per field, or workers < 1.
+        Any error of a layer's integration, as soon as it happens (the other workers are stopped).
     """
     if len(fields) != len(starts):
-        raise ValueError(f"{len(fields)} fields but {len(starts)} initial states")
+        raise ValueError(f"argument 'starts' holds {len(starts)} initial states for {len(fields)} fields")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"argument 'workers' must be a positive int, got {workers!r}")
     done = on_done or (lambda i: None)
+    out: list[TokenSolution | None] = [None] * len(fields)
     if workers == 1 or len(fields) < 2:
-        out = []
         for i, (f, u0) in enumerate(zip(fields, starts)):
-            out.append(integrate_tokens(f, u0, t_max, **opts))
+            out[i] = integrate_tokens(f, u0, t_max, **opts)
             done(i)
-        return out
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-        futures: list[Future[TokenSolution]] = [pool.submit(integrate_tokens, f, u0, t_max, **opts)
-                                                for f, u0 in zip(fields, starts)]
-        index = {id(fu): i for i, fu in enumerate(futures)}
-        for fu in futures:
-            fu.add_done_callback(lambda fu: done(index[id(fu)]))
-        try:
-            return [fu.result() for fu in futures]
-        except BaseException:  # an error or an interrupt: drop the layers not started yet
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+        return [sol for sol in out if sol is not None]
+    finished: queue.SimpleQueue[tuple[int, bytes | BaseException]] = queue.SimpleQueue()
+
+    def reporter(i: int) -> Callable[[Any], None]:  # the pool's result thread hands each outcome over here
+        return lambda res: finished.put((i, res))
+
+    pool = get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(threads_per_worker(workers),))
+    try:
+        for i, (f, u0) in enumerate(zip(fields, starts)):
+            blob = pickle.dumps((f, u0, t_max, opts), protocol=pickle.HIGHEST_PROTOCOL)
+            pool.apply_async(_integrate_pickled, (blob,), callback=reporter(i), error_callback=reporter(i))
+        for _ in range(len(fields)):
+            while True:  # a timeout keeps the wait interruptible (Ctrl-C)
+                try:
+                    i, res = finished.get(timeout=0.2)
+                    break
+                except queue.Empty:
+                    continue
+            if isinstance(res, BaseException):
+                raise res
+            out[i] = pickle.loads(res)  # noqa: S301 (from our own worker)
+            done(i)
+        pool.close()
+    finally:
+        pool.terminate()  # returns at once after close(); else stops the layers still running
+        pool.join()
+    return [sol for sol in out if sol is not None]

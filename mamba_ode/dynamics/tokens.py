@@ -197,9 +197,10 @@ class _Stepping:
         return 0.2 if self.kind == "dopri5" else 1.0 / 3.0
 
     def rejected(self, err: float, h: float) -> float:
-        """The next step size after a rejected step of size h with error err (non-finite: a quarter)."""
+        """The next step size after a rejected step of size h with error err: a quarter when the error is
+        not finite or the step was refused for a non-finite state (err ≤ 1), else from the error."""
         self.last_rejected = True
-        if not math.isfinite(err):
+        if not (math.isfinite(err) and err > 1.0):
             return 0.25 * h
         return h * max(0.2, 0.9 * err ** -self.exponent)
 
