@@ -358,7 +358,8 @@ def _analyze_parser(sub: Any) -> None:
                         "tasks (local, or the cluster of RAY_ADDRESS)")
     a.add_argument("--workers", type=_workers, default=None, metavar="N",
                    help="worker processes integrating layers side by side, or 'auto' (default: one per CPU when "
-                        "the layers are costly enough, else none); each runs torch with one thread")
+                        "the layers are costly enough and memory allows, else none); the CPUs are shared out as torch "
+                        "threads")
     a.add_argument("--save", default=None, metavar="DIR",
                    help="also save the analysis (trajectories, per-token results) to DIR; `mamba-ode report DIR` "
                         "renders it again")
