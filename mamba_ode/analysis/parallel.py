@@ -145,7 +145,7 @@ def integrate_layers(fields: Sequence[Callable[[Tensor, Tensor], Tensor]], start
 
     Raises:
         ValueError: if ``starts`` does not hold one state per field, or workers < 1.
-        Any error of a layer's integration, as soon as it happens (the other workers are stopped).
+        Exception: any error of a layer's integration, as soon as it happens (the other workers are stopped).
     """
     if len(fields) != len(starts):
         raise ValueError(f"argument 'starts' holds {len(starts)} initial states for {len(fields)} fields")
