@@ -272,3 +272,22 @@ def test_step_control_rejects_rarely_on_a_stiff_layer():
         assert all(e is TokenEnd.HORIZON for e in sol.ends)
         acc, rej = acc + sol.stats["n_accepted"], rej + sol.stats["n_rejected"]
     assert rej < 0.01 * (acc + rej), (acc, rej)
+
+
+def test_rosenbrock_stage_solves_spend_no_product_on_a_guess():
+    """GMRES minimises over the Krylov space of the right-hand side itself (started from zero): for a
+    linear field whose I − γhJ has two distinct eigenvalues, each of the four stage solves converges with
+    two products, so a step costs the three stage evaluations plus 4 × 2. (Started from the right-hand
+    side as a guess, each solve first pays one product for the guess's residual: 17 here.)"""
+    from mamba_ode.dynamics.solvers.steppers import ros34pw2_step
+
+    d = torch.cat([torch.full((5,), -1.0), torch.full((5,), -1000.0)]).double()
+
+    def field(y):
+        return d * y
+
+    y = torch.linspace(1.0, 2.0, 10, dtype=torch.float64)
+    step = ros34pw2_step(field, y, field(y), 0.1, krylov_tol=1e-6)
+    assert step.nfev == 3 + 4 * 2
+    exact = torch.exp(0.1 * d) * y  # the step is accurate for the slow mode and damps the stiff one
+    assert torch.allclose(step.y[:5], exact[:5], rtol=1e-4) and step.y[5:].abs().max() < 0.1 * y[5:].abs().min()
