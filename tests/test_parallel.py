@@ -165,6 +165,34 @@ def test_an_error_in_a_worker_is_raised_at_once_and_stops_the_others():
     assert done == []
 
 
+def _dying_field(t, u):
+    import os
+
+    os._exit(3)  # as a worker killed for lack of memory
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang():
+    """A worker process killed in the middle of a layer (here it exits at once) raises a RuntimeError that
+    says what to do, instead of leaving the caller waiting for a result that never comes."""
+    import threading
+
+    u0 = torch.ones(1, 2, 3, dtype=torch.float64)
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            integrate_layers([_dying_field, _dying_field], [u0, u0], 1.0, {}, workers=2)
+        except BaseException as exc:  # noqa: BLE001 (recorded for the assertion below)
+            caught.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "integrate_layers still waits for a dead worker"
+    assert len(caught) == 1 and isinstance(caught[0], RuntimeError)
+    assert "ended abruptly" in str(caught[0]) and "fewer workers" in str(caught[0])
+
+
 def test_workers_share_out_the_cpus_as_threads(monkeypatch):
     monkeypatch.setattr(parallel, "usable_cpus", lambda: 16)
     assert [threads_per_worker(n) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]

@@ -2,11 +2,11 @@
 
 Each layer's token dynamics is independent of the others once its initial tokens are known, so
 `analyze` can hand the per-layer `mamba_ode.integrate_tokens` calls to a pool of worker processes
-(the standard library's ``multiprocessing`` pool with the ``spawn`` start method, which is safe with
+(the standard library's ``ProcessPoolExecutor`` with the ``spawn`` start method, which is safe with
 torch's thread pools). The usable CPUs are shared out: each worker runs torch with
 ``max(1, cpus // workers)`` threads. Layers and results travel as plain pickles (never through shared
-memory, which containers often keep small). An error in a layer, or an interrupt, stops every worker
-at once and is raised in the calling process.
+memory, which containers often keep small). An error in a layer, an interrupt, or a worker that dies
+(killed for lack of memory, say) stops every worker at once and is raised in the calling process.
 
 Workers are started with ``spawn``: a script that calls ``analyze(..., workers=N)`` with N > 1 needs the
 usual ``if __name__ == "__main__":`` guard around its top-level code, as any multiprocessing program
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 import pickle
-import queue
 import signal
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any
 
@@ -111,6 +112,17 @@ def plan_workers(model: MambaLMBase, n_tokens: int, n_layers: int, max_steps: in
     return affordable_workers(model, n_tokens, max_steps, n) if workers == "auto" else n
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop every worker at once (the layers still running are abandoned) and release the pool."""
+    kill = getattr(pool, "terminate_workers", None)  # Python ≥ 3.14
+    if kill is not None:
+        kill()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # earlier Pythons: its processes
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _start_worker(threads: int) -> None:
     """Worker initialiser: its share of the CPUs as torch threads; Ctrl-C is the parent's to handle (it
     stops the workers)."""
@@ -145,6 +157,7 @@ def integrate_layers(fields: Sequence[Callable[[Tensor, Tensor], Tensor]], start
 
     Raises:
         ValueError: if ``starts`` does not hold one state per field, or workers < 1.
+        RuntimeError: when a worker process dies (the others are stopped).
         Exception: any error of a layer's integration, as soon as it happens (the other workers are stopped).
     """
     if len(fields) != len(starts):
@@ -158,29 +171,25 @@ def integrate_layers(fields: Sequence[Callable[[Tensor, Tensor], Tensor]], start
             out[i] = integrate_tokens(f, u0, t_max, **opts)
             done(i)
         return [sol for sol in out if sol is not None]
-    finished: queue.SimpleQueue[tuple[int, bytes | BaseException]] = queue.SimpleQueue()
-
-    def reporter(i: int) -> Callable[[Any], None]:  # the pool's result thread hands each outcome over here
-        return lambda res: finished.put((i, res))
-
-    pool = get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(threads_per_worker(workers),))
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
+                               initargs=(threads_per_worker(workers),))
     try:
-        for i, (f, u0) in enumerate(zip(fields, starts)):
-            blob = pickle.dumps((f, u0, t_max, opts), protocol=pickle.HIGHEST_PROTOCOL)
-            pool.apply_async(_integrate_pickled, (blob,), callback=reporter(i), error_callback=reporter(i))
-        for _ in range(len(fields)):
-            while True:  # a timeout keeps the wait interruptible (Ctrl-C)
-                try:
-                    i, res = finished.get(timeout=0.2)
-                    break
-                except queue.Empty:
-                    continue
-            if isinstance(res, BaseException):
-                raise res
-            out[i] = pickle.loads(res)  # noqa: S301 (from our own worker)
-            done(i)
-        pool.close()
-    finally:
-        pool.terminate()  # returns at once after close(); else stops the layers still running
-        pool.join()
+        blobs = (pickle.dumps((f, u0, t_max, opts), protocol=pickle.HIGHEST_PROTOCOL) for f, u0 in zip(fields, starts))
+        index = {pool.submit(_integrate_pickled, blob): i for i, blob in enumerate(blobs)}
+        pending = set(index)
+        while pending:  # a timeout keeps the wait interruptible (Ctrl-C)
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for fu in finished:
+                exc = fu.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    raise RuntimeError("a worker process ended abruptly (killed, perhaps for lack of memory); "
+                                       "use fewer workers (workers=1, CLI --workers 1)") from exc
+                if exc is not None:
+                    raise exc
+                out[index[fu]] = pickle.loads(fu.result())  # noqa: S301 (from our own worker)
+                done(index[fu])
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
     return [sol for sol in out if sol is not None]
