@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import checkpoint_130m  # benchmarks/timing.py (the script's directory is on sys.path)
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", MPLBACKEND="Agg")
 PROMPT_113 = ("ROMEO: But, soft! what light through yonder window breaks? It is the east, and Juliet is the "
@@ -62,15 +63,6 @@ def _analyze_case(name: str, extra: list[str], repeat: int, target: float) -> di
     return {"case": name, "runs": runs, "best_wall_s": min(r["wall_s"] for r in runs), "target_s": target}
 
 
-def _checkpoint_130m(directory: Path) -> Path:
-    import transformers
-
-    torch.manual_seed(0)
-    cfg = transformers.MambaConfig(hidden_size=768, num_hidden_layers=24, state_size=16, vocab_size=50280)
-    transformers.MambaForCausalLM(cfg).save_pretrained(directory)
-    return directory
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=2)
@@ -87,7 +79,7 @@ def main() -> int:
                   "best_wall_s": min(walls), "target_s": 10.0})
     if not args.skip_130m:
         with tempfile.TemporaryDirectory() as d:
-            src = _checkpoint_130m(Path(d) / "m130")
+            src = checkpoint_130m(Path(d) / "m130")
             ids = [str(i) for i in range(100, 164)]
             for workers in ("1", "auto"):  # one layer after the other, then the default (a worker per CPU)
                 cases.append(_analyze_case(f"130m-shaped random checkpoint, 64 ids, 24 layers, --workers {workers}",

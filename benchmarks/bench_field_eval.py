@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from timing import ROOT, import_ref  # benchmarks/ (the script's directory is on sys.path)
+from timing import ROOT, checkpoint_130m, import_ref  # benchmarks/timing.py (on sys.path)
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: the last commit before the tape-free forward and the reused chunk buffers
@@ -59,16 +59,6 @@ def _side(which: str, ref: str, threads: int, checkpoint: str) -> dict:
     return {"best": best, "digest": digest.hexdigest()}
 
 
-def _checkpoint(directory: Path) -> Path:
-    """The 130m-shaped random transformers checkpoint of `bench_analyze`."""
-    import transformers  # noqa: PLC0415
-
-    torch.manual_seed(0)
-    cfg = transformers.MambaConfig(hidden_size=768, num_hidden_layers=24, state_size=16, vocab_size=50280)
-    transformers.MambaForCausalLM(cfg).save_pretrained(directory)
-    return directory
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", default=DEFAULT_REF, help="the commit to compare with")
@@ -83,7 +73,7 @@ def main() -> None:
     best: dict[str, dict[int, float]] = {"ref": {}, "new": {}}
     digests = set()
     with tempfile.TemporaryDirectory() as d:
-        ckpt = _checkpoint(Path(d) / "m130")
+        ckpt = checkpoint_130m(Path(d) / "m130")
         for _ in range(args.rounds):  # alternate fresh processes, so that drifts of the machine hit both sides
             for side in ("ref", "new"):
                 res = subprocess.run([sys.executable, __file__, "--side", side, "--ref", args.ref, "--threads",

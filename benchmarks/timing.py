@@ -38,3 +38,15 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def checkpoint_130m(directory: Path) -> Path:
+    """A 130m-shaped random transformers checkpoint (24 layers, d_model 768, state 16, vocab 50280, seed 0)
+    saved to ``directory``: the model of `bench_analyze` and `bench_field_eval`."""
+    import torch  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    cfg = transformers.MambaConfig(hidden_size=768, num_hidden_layers=24, state_size=16, vocab_size=50280)
+    transformers.MambaForCausalLM(cfg).save_pretrained(directory)
+    return directory

@@ -32,12 +32,12 @@ import torch
 from torch import Tensor
 
 from ..dynamics.fields import layer_field
-from ..dynamics.tokens import integrate_tokens
 from ..nn.lm import MambaLMBase
 from ..regimes.labels import Label
 from ..regimes.table import RegimeTable, regime_table
 from .analyze import _analyse_layer, _chosen_layers, _token_records, check_settings, token_pieces
 from .budget import DEFAULT_MAX_TOKENS, check_prompt_budget
+from .parallel import integrate_layers
 
 __all__ = ["analyze_many", "ManyAnalysis", "PromptResult", "LayerStats", "Interval", "read_prompts",
            "EXECUTORS", "TOKEN_LABELS"]
@@ -208,8 +208,9 @@ def read_prompts(path: str | os.PathLike) -> list[str | list[int]]:
 def _prompt_layers(model: MambaLMBase, starts: dict[int, Tensor], table: RegimeTable, chosen: list[int],
                    t_max: float, backend: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for k in chosen:
-        sol = integrate_tokens(layer_field(model, k, backend=backend), starts[k], t_max, **opts)
+    sols = integrate_layers([layer_field(model, k, backend=backend) for k in chosen], [starts[k] for k in chosen],
+                            t_max, opts, workers=1)
+    for k, sol in zip(chosen, sols):
         lay = _analyse_layer(model, k, starts[k], table, sol)
         out.append({"layer": k, "tokens": _token_records(lay), "prediction_agreement": lay.agreement,
                     "integration_end": float(lay.solution.integration_end)
