@@ -69,6 +69,24 @@ def render() -> str:
         for r in fe["rows"]:
             out.append(f"| {r['L']} | {r['ref_s'] * 1e3:.3f} ms | {r['new_s'] * 1e3:.3f} ms | {r['speedup']:.2f}× |")
         out += [""]
+    ssd = _load("bench_ssd")
+    if ssd:
+        lay = ssd["layer"]
+        out += ["## Mamba-2: the scan in SSD's matrix form", "",
+                f"`python benchmarks/bench_ssd.py` — the scan of a mamba2-130m-shaped layer (E = {lay['E']}, "
+                f"{lay['heads']} heads of P = {lay['P']}, G = {lay['G']}, N = {lay['N']}, {lay['dtype']}) at the "
+                "inputs of its idealised field at real token states: the general per-channel recurrence against "
+                f"`selective_scan(..., head_dim=P)` (chunks of {ssd['ssd_chunk']} tokens), best mean of "
+                f"{ssd['rounds']} alternated rounds, equal outputs checked, {ssd['machine']['threads']} thread(s). "
+                "The whole field evaluation (projections included) now, and the SSD form per chunk size.", "",
+                "| L | recurrence | SSD form | speed-up | whole field now | "
+                + " | ".join(f"chunk {c}" for c in ssd["rows"][0]["chunk_s"]) + " |",
+                "|---|---|---|---|---|" + "---|" * len(ssd["rows"][0]["chunk_s"])]
+        for r in ssd["rows"]:
+            out.append(f"| {r['L']} | {r['general_s'] * 1e3:.2f} ms | {r['ssd_s'] * 1e3:.2f} ms | "
+                       f"{r['speedup']:.1f}× | {r['field_s'] * 1e3:.2f} ms | "
+                       + " | ".join(f"{s * 1e3:.2f} ms" for s in r["chunk_s"].values()) + " |")
+        out += [""]
     reg = _load("bench_regimes")
     if reg:
         out += ["## Spectrum of Sym(M) from the low-rank factors", "",

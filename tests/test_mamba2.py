@@ -408,3 +408,21 @@ def test_token_states_and_half_precision(models):
     with torch.no_grad():
         out = m16(torch.tensor([ids]))
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
+
+
+def test_field_casts_its_weights_once_and_never_caches_a_differentiable_cast(models):
+    """A float32 model's field evaluated on float64 tokens: the cast weights are made once (the same
+    object each call) — unless they carry gradients: then every call casts afresh (a cached cast would
+    tie every later call to one autograd graph), and the gradient reaches the model's weights."""
+    from mamba_ode import Mamba2Field
+
+    model = mamba_ode.load(models[0][1])  # float32
+    h = torch.randn(1, 6, model.config.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    f = Mamba2Field.from_layer(model, 0)
+    assert f.params_like(h) is f.params_like(h) and f.params_like(h).S_x.dtype == torch.float64
+    assert f.params_like(h.float()) is f.params
+    g = Mamba2Field.from_layer(model, 0, detach=False)
+    assert g.params_like(h) is not g.params_like(h)
+    g(0.0, h).pow(2).sum().backward()
+    reached = [w for w in model.layers[0].parameters() if w.grad is not None and w.grad.abs().max() > 0]
+    assert len(reached) >= 3 and all(torch.isfinite(w.grad).all() for w in reached)

@@ -181,7 +181,7 @@ class Mamba2Params:
         p = self.head_dim
         y = selective_scan(u.transpose(1, 2), delta.repeat_interleave(p, dim=-1).transpose(1, 2), self.channel_A(),
                            B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1),
-                           D=self.D.repeat_interleave(p) if use_D else None, backend=backend)
+                           D=self.D.repeat_interleave(p) if use_D else None, backend=backend, head_dim=p)
         return y.transpose(1, 2)
 
     def states_at(self, u: Tensor, delta: Tensor, B: Tensor, C: Tensor, positions: Sequence[int], *,
@@ -202,7 +202,7 @@ class Mamba2Params:
         return torch.stack([selective_scan(u[:, :q + 1].transpose(1, 2), dl[:, :q + 1].transpose(1, 2),
                                            self.channel_A(), B[:, :q + 1].permute(0, 2, 3, 1),
                                            C[:, :q + 1].permute(0, 2, 3, 1), return_last_state=True,
-                                           backend=backend)[1] for q in positions], dim=1)
+                                           backend=backend, head_dim=p)[1] for q in positions], dim=1)
 
     def token_mixing_matrix(self, delta: Tensor, B: Tensor, C: Tensor) -> Tensor:
         """The per-head scalar-A token-mixing matrix — O(L²·H): for teaching and tests.

@@ -39,11 +39,13 @@ from __future__ import annotations
 import importlib
 import warnings
 from types import ModuleType
-from typing import Literal, overload
+from typing import Literal, cast, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .scan_ssd import ssd_scan
 
 __all__ = ["selective_scan", "BACKENDS", "cuda_kernel_available", "triton_available"]
 
@@ -103,6 +105,51 @@ def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     if z is not None and z.shape != u.shape:
         raise ValueError(f"selective_scan: argument 'z' must have the shape of u {tuple(u.shape)}, "
                          f"got {tuple(z.shape)}")
+
+
+def _check_heads(head_dim: int | None, delta: Tensor, A: Tensor, delta_bias: Tensor | None) -> None:
+    """``head_dim`` (unless None) divides E, and every head shares its Δ and a scalar A (the message names
+    the argument)."""
+    if head_dim is None:
+        return
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 1:
+        raise ValueError(f"selective_scan: argument 'head_dim' must be a positive int or None, got {head_dim!r}")
+    b, e, length = delta.shape
+    if e % head_dim:
+        raise ValueError(f"selective_scan: argument 'head_dim' ({head_dim}) must divide E={e}")
+    heads = e // head_dim
+    per_state = A.stride(1) == 0 or torch.equal(A, A[:, :1].expand_as(A))  # free for an expanded A
+    a = A[:, 0].reshape(heads, head_dim)
+    if not (per_state and torch.equal(a, a[:, :1].expand_as(a))):
+        raise ValueError(f"selective_scan: argument 'A' must be constant over each head of head_dim={head_dim} "
+                         "channels and over the states (a scalar A per head)")
+    shared = [("delta", delta.reshape(b, heads, head_dim, length), 2)]
+    if delta_bias is not None:
+        shared.append(("delta_bias", delta_bias.reshape(heads, head_dim), 1))
+    for name, t, axis in shared:
+        if not torch.equal(t, t.narrow(axis, 0, 1).expand_as(t)):
+            raise ValueError(f"selective_scan: argument {name!r} must be equal over the head_dim={head_dim} "
+                             "channels of each head")
+
+
+def _whole_heads(heads: int, Bg: Tensor, Cg: Tensor) -> bool:
+    """True when B and C have the same groups and each group holds whole heads."""
+    return Bg.shape[1] == Cg.shape[1] and heads % Bg.shape[1] == 0
+
+
+def _scan_heads(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, head_dim: int,
+                last_state: bool) -> tuple[Tensor, Tensor | None]:
+    """The scan of scalar-A heads by SSD's matrix form. u, delta (B, E, L); A (E, N); B, C (B, G, N, L).
+
+    Returns y (B, E, L), h (B, E, N) (None unless ``last_state``).
+    """
+    b, e, length = u.shape
+    heads = e // head_dim
+    x = u.transpose(1, 2).reshape(b, length, heads, head_dim)
+    dt = delta[:, ::head_dim].transpose(1, 2)  # (B, L, H): the first channel of each head
+    a = A[::head_dim, 0]  # (H,)
+    y, h = ssd_scan(x, dt, a, B.permute(0, 3, 1, 2), C.permute(0, 3, 1, 2), last_state=last_state)
+    return y.reshape(b, length, e).transpose(1, 2), None if h is None else h.reshape(b, e, A.shape[1])
 
 
 def _as_groups(t: Tensor) -> Tensor:
@@ -416,14 +463,15 @@ def _choose_backend(backend: str, u: Tensor, delta: Tensor, A: Tensor, B: Tensor
 @overload
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = ...,
                    z: Tensor | None = ..., delta_bias: Tensor | None = ..., delta_softplus: bool = ...,
-                   return_last_state: Literal[False] = ..., backend: str = ..., chunk_size: int = ...) -> Tensor: ...
+                   return_last_state: Literal[False] = ..., backend: str = ..., chunk_size: int = ...,
+                   head_dim: int | None = ...) -> Tensor: ...
 
 
 @overload
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = ...,
                    z: Tensor | None = ..., delta_bias: Tensor | None = ..., delta_softplus: bool = ...,
                    *, return_last_state: Literal[True], backend: str = ...,
-                   chunk_size: int = ...) -> tuple[Tensor, Tensor]: ...
+                   chunk_size: int = ..., head_dim: int | None = ...) -> tuple[Tensor, Tensor]: ...
 
 
 def selective_scan(
@@ -439,6 +487,7 @@ def selective_scan(
     return_last_state: bool = False,
     backend: str = "auto",
     chunk_size: int = DEFAULT_CHUNK,
+    head_dim: int | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Run the selective scan (S6 recurrence), with mamba-ssm's ``selective_scan_fn`` semantics.
 
@@ -468,6 +517,13 @@ def selective_scan(
             tensors, ``"fast"`` otherwise).
         chunk_size: tokens per chunk of the ``"fast"`` backend, and of the ``"triton"`` one
             (rounded up to a power of two, at most 64 and at most 1024 / N there).
+        head_dim: Mamba-2's layout, optional: the channels come in heads of ``head_dim`` consecutive
+            channels that share their step size (``delta`` and ``delta_bias``) and a scalar A (A
+            constant over a head's channels and states). The ``"fast"`` backend then computes the
+            scan in the chunked matrix form of SSD (`mamba_ode.nn.scan_ssd`; for token-varying B
+            and C whose groups hold whole heads), the other backends the general recurrence; the
+            results are equal. A gradient reaching A lands on the first entry of each head's block
+            (the sum over the block is the same as without ``head_dim``).
 
     Returns:
         y (B, E, L) in the dtype of ``u``; with ``return_last_state`` the pair
@@ -475,8 +531,9 @@ def selective_scan(
         or float64 when an input is float64 (mamba-ssm: float32).
 
     Raises:
-        ValueError: on inconsistent shapes (the message names the argument), an unknown backend, or
-            ``backend="triton"`` on CPU tensors without the interpreter.
+        ValueError: on inconsistent shapes (the message names the argument), an unknown backend,
+            ``backend="triton"`` on CPU tensors without the interpreter, or a ``head_dim`` that does not
+            divide E or whose heads do not share Δ and a scalar A.
         TypeError: when an argument is not a tensor, or is complex (the message names it).
         ImportError: for ``backend="triton"`` when triton is not installed.
     """
@@ -485,6 +542,7 @@ def selective_scan(
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"selective_scan: argument 'chunk_size' must be a positive int, got {chunk_size!r}")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    _check_heads(head_dim, delta, A, delta_bias)
     backend = _choose_backend(backend, u, delta, A, B, C, D, z, delta_bias, return_last_state)
     if backend == "cuda":
         return _scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
@@ -493,14 +551,18 @@ def selective_scan(
                                                       chunk_size)
         return (y, h) if return_last_state else y
 
-    y, h = _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, chunk_size)
-    return (y, h) if return_last_state else y
+    y, h = _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, chunk_size, head_dim,
+                       return_last_state)
+    return (y, cast(Tensor, h)) if return_last_state else y  # h is None only without return_last_state
 
 
 def _scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
                 delta_bias: Tensor | None, delta_softplus: bool, backend: str,
-                chunk_size: int) -> tuple[Tensor, Tensor]:
-    """The "reference" and "fast" backends around the scan proper: bias, softplus, D, gate, dtypes."""
+                chunk_size: int, head_dim: int | None = None,
+                last_state: bool = True) -> tuple[Tensor, Tensor | None]:
+    """The "reference" and "fast" backends around the scan proper: bias, softplus, D, gate, dtypes.
+
+    The last state may be None when ``last_state`` is False (the SSD form then skips it)."""
     # compute in a common float dtype, at least float32 (mamba-ssm keeps its state in float32), from
     # the bias and the softplus on (as mamba-ssm: delta.float() + delta_bias.float())
     wd = torch.promote_types(torch.promote_types(u.dtype, delta.dtype), torch.promote_types(A.dtype, B.dtype))
@@ -511,8 +573,11 @@ def _scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     if delta_softplus:
         dt = F.softplus(dt)
     Bg, Cg = _as_groups(B).to(wd), _as_groups(C).to(wd)
+    h: Tensor | None
     if backend == "reference":
         y, h = _scan_reference(u_w, dt, A, Bg, Cg)
+    elif head_dim is not None and Bg.dim() == 4 and Cg.dim() == 4 and _whole_heads(u.shape[1] // head_dim, Bg, Cg):
+        y, h = _scan_heads(u_w, dt, A, Bg, Cg, head_dim, last_state)
     else:
         y, h = _scan_fast(u_w, dt, A, Bg, Cg, chunk_size)
     if D is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import cast
 
 from torch import Tensor
@@ -50,6 +51,7 @@ class Mamba2Field(VectorField):
                              f"got {shape}")
         self.params = params
         self.use_D, self.backend = bool(use_D), backend
+        self._cast: dict[tuple, Mamba2Params] = {}
 
     @classmethod
     def from_layer(cls, model: MambaLMBase, k: int, *, use_D: bool = False, backend: str = "auto",
@@ -86,9 +88,22 @@ class Mamba2Field(VectorField):
         """Dm, the width of the tokens."""
         return self.out_proj.shape[0]
 
+    def params_like(self, h: Tensor) -> Mamba2Params:
+        """The parameters cast to h's dtype and device: cached, unless a parameter requires a gradient
+        (a cached cast would hold one autograd graph for every later call)."""
+        p = self.params
+        if p.S_x.dtype == h.dtype and p.S_x.device == h.device:
+            return p
+        if any(isinstance(v := getattr(p, f.name), Tensor) and v.requires_grad for f in fields(p)):
+            return p.to(device=h.device, dtype=h.dtype)
+        key = (h.dtype, h.device)
+        if key not in self._cast:
+            self._cast[key] = p.to(device=h.device, dtype=h.dtype)
+        return self._cast[key]
+
     def selective(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(x, Δ, B, C)`` for tokens h (B, L, Dm); see `Mamba2Params.selective`."""
-        return self.params.selective(h)
+        return self.params_like(h).selective(h)
 
     def forward(self, t: float | Tensor, h: Tensor) -> Tensor:
         """dh/dt at tokens h (B, L, Dm) → (B, L, Dm).
@@ -98,9 +113,10 @@ class Mamba2Field(VectorField):
         """
         check_tokens(h, self.d_model, name="h", what="Dm")
         self.nfev += 1
-        x, delta, Bm, Cm = self.selective(h)
-        y = self.params.ssd(x, delta, Bm, Cm, use_D=self.use_D, backend=self.backend)
-        return y @ self.out_proj.to(y.dtype).T
+        p = self.params_like(h)
+        x, delta, Bm, Cm = p.selective(h)
+        y = p.ssd(x, delta, Bm, Cm, use_D=self.use_D, backend=self.backend)
+        return y @ cast(Tensor, p.W_out).T
 
     def matrix_form(self, h: Tensor) -> Tensor:
         """The same field through the explicit per-head matrix P (O(L²); teaching and tests): (B, L, Dm)."""

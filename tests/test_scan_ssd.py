@@ -1,0 +1,170 @@
+"""The selective scan with ``head_dim`` (Mamba-2's scalar-A heads, computed in SSD's chunked matrix form):
+equal to the plain recurrence in values, last state and gradients; bad heads refused by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mamba_ode.nn import scan_ssd
+from mamba_ode.nn.scan import selective_scan
+from tests.test_scan import _plain_recurrence, _rel
+
+REL = {torch.float32: 2e-5, torch.float64: 1e-12}
+
+
+def _heads(b, heads, p, g, n, length, dtype=torch.float64, seed=0, b_kind="var", c_kind="var"):
+    """Scan inputs in Mamba-2's layout: Δ, its bias and a scalar A shared by the p channels of a head."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
+
+    e = heads * p
+    a = -(torch.rand(heads, generator=gen, dtype=torch.float64) * 2 + 0.05)
+    io = {"var": lambda: r(b, g, n, length), "const": lambda: r(e, n)}
+    return dict(
+        u=r(b, e, length),
+        delta=r(b, heads, length, scale=0.5).repeat_interleave(p, dim=1),
+        A=a.repeat_interleave(p)[:, None].expand(e, n).to(dtype),
+        B=io[b_kind](),
+        C=io[c_kind](),
+        D=r(e),
+        z=r(b, e, length),
+        delta_bias=r(heads, scale=0.3).repeat_interleave(p),
+    )
+
+
+SHAPES = [  # b, H, P, G, N, L: one token, one chunk exactly, a partial second chunk, several chunks
+    (1, 1, 1, 1, 1, 1),
+    (2, 4, 3, 1, 5, 64),
+    (1, 6, 2, 3, 4, 65),
+    (2, 4, 2, 2, 3, 150),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("b,heads,p,g,n,length", SHAPES)
+@pytest.mark.parametrize("options", ["plain", "full"])
+def test_heads_match_the_plain_recurrence(dtype, b, heads, p, g, n, length, options):
+    """Outputs and last state equal the per-channel recurrence (float64 oracle) to 1e-12 in float64."""
+    x = _heads(b, heads, p, g, n, length, dtype=dtype, seed=length + n)
+    kw = {"delta_softplus": True}
+    if options == "plain":
+        kw = {}
+        for k in ("D", "z", "delta_bias"):
+            x.pop(k)
+    y, h = selective_scan(**x, **kw, return_last_state=True, backend="fast", head_dim=p)
+    y0, h0 = _plain_recurrence(**x, **kw)
+    assert y.dtype == dtype
+    assert _rel(y.double(), y0) <= REL[dtype]
+    assert _rel(h.double(), h0) <= REL[dtype]
+
+
+def test_the_fast_backend_takes_the_matrix_form(monkeypatch):
+    """With head_dim the fast backend calls the SSD form (once per scan); without it, it does not."""
+    calls = []
+    real = scan_ssd.ssd_scan
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("mamba_ode.nn.scan.ssd_scan", counting)
+    x = _heads(1, 4, 2, 2, 3, 20)
+    selective_scan(**x, backend="fast", head_dim=2)
+    assert len(calls) == 1
+    selective_scan(**x, backend="fast")
+    selective_scan(**x, backend="reference", head_dim=2)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("b_kind,c_kind,g", [("const", "var", 2), ("var", "const", 1), ("var", "var", 4)])
+def test_layouts_outside_the_matrix_form_fall_back_to_the_recurrence(b_kind, c_kind, g, monkeypatch):
+    """Constant B or C, or groups that split heads (4 groups over 2 heads): the general scan, same values."""
+    monkeypatch.setattr("mamba_ode.nn.scan.ssd_scan", lambda *a, **k: pytest.fail("SSD form used"))
+    x = _heads(2, 2, 4, g, 3, 19, b_kind=b_kind, c_kind=c_kind)
+    y, h = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="fast", head_dim=4)
+    y0, h0 = _plain_recurrence(**x, delta_softplus=True)
+    assert _rel(y, y0) <= 1e-12 and _rel(h, h0) <= 1e-12
+
+
+def _head_sums(t, p):
+    """Sum a gradient over the p channels (and states) of each head: (…, E, …) → per head."""
+    if t.dim() == 1:
+        return t.view(-1, p).sum(1)
+    if t.dim() == 2:  # A (E, N)
+        return t.reshape(-1, p * t.shape[1]).sum(1)
+    return t.view(t.shape[0], -1, p, t.shape[-1]).sum(2)  # delta (B, E, L)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("length", [7, 130])
+def test_gradients_match_the_reference_backend(dtype, length):
+    """u, B, C, D, z: the same gradients. Δ, its bias and A are shared per head with head_dim, so their
+    gradients are compared summed over each head (a per-head parameter expanded to channels gets
+    exactly that sum)."""
+    p = 3
+    x = _heads(2, 4, p, 2, 5, length, dtype=dtype, seed=3)
+    grads = {}
+    for backend, hd in (("reference", None), ("fast", p)):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+        y, h = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend=backend, head_dim=hd)
+        (y.pow(2).sum() + h.sin().sum()).backward()
+        grads[backend] = {k: v.grad for k, v in leaves.items()}
+    ref, ssd = grads["reference"], grads["fast"]
+    for k in ("u", "B", "C", "D", "z"):
+        assert _rel(ssd[k], ref[k]) <= REL[dtype], k
+    for k in ("delta", "delta_bias", "A"):
+        assert _rel(_head_sums(ssd[k], p), _head_sums(ref[k], p)) <= REL[dtype], k
+
+
+def test_gradcheck_per_head_parameters_float64():
+    """Second opinion on the gradients: finite differences through per-head Δ, bias and A."""
+    b, heads, p, g, n, length = 1, 2, 2, 1, 3, 70
+    gen = torch.Generator().manual_seed(5)
+    u = torch.randn(b, heads * p, length, generator=gen, dtype=torch.float64, requires_grad=True)
+    dth = (0.5 * torch.randn(b, heads, length, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    a = (-torch.rand(heads, generator=gen, dtype=torch.float64) - 0.1).requires_grad_(True)
+    Bm = torch.randn(b, g, n, length, generator=gen, dtype=torch.float64, requires_grad=True)
+    Cm = torch.randn(b, g, n, length, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def f(u, dth, a, Bm, Cm):
+        A = a.repeat_interleave(p)[:, None].expand(heads * p, n)
+        return selective_scan(u, dth.repeat_interleave(p, dim=1), A, Bm, Cm, delta_softplus=True,
+                              return_last_state=True, backend="fast", head_dim=p)
+
+    assert torch.autograd.gradcheck(f, (u, dth, a, Bm, Cm))
+
+
+def _bad(change):
+    x = _heads(1, 2, 3, 1, 4, 5)
+    if change == "A_in_head":
+        A = x["A"].clone()
+        A[1, 0] += 0.5
+        x["A"] = A
+    elif change == "A_over_states":
+        A = x["A"].clone()
+        A[0, 1] += 0.5
+        x["A"] = A
+    elif change == "delta":
+        x["delta"] = x["delta"].clone()
+        x["delta"][0, 2, 3] += 0.1
+    elif change == "delta_bias":
+        x["delta_bias"] = x["delta_bias"].clone()
+        x["delta_bias"][4] += 0.1
+    return x
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("change,arg", [("A_in_head", "A"), ("A_over_states", "A"), ("delta", "delta"),
+                                        ("delta_bias", "delta_bias")])
+def test_heads_that_do_not_share_delta_and_A_are_refused_by_name(backend, change, arg):
+    with pytest.raises(ValueError, match=f"argument '{arg}'"):
+        selective_scan(**_bad(change), backend=backend, head_dim=3)
+
+
+@pytest.mark.parametrize("head_dim", [0, -1, 4, True, 2.0, "3"])
+def test_bad_head_dim_is_refused_by_name(head_dim):
+    with pytest.raises(ValueError, match="argument 'head_dim'"):
+        selective_scan(**_heads(1, 2, 3, 1, 4, 5), backend="fast", head_dim=head_dim)
