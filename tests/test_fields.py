@@ -228,3 +228,24 @@ def test_depth_field_layers_jumps_and_switches(model64):
         f(0.0, x.float())
     with pytest.raises(ValueError, match="'x'"):
         f(0.0, torch.zeros(1, 4, 5, dtype=F64))
+
+
+def test_s6_field_cast_is_cached_follows_changes_and_never_holds_a_graph(random_params):
+    """float32 parameters evaluated on float64 tokens: one cached cast (the same object each call); an
+    in-place change of a weight or new parameters show up at once; with parameters that require a
+    gradient, every call casts afresh and the gradient reaches them."""
+    from dataclasses import replace
+
+    p = random_params(5, 3, 2, seed=3, dtype=torch.float32)
+    f = S6Field(p)
+    u = torch.randn(1, 4, 5, generator=torch.Generator().manual_seed(1))
+    assert f.params_like(u.double()) is f.params_like(u.double()) and f.params_like(u) is p
+    with torch.no_grad():
+        p.S_B.mul_(3.0)
+    torch.testing.assert_close(f(0.0, u.double()), f(0.0, u).double(), rtol=1e-4, atol=1e-6)
+    f.params = replace(p, S_C=torch.zeros_like(p.S_C))
+    assert f(0.0, u.double()).abs().max() == 0
+    g = S6Field(replace(p, S_B=p.S_B.clone().requires_grad_(True)))
+    assert g.params_like(u.double()) is not g.params_like(u.double())
+    g(0.0, u.double()).pow(2).sum().backward()
+    assert g.params.S_B.grad is not None and g.params.S_B.grad.abs().max() > 0

@@ -426,3 +426,21 @@ def test_field_casts_its_weights_once_and_never_caches_a_differentiable_cast(mod
     g(0.0, h).pow(2).sum().backward()
     reached = [w for w in model.layers[0].parameters() if w.grad is not None and w.grad.abs().max() > 0]
     assert len(reached) >= 3 and all(torch.isfinite(w.grad).all() for w in reached)
+
+
+def test_field_cast_follows_changed_or_replaced_weights(models):
+    """The cached float64 cast never serves stale weights: an in-place change of a weight, or new
+    parameters, show up in the float64 evaluation exactly as in the float32 one."""
+    from dataclasses import replace
+
+    from mamba_ode import Mamba2Field
+
+    model = mamba_ode.load(models[0][1])  # float32
+    h = torch.randn(1, 5, model.config.d_model, generator=torch.Generator().manual_seed(4))
+    f = Mamba2Field.from_layer(model, 0)
+    f(0.0, h.double())
+    with torch.no_grad():
+        f.params.S_x.mul_(2.0)
+    torch.testing.assert_close(f(0.0, h.double()), f(0.0, h).double(), rtol=1e-4, atol=1e-5)
+    f.params = replace(f.params, W_out=torch.zeros_like(f.params.W_out))
+    assert f(0.0, h.double()).abs().max() == 0

@@ -168,3 +168,32 @@ def test_heads_that_do_not_share_delta_and_A_are_refused_by_name(backend, change
 def test_bad_head_dim_is_refused_by_name(head_dim):
     with pytest.raises(ValueError, match="argument 'head_dim'"):
         selective_scan(**_heads(1, 2, 3, 1, 4, 5), backend="fast", head_dim=head_dim)
+
+
+def test_non_finite_inputs_come_out_non_finite_not_as_an_error():
+    """A solver's trial stage may overshoot to inf/NaN: the scan must pass that on (the step is then
+    rejected), exactly as without head_dim, causally — NaN in a head's shared Δ is not 'unequal'."""
+    x = _heads(1, 2, 3, 1, 4, 6)
+    x["delta"] = x["delta"].clone()
+    x["delta"][0, 0:3, 2] = float("nan")  # the whole first head at token 2
+    x["u"] = x["u"].clone()
+    x["u"][0, 4, 1] = float("inf")
+    y = selective_scan(**x, delta_softplus=True, backend="fast", head_dim=3)
+    y0 = selective_scan(**x, delta_softplus=True, backend="reference")
+    assert torch.equal(y.isnan(), y0.isnan()) and torch.equal(y.isinf(), y0.isinf())
+    assert torch.isfinite(y[0, :3, :2]).all() and y[0, :3, 2:].isnan().all()
+    assert torch.allclose(y[y0.isfinite()], y0[y0.isfinite()], rtol=1e-12, atol=1e-12)
+
+
+def test_float32_decay_of_a_large_step_then_small_ones_keeps_its_accuracy():
+    """One huge Δ·|A| followed by small steps: the segment sums are summed directly, not as differences
+    of cumulative sums, so float32 keeps the general scan's accuracy (a difference of cumulative sums
+    loses the small steps: 2e-2 relative error here)."""
+    x = _heads(1, 2, 2, 1, 3, 64, seed=9)
+    x.pop("delta_bias")
+    delta = torch.full((1, 4, 64), 1e-3, dtype=torch.float64)
+    delta[:, :, 0] = 1e6
+    x["delta"], x["A"] = delta, -torch.ones(4, 3, dtype=torch.float64)
+    y0, _ = _plain_recurrence(**x)
+    y = selective_scan(**{k: v.float() for k, v in x.items()}, backend="fast", head_dim=2)
+    assert _rel(y.double(), y0) <= REL[torch.float32]

@@ -118,23 +118,33 @@ def _check_heads(head_dim: int | None, delta: Tensor, A: Tensor, delta_bias: Ten
     if e % head_dim:
         raise ValueError(f"selective_scan: argument 'head_dim' ({head_dim}) must divide E={e}")
     heads = e // head_dim
-    per_state = A.stride(1) == 0 or torch.equal(A, A[:, :1].expand_as(A))  # free for an expanded A
+    per_state = A.stride(1) == 0 or _equal_nan(A, A[:, :1].expand_as(A))  # free for an expanded A
     a = A[:, 0].reshape(heads, head_dim)
-    if not (per_state and torch.equal(a, a[:, :1].expand_as(a))):
+    if not (per_state and _equal_nan(a, a[:, :1].expand_as(a))):
         raise ValueError(f"selective_scan: argument 'A' must be constant over each head of head_dim={head_dim} "
                          "channels and over the states (a scalar A per head)")
     shared = [("delta", delta.reshape(b, heads, head_dim, length), 2)]
     if delta_bias is not None:
         shared.append(("delta_bias", delta_bias.reshape(heads, head_dim), 1))
     for name, t, axis in shared:
-        if not torch.equal(t, t.narrow(axis, 0, 1).expand_as(t)):
+        if not _equal_nan(t, t.narrow(axis, 0, 1).expand_as(t)):
             raise ValueError(f"selective_scan: argument {name!r} must be equal over the head_dim={head_dim} "
                              "channels of each head")
 
 
-def _whole_heads(heads: int, Bg: Tensor, Cg: Tensor) -> bool:
-    """True when B and C have the same groups and each group holds whole heads."""
-    return Bg.shape[1] == Cg.shape[1] and heads % Bg.shape[1] == 0
+def _equal_nan(x: Tensor, y: Tensor) -> bool:
+    """Elementwise equal, NaN equal to NaN (a solver's trial stage may hand the scan non-finite values,
+    which must come out non-finite, not as an error)."""
+    return torch.equal(x, y) or bool(((x == y) | (x.isnan() & y.isnan())).all())
+
+
+def _ssd_applies(heads: int, u: Tensor, dt: Tensor, Bg: Tensor, Cg: Tensor) -> bool:
+    """True when SSD's matrix form applies: token-varying B and C with the same groups, each holding whole
+    heads, and finite inputs (the matrix form multiplies the masked future by 0, which would spread a NaN
+    or an infinity to earlier tokens; the recurrence keeps them causal)."""
+    if Bg.dim() != 4 or Cg.dim() != 4 or Bg.shape[1] != Cg.shape[1] or heads % Bg.shape[1]:
+        return False
+    return all(bool(torch.isfinite(t).all()) for t in (u, dt, Bg, Cg))
 
 
 def _scan_heads(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, head_dim: int,
@@ -576,7 +586,7 @@ def _scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     h: Tensor | None
     if backend == "reference":
         y, h = _scan_reference(u_w, dt, A, Bg, Cg)
-    elif head_dim is not None and Bg.dim() == 4 and Cg.dim() == 4 and _whole_heads(u.shape[1] // head_dim, Bg, Cg):
+    elif head_dim is not None and _ssd_applies(u.shape[1] // head_dim, u_w, dt, Bg, Cg):
         y, h = _scan_heads(u_w, dt, A, Bg, Cg, head_dim, last_state)
     else:
         y, h = _scan_fast(u_w, dt, A, Bg, Cg, chunk_size)

@@ -7,7 +7,10 @@ solvers (`mamba_ode.dynamics.solvers`).
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import fields
+from typing import Any
+
+from torch import Tensor, nn
 
 __all__ = ["VectorField"]
 
@@ -32,3 +35,29 @@ class VectorField(nn.Module):
     def reset_nfev(self) -> None:
         """Set the evaluation counter to zero."""
         self.nfev = 0
+
+    def cast_params(self, params: Any, like: Tensor) -> Any:
+        """``params`` (a dataclass of tensors with ``.to``) cast to the dtype and device of ``like``.
+
+        The cast is cached, keyed by the parameters object and the version counters of its tensors, so
+        a reassigned or in-place modified parameter is never served stale; it is not cached when a
+        tensor requires a gradient (a cached cast would tie every later call to one autograd graph).
+
+        Arguments:
+            params: the field's parameters.
+            like: a tensor of the wanted dtype and device.
+
+        Returns:
+            ``params`` itself when its tensors already have like's dtype and device, else the cast copy.
+        """
+        tensors = [v for f in fields(params) if isinstance(v := getattr(params, f.name), Tensor)]
+        if all(t.dtype == like.dtype and t.device == like.device for t in tensors if t.is_floating_point()):
+            return params
+        if any(t.requires_grad for t in tensors):
+            return params.to(device=like.device, dtype=like.dtype)
+        key = (like.dtype, like.device, id(params), tuple(t._version for t in tensors))
+        cache = self.__dict__.setdefault("_cast_cache", {})
+        if key not in cache:
+            cache.clear()  # one cast kept: older keys belong to replaced or modified parameters
+            cache[key] = (params, params.to(device=like.device, dtype=like.dtype))  # params kept: id stays unique
+        return cache[key][1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import cast
 
 from torch import Tensor
@@ -51,7 +50,6 @@ class Mamba2Field(VectorField):
                              f"got {shape}")
         self.params = params
         self.use_D, self.backend = bool(use_D), backend
-        self._cast: dict[tuple, Mamba2Params] = {}
 
     @classmethod
     def from_layer(cls, model: MambaLMBase, k: int, *, use_D: bool = False, backend: str = "auto",
@@ -89,17 +87,8 @@ class Mamba2Field(VectorField):
         return self.out_proj.shape[0]
 
     def params_like(self, h: Tensor) -> Mamba2Params:
-        """The parameters cast to h's dtype and device: cached, unless a parameter requires a gradient
-        (a cached cast would hold one autograd graph for every later call)."""
-        p = self.params
-        if p.S_x.dtype == h.dtype and p.S_x.device == h.device:
-            return p
-        if any(isinstance(v := getattr(p, f.name), Tensor) and v.requires_grad for f in fields(p)):
-            return p.to(device=h.device, dtype=h.dtype)
-        key = (h.dtype, h.device)
-        if key not in self._cast:
-            self._cast[key] = p.to(device=h.device, dtype=h.dtype)
-        return self._cast[key]
+        """The parameters cast to h's dtype and device (cached; see `VectorField.cast_params`)."""
+        return self.cast_params(self.params, h)
 
     def selective(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(x, Δ, B, C)`` for tokens h (B, L, Dm); see `Mamba2Params.selective`."""

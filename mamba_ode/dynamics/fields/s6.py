@@ -48,7 +48,6 @@ class S6Field(VectorField):
         self.params = params
         self.use_D = bool(use_D)
         self.backend = backend
-        self._cast: dict[tuple, SSMParams] = {}
 
     # ------------------------------------------------------------------ constructors
 
@@ -96,14 +95,8 @@ class S6Field(VectorField):
         return self.params.d_state
 
     def params_like(self, u: Tensor) -> SSMParams:
-        """The parameters cast to u's dtype and device (cached)."""
-        p = self.params
-        if p.A.dtype == u.dtype and p.A.device == u.device:
-            return p
-        key = (u.dtype, u.device)
-        if key not in self._cast:
-            self._cast[key] = p.to(device=u.device, dtype=u.dtype)
-        return self._cast[key]
+        """The parameters cast to u's dtype and device (cached; see `VectorField.cast_params`)."""
+        return self.cast_params(self.params, u)
 
     # ------------------------------------------------------------------ evaluation
 
