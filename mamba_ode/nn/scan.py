@@ -532,8 +532,8 @@ def selective_scan(
             constant over a head's channels and states). The ``"fast"`` backend then computes the
             scan in the chunked matrix form of SSD (`mamba_ode.nn.scan_ssd`; for token-varying B
             and C whose groups hold whole heads), the other backends the general recurrence; the
-            results are equal. A gradient reaching A lands on the first entry of each head's block
-            (the sum over the block is the same as without ``head_dim``).
+            results are equal. A gradient reaching A, ``delta`` or ``delta_bias`` lands on the first
+            entry of each head's block (the sum over the block is the same as without ``head_dim``).
 
     Returns:
         y (B, E, L) in the dtype of ``u``; with ``return_last_state`` the pair
