@@ -71,11 +71,15 @@ def load(source: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.
     config, state, info = read_checkpoint(source, dtype=dtype, device=dev)
     tok = load_tokenizer(tokenizer, config.vocab_size, info.directory)
     record = read_refinements(info.directory) if refinements else None
-    model: MambaLMBase = Mamba2LM(config) if isinstance(config, Mamba2Config) else MambaLM(config)
+    with torch.device("meta"):  # no random initialisation of weights the checkpoint overwrites
+        model: MambaLMBase = Mamba2LM(config) if isinstance(config, Mamba2Config) else MambaLM(config)
+    model.to_empty(device=dev)
+    model.tie_weights()
+    model.to(dtype=dtype)  # before the copy: a float64 checkpoint loaded as float64 stays exact
     if config.tie_embeddings:
         state = dict(state, **{"lm_head.weight": state["backbone.embeddings.weight"]})
     model.load_state_dict(state, strict=True)
-    model.to(device=dev, dtype=dtype).eval()
+    model.eval()
     if record is not None:
         try:
             apply_refinements(model, record)
