@@ -386,3 +386,18 @@ def test_fast_forward_reuses_its_chunk_buffers():
             selective_scan(**x, delta_softplus=True, backend="fast", chunk_size=chunk)
         counts.append(sum(1 for ev in prof.events() if ev.self_cpu_memory_usage >= chunk_bytes))
     assert counts[0] == counts[1] == 2, counts
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("which", ["D", "z", "delta_bias"])
+def test_a_float64_optional_argument_makes_the_scan_float64(backend, which):
+    """The working dtype follows every tensor argument: a float64 D, z or delta_bias beside float32 tokens
+    gives a float64 state equal to the float64 recurrence (it was cast down to float32 before)."""
+    x = _inputs(2, 3, 4, 9, dtype=torch.float32, seed=11)
+    x[which] = x[which].double() + 1e-9 * torch.randn(x[which].shape, dtype=torch.float64,
+                                                      generator=torch.Generator().manual_seed(2))
+    y, h = selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
+    y0, h0 = _plain_recurrence(**x, delta_softplus=True)
+    assert h.dtype == torch.float64 and y.dtype == torch.float32
+    torch.testing.assert_close(h, h0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, y0.float(), rtol=2e-6, atol=1e-6)

@@ -197,3 +197,58 @@ def test_float32_decay_of_a_large_step_then_small_ones_keeps_its_accuracy():
     y0, _ = _plain_recurrence(**x)
     y = selective_scan(**{k: v.float() for k, v in x.items()}, backend="fast", head_dim=2)
     assert _rel(y.double(), y0) <= REL[torch.float32]
+
+
+@pytest.mark.parametrize("rows", [None, slice(0, 5), slice(3, 9), slice(8, 9)])
+def test_segment_sums_equal_exact_sums(rows):
+    """Every entry equals the exactly rounded sum Σ_{k=j+1..l} x_k (math.fsum), 0 on and above the
+    diagonal; a huge term followed by small ones keeps the small ones (float32 and float64)."""
+    import math
+
+    from mamba_ode.nn.scan_ssd import segment_sums
+
+    x = torch.randn(2, 9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x[:, 2] = 1e7
+    for dtype, tol in ((torch.float64, 1e-15), (torch.float32, 1e-6)):
+        got = segment_sums(x.to(dtype), rows).double()
+        r = rows or slice(0, 9)
+        assert got.shape == (2, r.stop - r.start, r.stop, 3)
+        for b in range(2):
+            for i, l in enumerate(range(r.start, r.stop)):
+                for j in range(r.stop):
+                    for f in range(3):
+                        want = math.fsum(float(x[b, k, f].to(dtype)) for k in range(j + 1, l + 1)) if j < l else 0.0
+                        assert abs(float(got[b, i, j, f]) - want) <= tol * max(1.0, abs(want)), (b, l, j, f)
+
+
+def test_matrix_forms_keep_small_decays_after_a_huge_step():
+    """The explicit matrix forms (Mamba-1 hidden attention, Mamba-2 per-head matrix, the packed 1-D field)
+    sum segments directly: after a token with a huge Δ the later tokens' outputs equal the scan's to 1e-13
+    (differences of cumulative sums were off by ~1e-8 here)."""
+    from mamba_ode.dynamics.fields.onedim import OneDimField, PackedOneDimField
+    from mamba_ode.nn.params_mamba1 import SSMParams, matrix_s6
+
+    d = torch.float64
+    p = SSMParams(W_x=torch.ones(1, 1, dtype=d), W_dt=torch.ones(1, 1, dtype=d),
+                  delta_bias=torch.tensor([-3.0], dtype=d), S_B=torch.ones(1, 1, dtype=d),
+                  S_C=torch.ones(1, 1, dtype=d), A=-torch.full((1, 1), 8.0, dtype=d), D=torch.zeros(1, dtype=d))
+    u = torch.tensor([[[1e7], [0.3], [0.2], [0.5], [0.4], [0.3]]], dtype=d)
+    ys = p.s6(u, None, use_D=False, backend="reference")
+    assert _rel(matrix_s6(p, u)[:, 1:], ys[:, 1:]) <= 1e-13
+    one = OneDimField(1.0, 1.0, 8.0, -3.0)
+    v = PackedOneDimField.pack(u, *(torch.full((1,), c, dtype=d) for c in (1.0, 1.0, 8.0, -3.0)))
+    assert _rel(PackedOneDimField()(0.0, v)[:, 1:, 0], one(0.0, u)[:, 1:, 0]) <= 1e-13
+    # Mamba-2: one head of 2 channels, one group of 3 states, huge Δ at token 0: per-head matrix vs scan
+    from mamba_ode.nn.params_mamba2 import Mamba2Params
+
+    z = torch.zeros(1, dtype=d)
+    m2 = Mamba2Params(S_x=z, S_z=z, S_B=torch.zeros(1, 3, 1, dtype=d), S_C=z, S_dt=z, A=torch.tensor([-8.0], dtype=d),
+                      dt_bias=z, D=z, head_dim=2)
+    x = _heads(1, 1, 2, 1, 3, 6, seed=4)
+    dh = torch.full((1, 6, 1), 1e-3, dtype=d)
+    dh[0, 0] = 1e7
+    Bm, Cm = x["B"].permute(0, 3, 1, 2), x["C"].permute(0, 3, 1, 2)  # (B, L, G, N)
+    y = m2.ssd(x["u"].transpose(1, 2), dh, Bm, Cm, use_D=False, backend="reference")  # (B, L, E)
+    P = m2.token_mixing_matrix(dh, Bm, Cm)  # (B, H, L, L)
+    ym = (P[:, 0] @ x["u"].transpose(1, 2))  # one head: (B, L, P)
+    assert _rel(ym[:, 1:], y[:, 1:]) <= 1e-13

@@ -27,6 +27,7 @@ from torch import Tensor
 from .._checks import check_tokens
 from .hooks import HookPoint
 from .scan import selective_scan
+from .scan_ssd import segment_sums
 
 __all__ = ["SSMParams", "S6Internals", "hidden_attention", "matrix_s6"]
 
@@ -289,18 +290,16 @@ def _selective(params: SSMParams, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return F.softplus(pre + params.delta_bias), Bm, Cm
 
 
-def _attention_rows(delta: Tensor, cs: Tensor, Bm: Tensor, Cm: Tensor, A: Tensor, rows: slice,
-                    cols: int) -> Tensor:
-    """Rows ``rows`` of P restricted to columns [0, cols): (B, |rows|, cols, E).
+def _attention_rows(delta: Tensor, Bm: Tensor, Cm: Tensor, A: Tensor, rows: slice) -> Tensor:
+    """Rows ``rows`` of P restricted to columns [0, rows.stop): (B, |rows|, rows.stop, E).
 
-    delta, cs (B, L, E) with cs the inclusive cumulative sum of delta; Bm, Cm (B, L, N); A (E, N).
+    delta (B, L, E); Bm, Cm (B, L, N); A (E, N).
     """
+    cols = rows.stop
     li = torch.arange(rows.start, rows.stop, device=delta.device)
     ji = torch.arange(cols, device=delta.device)
     causal = (ji[None, :] <= li[:, None])  # (lb, cols)
-    # Σ_{k=j+1..l} Δ_k = cs_l - cs_j (zero on the diagonal), set to 0 above the diagonal before exp
-    seg = cs[:, rows, None, :] - cs[:, None, :cols, :]  # (B, lb, cols, E)
-    seg = torch.where(causal[None, :, :, None], seg, torch.zeros((), dtype=seg.dtype, device=seg.device))
+    seg = segment_sums(delta, rows)  # (B, lb, cols, E): Σ_{k=j+1..l} Δ_k, 0 on and above the diagonal
     cb = Cm[:, rows, None, :] * Bm[:, None, :cols, :]  # (B, lb, cols, N)
     out = torch.zeros_like(seg)
     for n in range(A.shape[1]):
@@ -328,9 +327,7 @@ def hidden_attention(params: SSMParams, u: Tensor) -> Tensor:
     """
     check_tokens(u, params.d_inner)
     delta, Bm, Cm = _selective(params, u)
-    cs = torch.cumsum(delta, dim=1)
-    length = u.shape[1]
-    return _attention_rows(delta, cs, Bm, Cm, params.A, slice(0, length), length)
+    return _attention_rows(delta, Bm, Cm, params.A, slice(0, u.shape[1]))
 
 
 def matrix_s6(params: SSMParams, u: Tensor, *, use_D: bool = False, block: int = 64) -> Tensor:
@@ -354,12 +351,11 @@ def matrix_s6(params: SSMParams, u: Tensor, *, use_D: bool = False, block: int =
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"argument 'block' must be a positive int, got {block!r}")
     delta, Bm, Cm = _selective(params, u)
-    cs = torch.cumsum(delta, dim=1)
     length = u.shape[1]
     y = torch.empty_like(u)
     for r0 in range(0, length, block):
         r1 = min(r0 + block, length)
-        P = _attention_rows(delta, cs, Bm, Cm, params.A, slice(r0, r1), r1)  # (B, lb, r1, E)
+        P = _attention_rows(delta, Bm, Cm, params.A, slice(r0, r1))  # (B, lb, r1, E)
         y[:, r0:r1] = torch.einsum("bljd,bjd->bld", P, u[:, :r1])
     if use_D:
         y = y + params.D * u

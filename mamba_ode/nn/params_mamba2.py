@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .scan import selective_scan
+from .scan_ssd import segment_sums
 
 __all__ = ["Mamba2Params", "Mamba2Internals"]
 
@@ -229,10 +230,9 @@ class Mamba2Params:
                              f"N={self.d_state}) disagree: {tuple(delta.shape)}, {tuple(B.shape)}, {tuple(C.shape)}")
         cb = torch.einsum("blgn,bjgn->bglj", C, B)  # (B, G, L, L)
         cb = cb.repeat_interleave(self.n_heads // self.n_groups, dim=1)  # (B, H, L, L)
-        cum = torch.cumsum(delta, dim=1).transpose(1, 2)  # (B, H, L): Σ_{k≤l} Δ_k
-        seg = cum[:, :, :, None] - cum[:, :, None, :]  # Σ_{k=j+1..l} Δ_k
+        seg = segment_sums(delta).permute(0, 3, 1, 2)  # (B, H, L, L): Σ_{k=j+1..l} Δ_k, 0 above the diagonal
         causal = torch.ones(length, length, dtype=torch.bool, device=delta.device).tril()
-        decay = torch.exp(self.A.to(delta.dtype)[None, :, None, None] * seg.masked_fill(~causal, 0.0))
+        decay = torch.exp(self.A.to(delta.dtype)[None, :, None, None] * seg)
         P = cb * decay * delta.transpose(1, 2)[:, :, None, :]
         return P.masked_fill(~causal, 0.0)
 

@@ -573,10 +573,12 @@ def _scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     """The "reference" and "fast" backends around the scan proper: bias, softplus, D, gate, dtypes.
 
     The last state may be None when ``last_state`` is False (the SSD form then skips it)."""
-    # compute in a common float dtype, at least float32 (mamba-ssm keeps its state in float32), from
-    # the bias and the softplus on (as mamba-ssm: delta.float() + delta_bias.float())
-    wd = torch.promote_types(torch.promote_types(u.dtype, delta.dtype), torch.promote_types(A.dtype, B.dtype))
-    wd = torch.promote_types(torch.promote_types(wd, C.dtype), torch.float32)
+    # compute in a common float dtype of every tensor argument, at least float32 (mamba-ssm keeps its
+    # state in float32), from the bias and the softplus on (as mamba-ssm: delta.float() + delta_bias.float())
+    wd = torch.float32
+    for t in (u, delta, A, B, C, D, z, delta_bias):
+        if t is not None:
+            wd = torch.promote_types(wd, t.dtype)
     u_w, dt, A = u.to(wd), delta.to(wd), A.to(wd)
     if delta_bias is not None:
         dt = dt + delta_bias.to(wd)[None, :, None]

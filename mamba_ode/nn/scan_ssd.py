@@ -22,23 +22,34 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["SSD_CHUNK", "ssd_scan"]
+__all__ = ["SSD_CHUNK", "segment_sums", "ssd_scan"]
 
 #: Tokens per chunk (``benchmarks/bench_ssd.py`` compares 32, 64 and 128).
 SSD_CHUNK = 64
 
 
-def _segment_sums(la: Tensor) -> Tensor:
-    """(B, T, H) → (B, T, S, H): ``Σ_{k=s+1..t} la_k`` for t ≥ s, -inf for t < s.
+def segment_sums(x: Tensor, rows: slice | None = None) -> Tensor:
+    """The sums of x over token segments: ``S[b, l, j, f] = Σ_{k=j+1..l} x[b, k, f]`` for j ≤ l (0 on the
+    diagonal), 0 for j > l — the exponents of the scan's decay between tokens j and l.
 
-    Summed directly, not as a difference of two cumulative sums: a large step followed by small ones
-    would otherwise lose the small ones to cancellation (in float32 above all)."""
-    t_len = la.shape[1]
-    strict = torch.ones(t_len, t_len, dtype=torch.bool, device=la.device).tril(-1)[None, :, :, None]
-    terms = la[:, :, None, :].expand(-1, -1, t_len, -1).masked_fill(~strict, 0.0)  # [t, s] = la_t if t > s
-    seg = torch.cumsum(terms, dim=1)
-    causal = torch.ones(t_len, t_len, dtype=torch.bool, device=la.device).tril()[None, :, :, None]
-    return seg.masked_fill(~causal, -torch.inf)
+    Each is summed term by term from k = l down to j + 1, never as a difference of two cumulative sums,
+    which loses the small terms that follow a large one (in float32 above all).
+
+    Arguments:
+        x: (B, L, F) per-token terms (e.g. Δ per channel, or a·Δ per head).
+        rows: the rows l to return (all by default); the columns are j < ``rows.stop``.
+
+    Returns:
+        (B, R, C, F) with R = len(rows), C = ``rows.stop``.
+    """
+    rows = slice(0, x.shape[1]) if rows is None else rows
+    cols = rows.stop
+    li = torch.arange(rows.start, rows.stop, device=x.device)
+    ki = torch.arange(cols, device=x.device)
+    beyond = (ki[None, :] > li[:, None])[None, :, :, None]  # k > l: not in any segment ending at l
+    terms = x[:, None, :cols, :].expand(-1, len(li), -1, -1).masked_fill(beyond, 0.0)  # [l, k] = x_k, k ≤ l
+    tail = terms.flip(2).cumsum(2).flip(2)  # [l, j] = Σ_{j≤k≤l} x_k
+    return torch.cat([tail[:, :, 1:], torch.zeros_like(tail[:, :, :1])], dim=2)  # Σ_{j<k≤l} x_k
 
 
 def ssd_scan(x: Tensor, dt: Tensor, a: Tensor, B: Tensor, C: Tensor, chunk: int = SSD_CHUNK, *,
@@ -68,9 +79,10 @@ def ssd_scan(x: Tensor, dt: Tensor, a: Tensor, B: Tensor, C: Tensor, chunk: int 
         Bc, Cc = B[:, s:s + chunk], C[:, s:s + chunk]
         t_len = xc.shape[1]
         la = dtc * a  # (B, T, H): a Δ_t
+        causal = torch.ones(t_len, t_len, dtype=torch.bool, device=x.device).tril()[None, :, :, None]
         cum = torch.cumsum(la, dim=1)  # a Σ_{k≤t} Δ_k, for the state carried into the chunk
-        seg = _segment_sums(la)  # (B, T, S, H): a Σ_{k=s+1..t} Δ_k, -inf above the diagonal
-        decay = torch.exp(seg) * dtc[:, None, :, :]  # exp(a Σ_{k=s+1..t} Δ_k) Δ_s
+        seg = segment_sums(la).masked_fill(~causal, -torch.inf)  # (B, T, S, H): a Σ_{k=s+1..t} Δ_k
+        decay = torch.exp(seg) * dtc[:, None, :, :]  # exp(a Σ_{k=s+1..t} Δ_k) Δ_s, 0 for s > t
         cb = torch.einsum("btgn,bsgn->bgts", Cc, Bc)  # (B, G, T, S)
         M = decay.permute(0, 3, 1, 2).reshape(b, g, k, t_len, t_len) * cb[:, :, None]  # (B, G, K, T, S)
         xg = xc.reshape(b, t_len, g, k, p)

@@ -335,8 +335,8 @@ def _solve_packed(group: list[dict], maxlen: int, t_end: float, kw: dict, ckw: d
         pb = torch.cat([pb, pb.new_zeros(pb.shape[0], maxlen - pb.shape[1], 1)], dim=1)
         p = sd["params"]
         m = pb.shape[0]
-        states.append(PackedOneDimField.pack(pb, torch.full((m,), p["mu"]), torch.full((m,), p["s_delta"]),
-                                             torch.full((m,), p["a"]), torch.full((m,), p["b_delta"])))
+        par = {k: torch.full((m,), p[k], dtype=pb.dtype) for k in ("mu", "s_delta", "a", "b_delta")}  # not float32
+        states.append(PackedOneDimField.pack(pb, par["mu"], par["s_delta"], par["a"], par["b_delta"]))
         offsets.append(off)
         off += m
     sol = solve(PackedOneDimField(), torch.cat(states), (0.0, t_end), **kw)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..._checks import check_tokens
 from ...nn.params_mamba1 import SSMParams
+from ...nn.scan_ssd import segment_sums
 from .base import VectorField
 from .s6 import S6Field
 
@@ -53,7 +54,8 @@ class OneDimField(S6Field):
         s_delta: s = S_Δ (scalar).
         a: decay rate a ≥ 0 (A = -a), a scalar; for N rates use `from_states`.
         b_delta: Δ bias b_Δ.
-        dtype: dtype of the parameters (float64 by default; inputs of another dtype are cast to).
+        dtype: dtype of the parameters (float64 by default). The field computes in the dtype of its
+            input tokens: the parameters are cast to it (float32 tokens give a float32 field).
         backend: scan backend.
 
     Raises:
@@ -176,11 +178,9 @@ class PackedOneDimField(VectorField):
         u = v[..., 0]
         mu, s, a, b = v[:, :1, 1], v[:, :1, 2], v[:, :1, 3], v[:, :1, 4]  # (G, 1)
         delta = torch.nn.functional.softplus(s * u + b)
-        cs = torch.cumsum(delta, dim=1)
         length = u.shape[1]
         causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=u.device))
-        seg = cs[:, :, None] - cs[:, None, :]  # [l, j] = Σ_{k=j+1..l} Δ_k for j ≤ l
-        seg = torch.where(causal, seg, torch.zeros((), dtype=seg.dtype, device=seg.device))
+        seg = segment_sums(delta[..., None])[..., 0]  # [l, j] = Σ_{k=j+1..l} Δ_k for j ≤ l, 0 above
         kern = torch.exp(-a[:, :, None] * seg) * causal
         w = u * u * delta  # (G, L)
         du = mu * u * (kern @ w[..., None])[..., 0]
