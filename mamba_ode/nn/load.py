@@ -71,11 +71,11 @@ def load(source: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.
     config, state, info = read_checkpoint(source, dtype=dtype, device=dev)
     tok = load_tokenizer(tokenizer, config.vocab_size, info.directory)
     record = read_refinements(info.directory) if refinements else None
-    with torch.device("meta"):  # no random initialisation of weights the checkpoint overwrites
-        model: MambaLMBase = Mamba2LM(config) if isinstance(config, Mamba2Config) else MambaLM(config)
-    model.to_empty(device=dev)
-    model.tie_weights()
-    model.to(dtype=dtype)  # before the copy: a float64 checkpoint loaded as float64 stays exact
+    model: MambaLMBase = Mamba2LM(config) if isinstance(config, Mamba2Config) else MambaLM(config)
+    # cast before the copy: a float64 checkpoint loaded as float64 stays exact (not through float32).
+    # (Building on the meta device would skip the random initialisation, but its first use imports
+    # torch's meta registrations: seconds, more than the initialisation costs a small model.)
+    model.to(device=dev, dtype=dtype)
     if config.tie_embeddings:
         state = dict(state, **{"lm_head.weight": state["backbone.embeddings.weight"]})
     model.load_state_dict(state, strict=True)
