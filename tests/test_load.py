@@ -793,17 +793,23 @@ def test_uncached_hub_id_offline(monkeypatch):
                                     "local directory")
 
 
-def test_float64_checkpoint_loads_bit_exact_as_float64(tmp_path):
-    """Weights that float32 cannot hold survive save → load(dtype=float64) bit for bit (the model is built
-    without a random initialisation and cast before the checkpoint is copied in), tied weights stay tied."""
-    model = mamba_ode.load(dtype=torch.float64)
+def assert_float64_round_trip(model, directory, seed: int):
+    """Perturb every parameter of a float64 model below float32's resolution, save it to ``directory`` and
+    load it back as float64: every tensor must come back bit for bit. Returns the reloaded model."""
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(1e-12 * torch.randn(p.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
-    model.save_pretrained(tmp_path)
-    again = mamba_ode.load(tmp_path, dtype=torch.float64)
+            p.add_(1e-12 * torch.randn(p.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)))
+    model.save_pretrained(directory)
+    again = mamba_ode.load(directory, dtype=torch.float64)
     want, got = model.state_dict(), again.state_dict()
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want)
+    return again
+
+
+def test_float64_checkpoint_loads_bit_exact_as_float64(tmp_path):
+    """Weights that float32 cannot hold survive save → load(dtype=float64) bit for bit (the model is cast
+    before the checkpoint is copied in), tied weights stay tied."""
+    again = assert_float64_round_trip(mamba_ode.load(dtype=torch.float64), tmp_path, seed=0)
     if again.config.tie_embeddings:
         assert again.lm_head.weight is again.backbone.embeddings.weight

@@ -105,15 +105,10 @@ class MambaLMBase(nn.Module):
         self.config: AnyConfig = config
         self.backbone = _Backbone(config, self.mixer_cls)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        self.tie_weights()
+        if config.tie_embeddings:
+            self.lm_head.weight = self.backbone.embeddings.weight
         self.checkpoint: Checkpoint | None = None
         self.tokenizer: Any = None
-
-    def tie_weights(self) -> None:
-        """Make ``lm_head`` share the embedding matrix when the config ties them (after construction, and
-        again after ``to_empty``, which allocates each parameter on its own)."""
-        if self.config.tie_embeddings:
-            self.lm_head.weight = self.backbone.embeddings.weight
 
     @property
     def layers(self) -> Sequence[Block]:
