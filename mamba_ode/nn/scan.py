@@ -228,9 +228,10 @@ def _chunk_forward(h: Tensor, u: Tensor, dt: Tensor, A: Tensor, Bc: Tensor,
     hs, dA = work[0][:, :t_len], work[1][:, :t_len]
     torch.mul(dt.unsqueeze(-1), A, out=dA).exp_()  # (B, T, E, N)
     torch.mul((dt * u).unsqueeze(-1), _expand_groups(Bc, e), out=hs)  # dBu, scanned in place below
-    hs[:, 0].addcmul_(dA[:, 0], h)
-    for t in range(1, hs.shape[1]):
-        hs[:, t].addcmul_(dA[:, t], hs[:, t - 1])
+    hv, av = hs.unbind(1), dA.unbind(1)  # per-token views made at once: indexing in the loop costs more
+    hv[0].addcmul_(av[0], h)
+    for t in range(1, len(hv)):
+        hv[t].addcmul_(av[t], hv[t - 1])
     return hs, dA
 
 
@@ -314,8 +315,9 @@ class _FastScan(torch.autograd.Function):
             # G_t = gy_t ⊗ C_t + dA_{t+1} ⊙ G_{t+1}; scanned in place, last step gets the carry
             G = gyc.unsqueeze(-1) * Cx
             G[:, -1].add_(carry)
-            for t in range(G.shape[1] - 2, -1, -1):
-                G[:, t].addcmul_(dA[:, t + 1], G[:, t + 1])
+            gv, av = G.unbind(1), dA.unbind(1)
+            for t in range(len(gv) - 2, -1, -1):
+                gv[t].addcmul_(av[t + 1], gv[t + 1])
             carry = dA[:, 0] * G[:, 0]
             # h_{t-1} for each t in the chunk
             hprev = torch.cat([h_starts[i].unsqueeze(1), hs[:, :-1]], dim=1)
