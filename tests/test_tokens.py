@@ -291,3 +291,37 @@ def test_rosenbrock_stage_solves_spend_no_product_on_a_guess():
     assert step.nfev == 3 + 4 * 2
     exact = torch.exp(0.1 * d) * y  # the step is accurate for the slow mode and damps the stiff one
     assert torch.allclose(step.y[:5], exact[:5], rtol=1e-4) and step.y[5:].abs().max() < 0.1 * y[5:].abs().min()
+
+
+# ---------------------------------------------------------------------------------------------- GMRES
+
+
+@pytest.mark.parametrize("n,dtype,tol", [(5, torch.float64, 1e-12), (12, torch.float64, 1e-12),
+                                         (12, torch.float32, 1e-4)])
+def test_gmres_solves_a_system_and_its_ritz_values_are_the_eigenvalues(n, dtype, tol):
+    """A full Krylov space (n ≤ max_iter): x equals LAPACK's solve, and the Ritz values are A's eigenvalues."""
+    from mamba_ode.dynamics.solvers.steppers import gmres
+
+    g = torch.Generator().manual_seed(n)
+    A = torch.eye(n, dtype=torch.float64) + 0.3 * torch.randn(n, n, generator=g, dtype=torch.float64)
+    b = torch.randn(n, generator=g, dtype=torch.float64)
+    x, n_mv, ritz = gmres(lambda v: (A.to(dtype) @ v.reshape(-1)).reshape(v.shape), b.to(dtype),
+                          torch.zeros(n, dtype=dtype), tol=1e-14, max_iter=n)
+    assert n_mv <= n + 1
+    ref = torch.linalg.solve(A, b)
+    assert torch.allclose(x.double(), ref, rtol=tol, atol=tol * float(ref.abs().max()))
+    expected = float((1.0 - torch.linalg.eigvals(A)).abs().max())
+    assert ritz == pytest.approx(expected, rel=1e3 * tol)
+
+
+def test_gmres_stops_early_and_reports_non_finite_products():
+    from mamba_ode.dynamics.solvers.steppers import gmres
+
+    b = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    x, n_mv, ritz = gmres(lambda v: 2.0 * v, b, torch.zeros(3, dtype=torch.float64), tol=1e-12)
+    assert torch.allclose(x, b / 2.0, rtol=1e-15) and n_mv == 2 and ritz == pytest.approx(1.0)
+    x, n_mv, ritz = gmres(lambda v: 2.0 * v, b, b / 2.0, tol=1e-12)  # the guess is the solution
+    assert torch.equal(x, b / 2.0) and n_mv == 1 and ritz == 0.0
+    bad = lambda v: v if float(v.abs().sum()) == 0 else v * float("nan")  # noqa: E731
+    x, _, ritz = gmres(bad, b, torch.zeros(3, dtype=torch.float64))
+    assert bool(torch.isnan(x).all()) and ritz == math.inf

@@ -153,8 +153,10 @@ def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: flo
     if beta <= tol * bnorm:
         return x0, n_mv, 0.0
     V = [r0 / beta]
-    H = torch.zeros(max_iter + 1, max_iter, dtype=torch.float64)  # the Arnoldi Hessenberg matrix
-    R = torch.zeros(max_iter, max_iter, dtype=torch.float64)  # its rotated, triangular factor
+    # the Arnoldi Hessenberg matrix (column k: H[k]) and its rotated, triangular factor, as Python floats:
+    # entry-wise tensor indexing would cost more than the products themselves on small systems
+    H: list[list[float]] = []
+    R: list[list[float]] = []
     cs: list[float] = []
     sn: list[float] = []
     g = [beta]  # the rotated right-hand side; |g[k+1]| is the residual after k+1 vectors
@@ -162,14 +164,17 @@ def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: flo
     for k in range(max_iter):
         w = matvec(V[k].reshape(shape)).reshape(-1)
         n_mv += 1
+        hk: list[float] = []
         for i in range(k + 1):
-            H[i, k] = float(torch.dot(w, V[i]))
-            w = w - H[i, k] * V[i]
-        H[k + 1, k] = float(torch.linalg.vector_norm(w))
-        if not bool(torch.isfinite(H[: k + 2, k]).all()):
+            hk.append(float(torch.dot(w, V[i])))
+            w = w - hk[i] * V[i]
+        w_norm = float(torch.linalg.vector_norm(w))
+        hk.append(w_norm)
+        if not all(math.isfinite(x) for x in hk):
             return torch.full_like(x0, math.nan), n_mv, math.inf
+        H.append(hk)
         k_done = k + 1
-        col = H[: k + 2, k].tolist()
+        col = list(hk)
         for i in range(k):  # apply the earlier rotations to the new column
             col[i], col[i + 1] = cs[i] * col[i] + sn[i] * col[i + 1], -sn[i] * col[i] + cs[i] * col[i + 1]
         rho = math.hypot(col[k], col[k + 1])
@@ -179,16 +184,22 @@ def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, tol: flo
         col[k], col[k + 1] = rho, 0.0
         g.append(-s_ * g[k])
         g[k] = c * g[k]
-        R[: k + 1, k] = torch.tensor(col[: k + 1], dtype=torch.float64)
-        if abs(g[k + 1]) <= tol * bnorm or float(torch.linalg.vector_norm(w)) <= 1e-14 * beta:
+        R.append(col[: k + 1])
+        if abs(g[k + 1]) <= tol * bnorm or w_norm <= 1e-14 * beta:
             break
-        V.append(w / float(torch.linalg.vector_norm(w)))
+        V.append(w / w_norm)
+    # the factors as slices of full-size matrices: the layout LAPACK sees decides its order of operations
+    Rm = torch.zeros(max_iter, max_iter, dtype=torch.float64)
+    Hm = torch.zeros(max_iter + 1, max_iter, dtype=torch.float64)
+    for k in range(k_done):
+        Rm[: k + 1, k] = torch.tensor(R[k], dtype=torch.float64)
+        Hm[: k + 2, k] = torch.tensor(H[k], dtype=torch.float64)
     rhs = torch.tensor(g[:k_done], dtype=torch.float64)[:, None]
-    coef = torch.linalg.solve_triangular(R[:k_done, :k_done], rhs, upper=True)[:, 0]
+    coef = torch.linalg.solve_triangular(Rm[:k_done, :k_done], rhs, upper=True)[:, 0]
     x = x0.reshape(-1).clone()
     for i in range(k_done):
         x = x + float(coef[i]) * V[i].to(x.dtype)
-    ritz = float((1.0 - torch.linalg.eigvals(H[:k_done, :k_done])).abs().max()) if k_done else 0.0
+    ritz = float((1.0 - torch.linalg.eigvals(Hm[:k_done, :k_done])).abs().max()) if k_done else 0.0
     return x.reshape(shape), n_mv, ritz
 
 
