@@ -293,6 +293,24 @@ def test_rosenbrock_stage_solves_spend_no_product_on_a_guess():
     assert torch.allclose(step.y[:5], exact[:5], rtol=1e-4) and step.y[5:].abs().max() < 0.1 * y[5:].abs().min()
 
 
+
+@pytest.mark.parametrize("zero_first", [False, True])
+def test_a_token_at_zero_does_not_hide_a_stall(zero_first):
+    """A token that stays exactly at zero (a zero embedding row, say) never doubles its norm: the steps still
+    stall on a token spinning too fast to follow, instead of crawling through the whole step budget."""
+    omega = 1e6
+
+    def spin(t, u):  # each token rotates at angular speed omega; zero stays zero
+        return torch.stack([-omega * u[..., 1], omega * u[..., 0]], -1)
+
+    tokens = [[0.0, 0.0], [1.0, 0.0]] if zero_first else [[1.0, 0.0], [0.0, 0.0]]
+    sol = integrate_tokens(spin, torch.tensor(tokens, dtype=torch.float64), 1e4, max_steps=20_000)
+    spinning = 1 if zero_first else 0
+    assert sol.stats["n_stalls"] == 1
+    assert sol.stats["n_accepted"] + sol.stats["n_rejected"] < 2_000, sol.stats
+    assert sol.ends[spinning] is TokenEnd.FAILED and "stalled" in sol.messages[spinning]
+    assert sol.ends[1 - spinning] is (TokenEnd.HORIZON if zero_first else TokenEnd.DEPENDS)
+
 # ---------------------------------------------------------------------------------------------- GMRES
 
 

@@ -397,7 +397,8 @@ class _Integrator:
         if len(window) < _STALL_STEPS or window[-1][0] - window[0][0] >= _STALL_TAU:
             return False
         n0, n1 = window[0][3], window[-1][3]
-        return not bool((n1 >= 2.0 * n0).any())  # no token's norm doubled: no progress towards an event
+        # no token's norm doubled: no progress towards an event (a token that stays at zero makes none)
+        return not bool(((n1 >= 2.0 * n0) & (n1 > 0)).any())
 
     def _stall(self, u: Tensor, t: float, norms: Tensor,
                window: deque[tuple[float, float, Tensor, Tensor, Tensor]]) -> tuple[Tensor, float, int]:
