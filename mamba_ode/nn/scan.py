@@ -229,9 +229,8 @@ def _chunk_forward(h: Tensor, u: Tensor, dt: Tensor, A: Tensor, Bc: Tensor,
     torch.mul(dt.unsqueeze(-1), A, out=dA).exp_()  # (B, T, E, N)
     torch.mul((dt * u).unsqueeze(-1), _expand_groups(Bc, e), out=hs)  # dBu, scanned in place below
     hv, av = hs.unbind(1), dA.unbind(1)  # per-token views made at once: indexing in the loop costs more
-    hv[0].addcmul_(av[0], h)
-    for t in range(1, len(hv)):
-        hv[t].addcmul_(av[t], hv[t - 1])
+    for t in range(len(hv)):
+        hv[t].addcmul_(av[t], hv[t - 1] if t else h)
     return hs, dA
 
 
