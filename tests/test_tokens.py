@@ -171,6 +171,38 @@ def test_labels_and_blowup_times_do_not_depend_on_t_max(seed):
     assert decided_everywhere >= 1
 
 
+def _driven_later(t, u):
+    """Token 0 blows up at t* = 1000 (u' = u⁴/3000, u(0) = 1); token 1 decays like t^-1/2 (u' ≈ -u³ while
+    small) until token 0 drives it (+1e-5 u_0⁹, negligible before t = 100) to the same blow-up; token 2
+    starts at zero and stays there (its field vanishes at zero)."""
+    x = u[0, :, 0]
+    out = torch.empty_like(x)
+    out[0] = x[0] ** 4 / 3000.0
+    if x.shape[0] > 1:
+        out[1] = -x[1] ** 3 / (1 + x[1] ** 2) + 1e-5 * x[0] ** 9
+    if x.shape[0] > 2:
+        out[2] = -x[2] ** 3 + 1e-5 * x[0] ** 2 * x[2]
+    return out[None, :, None]
+
+
+def test_a_reading_at_the_horizon_waits_for_the_tokens_before_it():
+    """At t_max = 100, token 0 still accelerates (undetermined) and token 1 reads as convergent on its own,
+    yet token 0 later drives it to a blow-up: its label stays undetermined until token 0 is decided, so
+    the labels agree for every horizon. A token at exactly zero is bounded wherever it reaches the horizon."""
+    u0 = torch.tensor([[1.0], [1.0], [0.0]], dtype=torch.float64)
+    runs = {t: classify_tokens(integrate_tokens(_driven_later, u0, t)).tokens for t in (1e2, 3e2, 1e4)}
+    short = runs[1e2]
+    assert short[0].label is Label.UNDETERMINED
+    assert short[1].label is Label.UNDETERMINED and short[1].decay_exponent is None
+    assert "depends on token 0" in short[1].reason and "read alone: convergent" in short[1].reason
+    long = runs[1e4]
+    assert long[0].label is Label.FINITE and long[0].t_blowup == pytest.approx(1000.0, rel=T_STAR_RTOL)
+    assert long[1].label is Label.FINITE
+    for l in range(3):
+        labels = {v[l].label for v in runs.values()} - {Label.UNDETERMINED}
+        assert len(labels) <= 1, (l, [v[l].reason for v in runs.values()])
+    assert runs[1e2][2].label is Label.BOUNDED and runs[3e2][2].label is Label.BOUNDED
+
 def test_output_times_are_for_drawing_only():
     """The recorded steps are the solver's own; a later horizon extends them without changing the past."""
     f = OneDimField(-1.0, 1.0, a=1.0)

@@ -11,7 +11,13 @@ Each token's `TokenEnd` decides most labels directly:
   (the decay exponent reported is ᾱ), ``divergent`` when both are ≥ 0.02 and the growth is not
   accelerating (α ≤ 1.1 ᾱ + 0.01: an accelerating token may still blow up after the horizon, so it is
   ``undetermined``; the ln-t slope reported is the decade average), ``bounded`` when both are within
-  ±0.005, ``undetermined`` otherwise, or when the horizon is shorter than ``min_t_end``.
+  ±0.005, ``undetermined`` otherwise, or when the horizon is shorter than ``min_t_end``. Token l's field
+  depends on the tokens before it, so a reading at the horizon stands only when every earlier token
+  that also reached the horizon has one: after the first token left ``undetermined`` there, later
+  tokens are ``undetermined`` too (their own reading kept in the reason), since that token may yet
+  drive them — to a blow-up after the horizon, say. Only a token that stayed exactly at zero keeps
+  ``bounded``: in the idealised fields its C_l = S_C u_l, hence its field, vanishes whatever the earlier
+  tokens do.
 
 Nothing here depends on output times: the evidence comes from the field and the solver's own steps.
 """
@@ -88,12 +94,15 @@ class TokenClassification:
         return f"TokenClassification({self.counts()})"
 
 
+_STATIC = "identically zero (static)"
+
+
 def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
     t_end = sol.t_max
     a, ab = float(sol.growth_exponent[l]), float(sol.decade_exponent[l])
     base: dict[str, Any] = {"index": l, "end": TokenEnd.HORIZON, "t_end": t_end}
     if float(sol.norms[0, l]) <= th["zero_norm"] and float(sol.u_end[l].abs().max()) <= th["zero_norm"]:
-        return TokenVerdict(label=Label.BOUNDED, reason="identically zero (static)", **base)
+        return TokenVerdict(label=Label.BOUNDED, reason=_STATIC, **base)
     if t_end < th["min_t_end"]:
         return TokenVerdict(label=Label.UNDETERMINED, reason=f"horizon t={t_end:.3g} < min_t_end={th['min_t_end']:g}: "
                             "too short to read an asymptotic exponent", **base)
@@ -115,6 +124,20 @@ def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
         return TokenVerdict(label=Label.BOUNDED, reason=f"‖u‖ levels off (exponent {a:.2e})", **base)
     return TokenVerdict(label=Label.UNDETERMINED, reason=f"growth exponent {a:.3g} (decade {ab:.3g}) between the "
                         f"thresholds (bounded ≤ {bmax}, decay ≥ {dmin}, growth ≥ {gmin}): integrate further", **base)
+
+
+def _open_before(verdicts: list[TokenVerdict]) -> None:
+    """Leave undetermined every reading at the horizon that follows a token left open there (in place)."""
+    first_open: TokenVerdict | None = None
+    for v in verdicts:
+        if v.end is not TokenEnd.HORIZON or v.reason == _STATIC:
+            continue
+        if first_open is None:
+            first_open = v if v.label is Label.UNDETERMINED else None
+        elif v.label is not Label.UNDETERMINED:
+            v.reason = (f"depends on token {first_open.index}, still undetermined at the horizon t={v.t_end:.6g}, "
+                        f"which may yet drive it (read alone: {v.label}, {v.reason})")
+            v.label, v.decay_exponent, v.growth_slope = Label.UNDETERMINED, None, None
 
 
 def classify_tokens(solution: TokenSolution, *, decay_exponent_min: float = 0.05, growth_exponent_min: float = 0.02,
@@ -160,4 +183,5 @@ def classify_tokens(solution: TokenSolution, *, decay_exponent_min: float = 0.05
             out.append(_horizon(solution, l, th))
         else:
             out.append(TokenVerdict(label=Label.UNDETERMINED, reason=msg, **base))
+    _open_before(out)
     return TokenClassification(out, th)
