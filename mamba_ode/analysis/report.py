@@ -160,7 +160,8 @@ def _layers_glossary(mamba2: bool) -> str:
         ("bounded", "How many tokens neither grow nor decay (their norm levels off)."),
         ("convergent", "How many tokens decay towards 0."),
         ("undetermined", "How many tokens could not be decided: a token before them blew up first, the steps "
-                         "stalled, or the horizon came too early (the table of every token gives the reason)."),
+                         "stalled, the horizon came too early, or a token before them was still undetermined "
+                         "there (the table of every token gives the reason)."),
         ("first t*", "The earliest blow-up time of any token of the layer, in the field's time t (— when none "
                      "blows up)."),
         ("integrated to", "The last time any token of the layer reached: the horizon t_max, or less when every "
