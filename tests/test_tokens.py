@@ -343,6 +343,30 @@ def test_a_token_at_zero_does_not_hide_a_stall(zero_first):
     assert sol.ends[spinning] is TokenEnd.FAILED and "stalled" in sol.messages[spinning]
     assert sol.ends[1 - spinning] is (TokenEnd.HORIZON if zero_first else TokenEnd.DEPENDS)
 
+
+def _quadratic_then_driven(t, u):
+    """Token 0: u' = 1e-3 u², u(0) = 1, a blow-up of order 2 at t* = 1000; token 1 decays until token 0
+    drives it (+1e-5 u_0³) to the same t*."""
+    x = u[0, :, 0]
+    out = torch.empty_like(x)
+    out[0] = 1e-3 * x[0] ** 2
+    if x.shape[0] > 1:
+        out[1] = -x[1] ** 3 / (1 + x[1] ** 2) + 1e-5 * x[0] ** 3
+    return out[None, :, None]
+
+
+@pytest.mark.parametrize("rtol", [1e-7, 1e-9])
+def test_a_steady_approach_to_a_low_order_blowup_is_no_stall(rtol):
+    """Near t* = 1000 the steps must resolve T − t ≪ t, so they advance log time by < 1e-3 each while the
+    norm of an order-2 blow-up takes more than 20 steps to double. The steps still approach the singularity
+    at a steady pace: both tokens blow up at the closed-form t*, and no token is given up as stalled."""
+    u0 = torch.tensor([[1.0], [1.0]], dtype=torch.float64)
+    sol = integrate_tokens(_quadratic_then_driven, u0, 1e4, rtol=rtol, atol=1e-3 * rtol)
+    assert sol.ends == [TokenEnd.BLOWUP, TokenEnd.BLOWUP], sol.messages
+    assert sol.stats["n_stalls"] == 0
+    for l in range(2):
+        assert float(sol.t_blowup[l]) == pytest.approx(1000.0, rel=T_STAR_RTOL)
+
 # ---------------------------------------------------------------------------------------------- GMRES
 
 

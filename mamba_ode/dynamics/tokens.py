@@ -40,8 +40,11 @@ steps, with no growth right after a rejected step.
 When 20 accepted steps in a row advance τ by less than 0.02 while no token's norm doubles, the steps
 have stalled. If a token at 10·R0 or more grew by half over those steps with a singularity signature
 (its growth order puts T within 1e-3·t, or the clock stood still, Δt ≤ 1e-4·t, while it grew), it
-blows up there. Otherwise the first token carrying at least 1 % of the largest error contribution ends
-``FAILED`` (with its dependents), and the prefix before it continues. These rules are fixed in t, so a
+blows up there. If instead a token grew by a fifth over those steps with a singularity signature, and the
+steps covered a tenth of the time left to its predicted T, the steps are approaching a low-order blow-up
+at a steady pace (small in log time only because T − t ≪ t): the integration goes on. Otherwise the first
+token carrying at least 1 % of the largest error contribution ends ``FAILED`` (with its dependents), and
+the prefix before it continues. These rules are fixed in t, so a
 token's outcome does not depend on the horizon once the horizon is past its decision.
 Nothing here knows about Mamba: ``field(t, u)`` is any causal field on (1, L, W) tokens, autonomous.
 """
@@ -67,6 +70,7 @@ _G_SCALE, _G_POWER = 4.0, 3.0
 _STALL_STEPS, _STALL_TAU = 20, 0.02
 _DRIVEN = 10.0  # a later token whose norm grew this much as its driver blew up blows up with it
 _NEAR_T = 1e-3  # at a stall, a singularity is read when T - t is below this fraction of t
+_APPROACH_GROWTH, _APPROACH_PACE = 1.2, 0.1  # steps that approach a singularity steadily are no stall
 _PI_BETA = 0.04  # the PI step-size control of DP5 steps (Hairer's DOPRI5)
 
 
@@ -370,11 +374,13 @@ class _Integrator:
                 window.append((float(y[-1]), math.log(max(total, 1e-300)), self._token_errors(step, y_old, y), norms,
                                rates))
                 if self._stalled(window):
-                    self.methods.append((stepping.kind, t_seg, t_now))
                     stars = self._singular_now(t_now, norms, rates, window, r0)
                     if stars:  # the clock froze on a token in a finite-time singularity
+                        self.methods.append((stepping.kind, t_seg, t_now))
                         return self._resolve(u_now, t_now, norms, stars)
-                    return self._stall(u_now, t_now, norms, window)
+                    if not self._approaching(window):
+                        self.methods.append((stepping.kind, t_seg, t_now))
+                        return self._stall(u_now, t_now, norms, window)
                 prev = (norms, rates)
         finally:
             self.stats["nfev"] += sys.nfev
@@ -399,6 +405,21 @@ class _Integrator:
         n0, n1 = window[0][3], window[-1][3]
         # no token's norm doubled: no progress towards an event (a token that stays at zero makes none)
         return not bool(((n1 >= 2.0 * n0) & (n1 > 0)).any())
+
+    def _approaching(self, window: deque[tuple[float, float, Tensor, Tensor, Tensor]]) -> bool:
+        """Whether the steps advance towards a finite-time singularity at a steady pace: some token grew by
+        _APPROACH_GROWTH with a singularity signature (growth order k, k − 1 > 0.3), and the steps covered at
+        least _APPROACH_PACE of the remaining time to its blow-up time T = t1 + 1/((k − 1) r1). Such steps
+        are small in log time only because T − t is small against t (a low-order blow-up resolved at a
+        tight tolerance): not a stall."""
+        (tau0, _, _, n0, r0), (tau1, _, _, n1, r1) = window[0], window[-1]
+        t0, t1 = self.t_of(tau0), self.t_of(tau1)
+        grew = (n0 > 0) & (n1 >= _APPROACH_GROWTH * n0) & (r0 > 0) & (r1 > 0)
+        for l in torch.nonzero(grew).flatten().tolist():
+            km1 = math.log(float(r1[l]) / float(r0[l])) / math.log(float(n1[l]) / float(n0[l]))
+            if km1 > 0.3 and t1 - t0 >= _APPROACH_PACE * (t1 + 1.0 / (km1 * float(r1[l])) - t0):
+                return True
+        return False
 
     def _stall(self, u: Tensor, t: float, norms: Tensor,
                window: deque[tuple[float, float, Tensor, Tensor, Tensor]]) -> tuple[Tensor, float, int]:
