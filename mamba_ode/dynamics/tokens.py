@@ -408,16 +408,15 @@ class _Integrator:
 
     def _approaching(self, window: deque[tuple[float, float, Tensor, Tensor, Tensor]]) -> bool:
         """Whether the steps advance towards a finite-time singularity at a steady pace: some token grew by
-        _APPROACH_GROWTH with a singularity signature (growth order k, k − 1 > 0.3), and the steps covered at
-        least _APPROACH_PACE of the remaining time to its blow-up time T = t1 + 1/((k − 1) r1). Such steps
-        are small in log time only because T − t is small against t (a low-order blow-up resolved at a
-        tight tolerance): not a stall."""
+        _APPROACH_GROWTH over the window with a singularity signature (`_singularity` gives a blow-up time
+        T), and the steps covered at least _APPROACH_PACE of the time that was left to T. Such steps are
+        small in log time only because T − t is small against t (a low-order blow-up resolved at a tight
+        tolerance): not a stall."""
         (tau0, _, _, n0, r0), (tau1, _, _, n1, r1) = window[0], window[-1]
         t0, t1 = self.t_of(tau0), self.t_of(tau1)
-        grew = (n0 > 0) & (n1 >= _APPROACH_GROWTH * n0) & (r0 > 0) & (r1 > 0)
-        for l in torch.nonzero(grew).flatten().tolist():
-            km1 = math.log(float(r1[l]) / float(r0[l])) / math.log(float(n1[l]) / float(n0[l]))
-            if km1 > 0.3 and t1 - t0 >= _APPROACH_PACE * (t1 + 1.0 / (km1 * float(r1[l])) - t0):
+        for l in torch.nonzero((n0 > 0) & (n1 >= _APPROACH_GROWTH * n0)).flatten().tolist():
+            _, t_star = self._singularity(l, t1, n1, r1, (n0, r0))
+            if t_star is not None and t1 - t0 >= _APPROACH_PACE * (t_star - t0):
                 return True
         return False
 
