@@ -3,6 +3,7 @@ of the worker count; arguments refused with their names."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -211,3 +212,40 @@ def test_cli_runs_layers_in_worker_processes(tmp_path):
     assert [r["layer"] for r in summary["layers"]] == [0, 1]
     assert all(len(r["tokens"]) == summary["prompt"]["n_tokens"] for r in summary["layers"])
     assert (out / "report.html").exists()
+
+
+@pytest.fixture
+def two_threads():
+    """torch with two threads for the test (the suite runs with one), restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("work_limit,workers,inside", [(AUTO_WORK, 1, 1), (1, 1, 2), (AUTO_WORK, 2, 2)])
+def test_small_layers_run_on_one_thread_and_the_setting_comes_back(monkeypatch, two_threads, work_limit, workers,
+                                                                    inside):
+    """Without workers, layers below AUTO_WORK state updates per evaluation are analysed on one torch thread
+    (each parallel loop over such small tensors waits for every thread, so one busy core elsewhere would
+    slow the whole analysis down many times); costly layers, and a parent process that hands the layers to
+    workers, keep the caller's threads. Either way the caller's setting is back afterwards."""
+    model = mamba_ode.load(dtype=torch.float64)  # L·E·N = 6 · 128 · 16, far below AUTO_WORK
+    monkeypatch.setattr(parallel, "AUTO_WORK", work_limit)
+    with parallel.own_threads(model, 6, workers) as threads:
+        assert threads == inside == torch.get_num_threads()
+    assert torch.get_num_threads() == 2
+
+
+def test_analyze_integrates_small_layers_on_one_thread(monkeypatch, two_threads):
+    analyze_module = importlib.import_module("mamba_ode.analysis.analyze")  # the module, not the function
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return integrate_layers(*args, **kwargs)
+
+    monkeypatch.setattr(analyze_module, "integrate_layers", spy)
+    result = mamba_ode.analyze(mamba_ode.load(dtype=torch.float64), "To be", layers=[0], t_max=10.0)
+    assert seen == [1] and torch.get_num_threads() == 2
+    assert len(result.layers[0].classification.tokens) == 5

@@ -43,7 +43,7 @@ from ..regimes.predict import TokenPrediction, predict_tokens, prediction_agreem
 from ..regimes.table import RegimeTable, Verdict, layer_fractions, layer_spectrum, regime_table
 from ..regimes.tokens import TokenClassification, classify_tokens
 from .budget import ATTENTION_TOKENS, DEFAULT_MAX_TOKENS, check_prompt_budget
-from .parallel import integrate_layers, plan_workers
+from .parallel import integrate_layers, own_threads, plan_workers
 from .store import SavedModel, read_saved, write_saved
 from .summary import SCHEMA_VERSION
 
@@ -398,7 +398,9 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
             for a CPU model whose layers are costly enough, as many as the memory allows (the CLI's
             default). The CPUs are shared out as torch threads: a worker with T threads gives exactly the
             results of a serial run under ``torch.set_num_threads(T)``. Workers are spawned processes: a
-            script needs the ``if __name__ == "__main__":`` guard.
+            script needs the ``if __name__ == "__main__":`` guard. Without workers, a CPU model whose
+            layers are small runs on one torch thread for the call (restored after it:
+            `mamba_ode.analysis.parallel.own_threads`).
 
     Returns:
         `Analysis`.
@@ -426,43 +428,44 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     check_prompt_budget(model, ids.shape[1], max_tokens=max_tokens, max_steps=max_steps, workers=n_workers)
     text = prompt if isinstance(prompt, str) else None
 
-    t0 = time.perf_counter()
-    say("regime table from parameters")
-    table = regime_table(model)
-    spectra = [{"layer": k, "eigenvalues": layer_spectrum(table.layer(k))["eigenvalues"]} for k in range(K)]
-    timings["regime_table"] = time.perf_counter() - t0
+    with own_threads(model, ids.shape[1], n_workers):  # one thread for small layers (see there)
+        t0 = time.perf_counter()
+        say("regime table from parameters")
+        table = regime_table(model)
+        spectra = [{"layer": k, "eigenvalues": layer_spectrum(table.layer(k))["eigenvalues"]} for k in range(K)]
+        timings["regime_table"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    states = {k: u.detach().double() for k, u in model.field_starts(ids, chosen).items()}
-    opts = {"rtol": rtol, "atol": atol, "max_steps": max_steps, "blowup_factor": blowup_factor}
-    finished: list[int] = []
+        t0 = time.perf_counter()
+        states = {k: u.detach().double() for k, u in model.field_starts(ids, chosen).items()}
+        opts = {"rtol": rtol, "atol": atol, "max_steps": max_steps, "blowup_factor": blowup_factor}
+        finished: list[int] = []
 
-    def report(i: int) -> None:  # a layer is done
-        finished.append(i)
-        n, spent = len(finished), time.perf_counter() - t0
-        left = f", about {spent / n * (len(chosen) - n):.0f} s left" if n < len(chosen) else ""
-        say(f"layer {chosen[i]} integrated ({n}/{len(chosen)}){left}")
+        def report(i: int) -> None:  # a layer is done
+            finished.append(i)
+            n, spent = len(finished), time.perf_counter() - t0
+            left = f", about {spent / n * (len(chosen) - n):.0f} s left" if n < len(chosen) else ""
+            say(f"layer {chosen[i]} integrated ({n}/{len(chosen)}){left}")
 
-    pool = f" in {n_workers} worker processes" if n_workers > 1 else ""
-    say(f"integrating the idealised dynamics of {len(chosen)} layers to t = {t_max:g}{pool}")
-    sols = integrate_layers([layer_field(model, k, backend=backend) for k in chosen], [states[k] for k in chosen],
-                            float(t_max), opts, n_workers, report)
-    results = [_analyse_layer(model, k, states[k], table, sol) for k, sol in zip(chosen, sols)]
-    timings["trajectories"] = time.perf_counter() - t0
+        pool = f" in {n_workers} worker processes" if n_workers > 1 else ""
+        say(f"integrating the idealised dynamics of {len(chosen)} layers to t = {t_max:g}{pool}")
+        sols = integrate_layers([layer_field(model, k, backend=backend) for k in chosen], [states[k] for k in chosen],
+                                float(t_max), opts, n_workers, report)
+        results = [_analyse_layer(model, k, states[k], table, sol) for k, sol in zip(chosen, sols)]
+        timings["trajectories"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    say("discrete network vs depth-time ODE")
-    depth = DepthField(model)
-    x0 = depth.initial_state(ids).detach()
-    comparison = compare_discrete(depth, x0, (0.0, float(K)), h=1.0, rtol=rtol, atol=atol)
-    timings["comparison"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        say("discrete network vs depth-time ODE")
+        depth = DepthField(model)
+        x0 = depth.initial_state(ids).detach()
+        comparison = compare_discrete(depth, x0, (0.0, float(K)), h=1.0, rtol=rtol, atol=atol)
+        timings["comparison"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    k0 = chosen[0]
-    with torch.no_grad():
-        P = model.layer_params(k0).mixing_matrix(states[k0][:, :ATTENTION_TOKENS])  # (1, L', L', C)
-    channel = int(P.abs().amax(dim=(0, 1, 2)).argmax())
-    timings["hidden_attention"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        k0 = chosen[0]
+        with torch.no_grad():
+            P = model.layer_params(k0).mixing_matrix(states[k0][:, :ATTENTION_TOKENS])  # (1, L', L', C)
+        channel = int(P.abs().amax(dim=(0, 1, 2)).argmax())
+        timings["hidden_attention"] = time.perf_counter() - t0
 
     settings = {"layers": chosen, "t_max": float(t_max), "rtol": rtol, "atol": atol,
                 "method": "dopri5, ros34pw2 on stiff stretches", "max_steps": int(max_steps),

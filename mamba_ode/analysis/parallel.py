@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Any
 
@@ -36,7 +37,7 @@ from ..dynamics.tokens import TokenSolution, integrate_tokens
 from ..nn.lm import MambaLMBase
 from .budget import affordable_workers
 
-__all__ = ["AUTO_WORK", "integrate_layers", "plan_workers", "resolve_workers", "threads_per_worker",
+__all__ = ["AUTO_WORK", "integrate_layers", "own_threads", "plan_workers", "resolve_workers", "threads_per_worker",
            "usable_cpus"]
 
 #: ``workers="auto"`` starts processes only when one layer's field costs at least this many
@@ -85,6 +86,36 @@ def resolve_workers(workers: int | str, n_layers: int, work: int, device: torch.
         raise ValueError(f"argument 'workers': worker processes integrate CPU models only; this model is on "
                          f"{device} (use workers=1 there)")
     return max(1, min(workers, n_layers))
+
+
+@contextmanager
+def own_threads(model: MambaLMBase, n_tokens: int, workers: int) -> Iterator[int]:
+    """Run the block with the torch threads that suit an analysis done in this process, then restore them.
+
+    One thread when the layers are integrated here (``workers == 1``), the model is on the CPU and one field
+    evaluation costs fewer than `AUTO_WORK` state updates (L·E·N): the tensors are then too small for
+    torch's parallel loops to pay, while each such loop waits for every thread, so a busy core elsewhere on
+    the machine (another process, a test worker) makes the whole analysis many times slower — 245 s instead
+    of 13 s for the shipped model's analysis beside one busy process on a 2-core machine. Otherwise the
+    current setting is kept.
+
+    Arguments:
+        model: the model analysed.
+        n_tokens: L.
+        workers: the worker processes the analysis uses (`plan_workers`).
+
+    Yields:
+        The torch threads in force inside the block.
+    """
+    before = torch.get_num_threads()
+    work = n_tokens * model.config.d_inner * model.config.d_state
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    inside = 1 if workers == 1 and on_cpu and work < AUTO_WORK else before
+    torch.set_num_threads(inside)
+    try:
+        yield inside
+    finally:
+        torch.set_num_threads(before)
 
 
 def plan_workers(model: MambaLMBase, n_tokens: int, n_layers: int, max_steps: int, workers: int | str) -> int:
