@@ -209,7 +209,7 @@ def test_output_times_are_for_drawing_only():
     u0 = torch.tensor([[[0.7], [-0.4], [1.1]]], dtype=torch.float64)
     short = integrate_tokens(f, u0, 1e2)
     long = integrate_tokens(f, u0, 1e4)
-    n = len(short.ts) - 1  # the last recorded time is the (interpolated) horizon
+    n = len(short.ts) - 1  # the last recorded time is the horizon, where a shorter last step landed
     torch.testing.assert_close(long.ts[:n], short.ts[:n])
     torch.testing.assert_close(long.norms[:n], short.norms[:n])
 
@@ -239,6 +239,49 @@ def test_stiff_bounded_layer_is_not_a_blowup():
     # what the switch buys: explicit steps alone stall on the stiff channels and give up tokens
     explicit = integrate_tokens(field_of_params(p), u0, 1e4, rtol=1e-6, atol=1e-9, stiff_switch=False)
     assert TokenEnd.FAILED in explicit.ends and explicit.stats["nfev"] > sol.stats["nfev"]
+
+
+def _relaxing(lam: float):
+    """Each token (x, z) relaxes at rate lam to the fixed point (x, 1 + sin x), x constant: stiff and bounded."""
+    def field(t, u):
+        out = torch.zeros_like(u)
+        out[..., 1] = -lam * (u[..., 1] - torch.sin(u[..., 0]) - 1.0)
+        return out
+    return field
+
+
+@pytest.mark.parametrize("lam", [1e2, 1e4])
+def test_a_stiff_fixed_point_reads_bounded_at_every_horizon(lam):
+    """Stiff tokens at rest on their fixed point: bounded for every horizon, and the state at the horizon is
+    the fixed point. The exponents are read from the norms at the steps: read from the field at the final
+    state, t times its radial rate magnified the steps' tolerated error (α up to 1e8 here), and a state
+    interpolated inside the last stiff step was off by 60 %."""
+    u0 = torch.tensor([[0.5, 0.0], [1.5, 3.0], [-0.7, 1.0]], dtype=torch.float64)
+    rest = torch.stack([u0[:, 0], 1.0 + torch.sin(u0[:, 0])], -1)
+    for t_max in (1e2, 1e3, 1e4):
+        sol = integrate_tokens(_relaxing(lam), u0, t_max, rtol=1e-5, atol=1e-8)
+        assert sol.methods[-1][0] == "ros34pw2"
+        torch.testing.assert_close(sol.u_end, rest, rtol=1e-4, atol=1e-6)
+        assert classify_tokens(sol).labels == [Label.BOUNDED] * 3, (t_max, classify_tokens(sol).tokens)
+        assert sol.growth_exponent.abs().max() < 1e-3
+
+
+def _decay_then_growth(t, u):
+    """Token (a, b): b = 1e-12 t is a clock, and d ln a / d ln t ≈ -0.3 + t/500: a decays like t^-0.3, slower
+    and slower, turns at t = 150 and grows like e^(t/500)."""
+    a, b = u[..., 0], u[..., 1]
+    s = b / 1e-12
+    return torch.stack([a * (-0.3 + s / 500.0) / (1.0 + s), torch.full_like(b, 1e-12)], -1)
+
+
+def test_a_slowing_decay_is_not_read_as_convergent():
+    """At t = 100 the token still decays (exponent -0.18 over the last half decade, -0.22 over the decade) but
+    visibly slower: undetermined, not convergent. By 3e4 it has grown past the resolution factor: divergent."""
+    u0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    early = classify_tokens(integrate_tokens(_decay_then_growth, u0, 1e2, rtol=1e-8, atol=1e-12)).tokens[0]
+    assert early.label is Label.UNDETERMINED and "slows down" in early.reason, early
+    late = classify_tokens(integrate_tokens(_decay_then_growth, u0, 3e4, rtol=1e-8, atol=1e-12)).tokens[0]
+    assert late.label is Label.DIVERGENT, late
 
 
 # ---------------------------------------------------------------------------------------------- argument checks

@@ -5,8 +5,10 @@ tokens before it are unaffected: `integrate_tokens` records t*_j, ends token j (
 later token, which depends on it), and keeps integrating the causal prefix of tokens < j, until every
 token has ended or the horizon is reached. Every token gets its own `TokenEnd`:
 
-* ``HORIZON`` — integrated to ``t_max``; its growth exponent ``α = d ln‖u_l‖/d ln t`` and its ln-t
-  slope ``β = d‖u_l‖/d ln t`` are read from the field at the final state and over the last decade;
+* ``HORIZON`` — integrated to ``t_max`` (a last, shorter step lands there); its growth exponent
+  ``α = d ln‖u_l‖/d ln t`` and its ln-t slope ``β = d‖u_l‖/d ln t`` are read from the norms at the steps, over
+  the last half decade and over the last decade (not from the field at the final state: at a stiff fixed
+  point, t times the field's radial rate magnifies the steps' tolerated error without bound);
 * ``BLOWUP`` — its norm diverged at its own finite time ``t_blowup``;
 * ``GROWTH`` — its norm grew by the resolution factor without a finite-time singularity signature;
 * ``DEPENDS`` — a token before it (``driver``) blew up, grew without bound or could not be followed;
@@ -29,13 +31,12 @@ there too. A growth order near 1 (exponential growth) is no singularity: ``GROWT
 norm grew ten-fold while its driver blew up is driven to the same singularity (``BLOWUP`` with the
 driver's t*); the other later tokens end ``DEPENDS``.
 
-Steps are Dormand–Prince 5(4). When Hairer's stiffness indicator exceeds 3.25 on 15 steps (a run of 6
-below resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free
-Krylov solves, preconditioned by the field's ``jacobian_diagonal`` when it has one
-(`steppers`), and back when the estimate of ``h·|λ|max`` stays below 2
-for 10 steps (20, 40, … after each return); every switch is recorded in ``methods``. Step sizes follow
-Hairer's PI control for the DP5 steps (β = 0.04) and Gustafsson's predictive control for the ROS34PW2
-steps, with no growth right after a rejected step.
+Steps are Dormand–Prince 5(4). When Hairer's stiffness indicator exceeds 3.25 on 15 steps (a run of 6 below
+resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free Krylov solves,
+preconditioned by the field's ``jacobian_diagonal`` when it has one (`steppers`), and back when the estimate of
+``h·|λ|max`` stays below 2 for 10 steps (20, 40, … after each return); every switch is recorded in ``methods``.
+Step sizes follow Hairer's PI control for the DP5 steps (β = 0.04) and Gustafsson's predictive control for the
+ROS34PW2 steps, with no growth right after a rejected step.
 
 When 20 accepted steps in a row advance τ by less than 0.02 while no token's norm doubles, the steps
 have stalled. If a token at 10·R0 or more grew by half over those steps with a singularity signature
@@ -44,9 +45,9 @@ blows up there. If instead a token grew by a fifth over those steps with a singu
 steps covered a tenth of the time left to its predicted T, the steps are approaching a low-order blow-up
 at a steady pace (small in log time only because T − t ≪ t): the integration goes on. Otherwise the first
 token carrying at least 1 % of the largest error contribution ends ``FAILED`` (with its dependents), and
-the prefix before it continues. These rules are fixed in t, so a
-token's outcome does not depend on the horizon once the horizon is past its decision.
-Nothing here knows about Mamba: ``field(t, u)`` is any causal field on (1, L, W) tokens, autonomous.
+the prefix before it continues. These rules are fixed in t, so a token's outcome does not depend on the
+horizon once the horizon is past its decision. Nothing here knows about Mamba: ``field(t, u)`` is any causal
+field on (1, L, W) tokens, autonomous.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ import torch
 from torch import Tensor
 
 from .._enums import StrEnum
+from .solvers.checks import check_token_args
 from .solvers.steppers import Step, dp5_step, error_norm, hermite, ros34pw2_step
 
 __all__ = ["TokenEnd", "TokenSolution", "integrate_tokens"]
@@ -68,6 +70,7 @@ _STIFF_RATIO, _STIFF_STEPS, _NONSTIFF_RESET = 3.25, 15, 6  # Hairer's stiffness 
 _EXPLICIT_OK, _EXPLICIT_STEPS = 2.0, 10  # back to explicit steps when h·|λ|max stays below this
 _G_SCALE, _G_POWER = 4.0, 3.0
 _STALL_STEPS, _STALL_TAU = 20, 0.02
+_LANDING_STEPS = 4  # most steps tried to land on the horizon
 _DRIVEN = 10.0  # a later token whose norm grew this much as its driver blew up blows up with it
 _NEAR_T = 1e-3  # at a stall, a singularity is read when T - t is below this fraction of t
 _APPROACH_GROWTH, _APPROACH_PACE = 1.2, 0.1  # steps that approach a singularity steadily are no stall
@@ -99,8 +102,9 @@ class TokenSolution:
             and a stalled ``FAILED``), else None.
         messages: per token, one readable line.
         u_end: (L, W) each token's last state (at ``t_end``).
-        growth_exponent: (L,) ``α = t⟨u_l, f_l⟩/‖u_l‖²`` at the end (``HORIZON`` tokens; NaN else).
-        log_slope: (L,) ``β = t⟨u_l, f_l⟩/‖u_l‖`` at the end (``HORIZON`` tokens; NaN else).
+        growth_exponent: (L,) ``α = (ln‖u(t)‖ − ln‖u(t/√10)‖)/ln √10`` over the last half decade (``HORIZON``
+            tokens; NaN else).
+        log_slope: (L,) ``β = (‖u(t)‖ − ‖u(t/√10)‖)/ln √10`` over the last half decade.
         decade_exponent: (L,) ``(ln‖u(t)‖ − ln‖u(t/10)‖)/ln 10`` over the last decade (NaN if unavailable).
         decade_slope: (L,) ``(‖u(t)‖ − ‖u(t/10)‖)/ln 10`` over the last decade.
         growth_order: (L,) the local growth order k at the stop of a ``BLOWUP``/``GROWTH`` token.
@@ -358,7 +362,7 @@ class _Integrator:
                     self.methods.append((other, t_seg, t_now))
                     t_seg = t_now
                 if float(y[-1]) >= self.tau_max:
-                    self._finish_horizon(sys, y_old, f_old, y, f, h_old)
+                    self._finish_horizon(sys, stepping, y_old, f_old, y, f, h_old)
                     self.methods.append((stepping.kind, t_seg, self.t_max))
                     return None
                 u_now, _ = sys.split(y)
@@ -497,8 +501,11 @@ class _Integrator:
             return 1.0 + km1, None
         return 1.0 + km1, t + 1.0 / (km1 * r2)
 
-    def _finish_horizon(self, sys: _System, y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor, h: float) -> None:
-        """The step crossed τ_max: interpolate the state there and end every active token at the horizon."""
+    def _finish_horizon(self, sys: _System, stepping: _Stepping, y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor,
+                        h: float) -> None:
+        """The step from y0 crossed τ_max: land on it with shorter steps of the same method (the clock's
+        interpolant gives the first fraction, secant updates the next), and end every active token there.
+        An interpolated state (the fallback) would sit off the slow manifold after a stiff step."""
         lo, hi = 0.0, 1.0
         for _ in range(60):  # τ(θ) is monotone: bisection on the Hermite interpolant
             mid = 0.5 * (lo + hi)
@@ -507,40 +514,48 @@ class _Integrator:
             else:
                 hi = mid
         u, _ = sys.split(hermite(y0, f0, y1, f1, h, hi))
+        tau0, h_try, miss = float(y0[-1]), hi * h, math.inf
+        for _ in range(_LANDING_STEPS):  # the closest landing wins (the Krylov solves make τ(h) a bit noisy)
+            step = stepping.step(sys, y0, f0, h_try)
+            err = error_norm(step.err, y0, step.y, self.rtol, self.atol)
+            if not (math.isfinite(err) and err <= 1.0 and torch.isfinite(step.y).all()):
+                break
+            self.stats["n_accepted"] += 1
+            tau = float(step.y[-1])
+            if abs(tau - self.tau_max) < miss:
+                (u, _), miss = sys.split(step.y), abs(tau - self.tau_max)
+            if miss <= 1e-12 * max(1.0, self.tau_max) or not tau > tau0:
+                break
+            h_try *= (self.tau_max - tau0) / (tau - tau0)
         self.record(self.t_max, u)
         self.end_all(u, self.t_max, TokenEnd.HORIZON, f"integrated to t={self.t_max:.6g}")
 
     # ------------------------------------------------------------------ result
 
-    def _decade(self, ts: Tensor, norms: Tensor, l: int) -> tuple[float, float]:
-        """(ln-norm exponent, slope) of token l over the last decade before its end, from the recorded steps."""
+    def _window(self, ts: Tensor, norms: Tensor, l: int, factor: float) -> tuple[float, float]:
+        """(ln-norm exponent, slope) of token l from t/factor to its end t, from the norms at the steps (the
+        norm at t/factor interpolated linearly in ln‖u‖ against ln t: exact for a power law)."""
         t1 = float(self.t_end[l])
-        i0 = int(torch.searchsorted(ts, torch.tensor(t1 / 10.0, dtype=torch.float64)))
+        i0 = int(torch.searchsorted(ts, torch.tensor(t1 / factor, dtype=torch.float64)))
         if not 0 < i0 < len(ts) or float(ts[i0 - 1]) <= 0:
             return math.nan, math.nan
         ta, tb = float(ts[i0 - 1]), float(ts[i0])
         na, nb, n1 = float(norms[i0 - 1, l]), float(norms[i0, l]), float(norms[-1, l])
-        w = (math.log(t1 / 10.0) - math.log(ta)) / (math.log(tb) - math.log(ta)) if tb > ta else 1.0
-        n10 = na + w * (nb - na)  # the norm at t1/10, linear in ln t between recorded steps
-        if not (n10 > 0 and n1 > 0):
+        w = (math.log(t1 / factor) - math.log(ta)) / (math.log(tb) - math.log(ta)) if tb > ta else 1.0
+        n0 = math.exp((1 - w) * math.log(na) + w * math.log(nb)) if na > 0 and nb > 0 else na + w * (nb - na)
+        if not (n0 > 0 and n1 > 0):
             return math.nan, math.nan
-        return (math.log(n1) - math.log(n10)) / math.log(10.0), (n1 - n10) / math.log(10.0)
+        return (math.log(n1) - math.log(n0)) / math.log(factor), (n1 - n0) / math.log(factor)
 
     def solution(self) -> TokenSolution:
         L = self.L
         ts, norms = torch.tensor(self.ts, dtype=torch.float64), torch.stack(self.norms)
         alpha, beta = (torch.full((L,), math.nan, dtype=torch.float64) for _ in range(2))
         dexp, dslope = (torch.full((L,), math.nan, dtype=torch.float64) for _ in range(2))
-        horizon = [l for l in range(L) if self.ends[l] is TokenEnd.HORIZON]
-        if horizon:
-            m = max(horizon) + 1
-            fu = self.field(torch.tensor(self.t_max, dtype=torch.float64), self.u_end[:m][None])[0]
-            self.stats["nfev"] += 1
-            n, r = _rates(self.u_end[:m].double(), fu.double())
-            for l in horizon:
-                alpha[l] = self.t_max * r[l] if n[l] > 0 else 0.0
-                beta[l] = self.t_max * r[l] * n[l] if n[l] > 0 else 0.0
-                dexp[l], dslope[l] = self._decade(ts, norms, l)
+        for l in range(L):
+            if self.ends[l] is TokenEnd.HORIZON:
+                alpha[l], beta[l] = self._window(ts, norms, l, math.sqrt(10.0))
+                dexp[l], dslope[l] = self._window(ts, norms, l, 10.0)
         ends = [e if e is not None else TokenEnd.FAILED for e in self.ends]
         return TokenSolution(ts=ts, norms=norms, ends=ends, t_end=self.t_end, t_blowup=self.t_blowup,
                              driver=self.driver, messages=self.messages, u_end=self.u_end, growth_exponent=alpha,
@@ -573,23 +588,7 @@ def integrate_tokens(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_ma
             that is not a finite number > 0, non-positive tolerances, a max_steps < 1 or a
             blowup_factor ≤ 1.
     """
-    if not callable(field):
-        raise TypeError(f"argument 'field' must be callable f(t, u), got {type(field).__name__}")
-    if not isinstance(u0, Tensor):
-        raise TypeError(f"argument 'u0' must be a torch.Tensor (1, L, W), got {type(u0).__name__}")
-    u = u0[0] if u0.dim() == 3 and u0.shape[0] == 1 else u0
-    if u.dim() != 2 or u.numel() == 0 or not u.is_floating_point():
-        raise ValueError(f"argument 'u0' must be a non-empty floating (1, L, W) or (L, W) tensor, got "
-                         f"{u0.dtype} {tuple(u0.shape)}")
-    if not torch.isfinite(u).all():
-        raise ValueError("argument 'u0' contains non-finite values (NaN or inf)")
-    for name, v in (("t_max", t_max), ("rtol", rtol), ("atol", atol)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise ValueError(f"argument {name!r} must be a finite number > 0, got {v!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"argument 'max_steps' must be a positive int, got {max_steps!r}")
-    if not (isinstance(blowup_factor, (int, float)) and math.isfinite(blowup_factor) and blowup_factor > 1):
-        raise ValueError(f"argument 'blowup_factor' must be a finite number > 1, got {blowup_factor!r}")
+    u = check_token_args(field, u0, t_max, rtol, atol, max_steps, blowup_factor)
     with torch.no_grad():
         run = _Integrator(field, u.detach().clone(), float(t_max), rtol=float(rtol), atol=float(atol),
                           max_steps=max_steps, blowup_factor=float(blowup_factor), stiff_switch=stiff_switch)

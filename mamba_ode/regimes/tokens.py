@@ -6,9 +6,13 @@ Each token's `TokenEnd` decides most labels directly:
 * ``GROWTH`` → ``divergent`` (it grew by the resolution factor without a singularity signature);
 * ``DEPENDS`` / ``FAILED`` → ``undetermined``, the reason naming the cause (the token it depends on and
   what happened to it, or why the steps stalled);
-* ``HORIZON`` → from the growth exponent ``α = d ln‖u‖/d ln t`` read from the field at the final state
-  and its average ``ᾱ`` over the last decade (both must agree): ``convergent`` when both are ≤ −0.05
-  (the decay exponent reported is ᾱ), ``divergent`` when both are ≥ 0.02 and the growth is not
+* ``HORIZON`` → from the growth exponent ``α = d ln‖u‖/d ln t`` over the last half decade and its average
+  ``ᾱ`` over the last decade, both read from the norms at the steps (both must agree): ``convergent`` when
+  both are ≤ −0.05 and the decay is not slowing down (α ≤ ᾱ / 1.1 + 0.01: a slowing decay may level off or
+  turn after the horizon, so it is ``undetermined``; the decay exponent reported is ᾱ), ``divergent`` when
+  both are ≥ 0.02, the ln-t slope ``β = d‖u‖/d ln t`` is not slowing down (β over the last half decade at
+  least β̄/1.1 over the decade: constant for the paper's logarithmic divergence, falling for a norm that
+  levels off, which is ``undetermined``) and the growth is not
   accelerating (α ≤ 1.1 ᾱ + 0.01: an accelerating token may still blow up after the horizon, so it is
   ``undetermined``; the ln-t slope reported is the decade average), ``bounded`` when both are within
   ±0.005, ``undetermined`` otherwise, or when the horizon is shorter than ``min_t_end``. Token l's field
@@ -19,7 +23,7 @@ Each token's `TokenEnd` decides most labels directly:
   ``bounded``: in the idealised fields its C_l = S_C u_l, hence its field, vanishes whatever the earlier
   tokens do.
 
-Nothing here depends on output times: the evidence comes from the field and the solver's own steps.
+Nothing here depends on output times: the evidence comes from the solver's own steps.
 """
 
 from __future__ import annotations
@@ -109,21 +113,29 @@ def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
     if not (math.isfinite(a) and math.isfinite(ab)):
         return TokenVerdict(label=Label.UNDETERMINED, reason="no growth exponent over the last decade", **base)
     dmin, gmin, bmax = th["decay_exponent_min"], th["growth_exponent_min"], th["bounded_exponent_max"]
+    read = f"exponent {a:.3g} over the last half decade, {ab:.3g} over the decade"
     if a <= -dmin and ab <= -dmin:
-        return TokenVerdict(label=Label.CONVERGENT, reason=f"‖u‖ decays like t^{ab:.3f} over the last decade "
-                            f"(exponent {a:.3f} at t={t_end:.3g})", decay_exponent=ab, **base)
+        if a <= ab / 1.1 + 0.01:
+            return TokenVerdict(label=Label.CONVERGENT, reason=f"‖u‖ decays like t^{ab:.3f} over the last decade "
+                                f"({read})", decay_exponent=ab, **base)
+        return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ decays but slows down at t={t_end:.3g} ({read}): "
+                            "it may still level off or turn after the horizon", **base)
     if a >= gmin and ab >= gmin:
         slope = float(sol.decade_slope[l])
+        if float(sol.log_slope[l]) < slope / 1.1:
+            return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ grows but slows down at t={t_end:.3g} ({read}; "
+                                f"slope {float(sol.log_slope[l]):.3g} per unit ln t over the last half decade, "
+                                f"{slope:.3g} over the decade): it may still level off after the horizon", **base)
         if a <= 1.1 * ab + 0.01:
             return TokenVerdict(label=Label.DIVERGENT, reason=f"‖u‖ grows without blow-up up to t={t_end:.3g}, "
-                                f"decelerating: exponent {a:.3f} (decade {ab:.3f}), slope {slope:.3g} per unit ln t",
-                                growth_slope=slope, **base)
-        return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ grows and accelerates at t={t_end:.3g} (exponent "
-                            f"{a:.3f}, decade average {ab:.3f}): it may still blow up after the horizon", **base)
+                                f"decelerating ({read}), slope {slope:.3g} per unit ln t", growth_slope=slope,
+                                **base)
+        return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ grows and accelerates at t={t_end:.3g} ({read}): "
+                            "it may still blow up after the horizon", **base)
     if abs(a) <= bmax and abs(ab) <= bmax:
-        return TokenVerdict(label=Label.BOUNDED, reason=f"‖u‖ levels off (exponent {a:.2e})", **base)
-    return TokenVerdict(label=Label.UNDETERMINED, reason=f"growth exponent {a:.3g} (decade {ab:.3g}) between the "
-                        f"thresholds (bounded ≤ {bmax}, decay ≥ {dmin}, growth ≥ {gmin}): integrate further", **base)
+        return TokenVerdict(label=Label.BOUNDED, reason=f"‖u‖ levels off ({read})", **base)
+    return TokenVerdict(label=Label.UNDETERMINED, reason=f"{read}: not both past one threshold (bounded ≤ {bmax}, "
+                        f"decay ≥ {dmin}, growth ≥ {gmin}); integrate further", **base)
 
 
 def _open_before(verdicts: list[TokenVerdict]) -> None:

@@ -1,4 +1,5 @@
-"""Argument checks of `mamba_ode.solve` and `mamba_ode.euler` (messages name the argument)."""
+"""Argument checks of `mamba_ode.solve`, `mamba_ode.euler` and `mamba_ode.integrate_tokens` (messages name
+the argument)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_field", "check_u0", "check_span", "check_t_eval", "positive", "jump_times", "probe"]
+__all__ = ["check_field", "check_u0", "check_span", "check_t_eval", "check_token_args", "positive", "jump_times",
+           "probe"]
 
 
 def check_field(fn: object) -> None:
@@ -91,3 +93,26 @@ def probe(fn: Callable, t0: float, u0: Tensor) -> None:
     if not isinstance(f0, Tensor) or f0.shape != u0.shape:
         got = tuple(f0.shape) if isinstance(f0, Tensor) else type(f0).__name__
         raise ValueError(f"argument 'u0': the field returned {got} for u0 of shape {tuple(u0.shape)}")
+
+
+def check_token_args(field: object, u0: object, t_max: object, rtol: object, atol: object, max_steps: object,
+                     blowup_factor: object) -> Tensor:
+    """The arguments of `mamba_ode.integrate_tokens` checked; returns u0 as (L, W)."""
+    if not callable(field):
+        raise TypeError(f"argument 'field' must be callable f(t, u), got {type(field).__name__}")
+    if not isinstance(u0, Tensor):
+        raise TypeError(f"argument 'u0' must be a torch.Tensor (1, L, W), got {type(u0).__name__}")
+    u = u0[0] if u0.dim() == 3 and u0.shape[0] == 1 else u0
+    if u.dim() != 2 or u.numel() == 0 or not u.is_floating_point():
+        raise ValueError(f"argument 'u0' must be a non-empty floating (1, L, W) or (L, W) tensor, got "
+                         f"{u0.dtype} {tuple(u0.shape)}")
+    if not torch.isfinite(u).all():
+        raise ValueError("argument 'u0' contains non-finite values (NaN or inf)")
+    for name, v in (("t_max", t_max), ("rtol", rtol), ("atol", atol)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise ValueError(f"argument {name!r} must be a finite number > 0, got {v!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"argument 'max_steps' must be a positive int, got {max_steps!r}")
+    if not (isinstance(blowup_factor, (int, float)) and math.isfinite(blowup_factor) and blowup_factor > 1):
+        raise ValueError(f"argument 'blowup_factor' must be a finite number > 1, got {blowup_factor!r}")
+    return u
