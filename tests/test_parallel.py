@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -249,3 +253,53 @@ def test_analyze_integrates_small_layers_on_one_thread(monkeypatch, two_threads)
     result = mamba_ode.analyze(mamba_ode.load(dtype=torch.float64), "To be", layers=[0], t_max=10.0)
     assert seen == [1] and torch.get_num_threads() == 2
     assert len(result.layers[0].classification.tokens) == 5
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Processes whose parent is pid and that were started by multiprocessing's spawn (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if entry.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
+def test_workers_exit_when_the_analysis_process_is_killed(tmp_path):
+    """SIGKILL to `mamba-ode analyze --workers 2` (no chance to stop its pool): the worker processes exit
+    within seconds instead of waiting, each with its memory, for a parent that is gone."""
+    prompt = "ROMEO: But, soft! what light through yonder window breaks? It is the east. " * 4  # layers of seconds
+    proc = subprocess.Popen([sys.executable, "-m", "mamba_ode", "analyze", "--workers", "2", "--prompt", prompt,
+                             "--quiet", "--out", str(tmp_path / "out")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = _spawned_children(proc.pid)
+        assert len(workers) == 2, "the workers did not start"
+        time.sleep(5.0)  # their initialiser has run: they are waiting for or integrating a layer
+        assert proc.poll() is None, "the analysis ended before it could be killed"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [w for w in workers if _running(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, f"worker processes {left} outlived the analysis"

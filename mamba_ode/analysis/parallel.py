@@ -6,7 +6,8 @@ Each layer's token dynamics is independent of the others once its initial tokens
 torch's thread pools). The usable CPUs are shared out: each worker runs torch with
 ``max(1, cpus // workers)`` threads. Layers and results travel as plain pickles (never through shared
 memory, which containers often keep small). An error in a layer, an interrupt, or a worker that dies
-(killed for lack of memory, say) stops every worker at once and is raised in the calling process.
+(killed for lack of memory, say) stops every worker at once and is raised in the calling process; a
+calling process killed outright takes its workers with it (each watches its parent).
 
 Workers are started with ``spawn``: a script that calls ``analyze(..., workers=N)`` with N > 1 needs the
 usual ``if __name__ == "__main__":`` guard around its top-level code, as any multiprocessing program
@@ -23,6 +24,8 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -154,11 +157,20 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _exit_with(parent: int) -> None:
+    """Watch the parent process; when it is gone (the worker is handed to another parent), exit at once."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def _start_worker(threads: int) -> None:
     """Worker initialiser: its share of the CPUs as torch threads; Ctrl-C is the parent's to handle (it
-    stops the workers)."""
+    stops the workers); a parent killed outright (SIGKILL, SIGTERM) takes its workers with it, where the
+    pool alone would leave them waiting, each holding its memory, until the machine restarts."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True, name="exit-with-parent").start()
 
 
 def _integrate_pickled(blob: bytes) -> bytes:
