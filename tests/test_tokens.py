@@ -442,3 +442,22 @@ def test_gmres_stops_early_and_reports_non_finite_products():
     bad = lambda v: v if float(v.abs().sum()) == 0 else v * float("nan")  # noqa: E731
     x, _, ritz = gmres(bad, b, torch.zeros(3, dtype=torch.float64))
     assert bool(torch.isnan(x).all()) and ritz == math.inf
+
+
+def _levelling_off(t, u):
+    """Token (a, b): b = 1e-12 t is a clock and a = 1 + 10 (1 − (1 + t)^-0.2): it grows ever more slowly
+    towards 11, its ln-t slope falling."""
+    s = u[..., 1] / 1e-12
+    return torch.stack([2.0 * (1.0 + s) ** -1.2, torch.full_like(s, 1e-12)], -1)
+
+
+def test_a_growth_that_levels_off_is_not_read_as_divergent():
+    """At t = 1e3 the norm still grows (exponent 0.069 over the last half decade, 0.083 over the decade), but
+    its ln-t slope falls (0.57 against 0.64 per unit ln t): it may level off, so undetermined. The paper's
+    logarithmic divergence, whose slope stays constant, keeps its label (the slow-divergence tests)."""
+    u0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    sol = integrate_tokens(_levelling_off, u0, 1e3, rtol=1e-9, atol=1e-12)
+    a = 1.0 + 10.0 * (1.0 - (1.0 + torch.tensor([1e3, 1e3 / math.sqrt(10.0)], dtype=torch.float64)) ** -0.2)
+    assert float(sol.log_slope[0]) == pytest.approx(float(a[0] - a[1]) / math.log(math.sqrt(10.0)), rel=1e-3)
+    verdict = classify_tokens(sol).tokens[0]
+    assert verdict.label is Label.UNDETERMINED and "slows down" in verdict.reason, verdict

@@ -164,13 +164,14 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(threads: int, parent: int) -> None:
     """Worker initialiser: its share of the CPUs as torch threads; Ctrl-C is the parent's to handle (it
     stops the workers); a parent killed outright (SIGKILL, SIGTERM) takes its workers with it, where the
     pool alone would leave them waiting, each holding its memory, until the machine restarts."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True, name="exit-with-parent").start()
+    # the parent's pid comes from the parent: read here, after seconds of imports, it could already be init's
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with-parent").start()
 
 
 def _integrate_pickled(blob: bytes) -> bytes:
@@ -215,7 +216,7 @@ def integrate_layers(fields: Sequence[Callable[[Tensor, Tensor], Tensor]], start
             done(i)
         return [sol for sol in out if sol is not None]
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                               initargs=(threads_per_worker(workers),))
+                               initargs=(threads_per_worker(workers), os.getpid()))
     try:
         blobs = (pickle.dumps((f, u0, t_max, opts), protocol=pickle.HIGHEST_PROTOCOL) for f, u0 in zip(fields, starts))
         index = {pool.submit(_integrate_pickled, blob): i for i, blob in enumerate(blobs)}

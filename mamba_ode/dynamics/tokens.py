@@ -323,6 +323,7 @@ class _Integrator:
         while m > 0:
             r0 = float(torch.linalg.vector_norm(self.u0[:m], dim=-1).max())
             if r0 == 0.0:  # every remaining token is zero: a fixed point
+                self.record(self.t_max, u[:m])
                 self.end_all(u[:m], self.t_max, TokenEnd.HORIZON, f"integrated to t={self.t_max:.6g} (static)")
                 return
             out = self.segment(u[:m], t, r0)
@@ -357,14 +358,14 @@ class _Integrator:
                 y, f = step.y, (step.f if step.f is not None else sys(step.y))
                 h = stepping.accepted(err, h)
                 t_now = self.t_of(float(y[-1]))
+                if float(y[-1]) >= self.tau_max:  # land with the method that took this step
+                    self._finish_horizon(sys, stepping, y_old, f_old, y, f, h_old)
+                    self.methods.append((stepping.kind, t_seg, self.t_max))
+                    return None
                 if stepping.switch_after(step):
                     other = "dopri5" if stepping.kind == "ros34pw2" else "ros34pw2"
                     self.methods.append((other, t_seg, t_now))
                     t_seg = t_now
-                if float(y[-1]) >= self.tau_max:
-                    self._finish_horizon(sys, stepping, y_old, f_old, y, f, h_old)
-                    self.methods.append((stepping.kind, t_seg, self.t_max))
-                    return None
                 u_now, _ = sys.split(y)
                 self.record(t_now, u_now)
                 norms, rates = _rates(u_now, sys.last_fu if sys.last_fu is not None else torch.zeros_like(u_now))
@@ -522,7 +523,7 @@ class _Integrator:
                 break
             self.stats["n_accepted"] += 1
             tau = float(step.y[-1])
-            if abs(tau - self.tau_max) < miss:
+            if abs(tau - self.tau_max) < min(miss, self.atol + self.rtol * self.tau_max):  # close enough to t_max
                 (u, _), miss = sys.split(step.y), abs(tau - self.tau_max)
             if miss <= 1e-12 * max(1.0, self.tau_max) or not tau > tau0:
                 break

@@ -1,4 +1,4 @@
-"""Labels per token from `mamba_ode.integrate_tokens` — decided by events and by the field itself.
+"""Labels per token from `mamba_ode.integrate_tokens` — decided by events and by the solver's own steps.
 
 Each token's `TokenEnd` decides most labels directly:
 
