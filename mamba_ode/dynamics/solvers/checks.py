@@ -98,8 +98,7 @@ def probe(fn: Callable, t0: float, u0: Tensor) -> None:
 def check_token_args(field: object, u0: object, t_max: object, rtol: object, atol: object, max_steps: object,
                      blowup_factor: object) -> Tensor:
     """The arguments of `mamba_ode.integrate_tokens` checked; returns u0 as (L, W)."""
-    if not callable(field):
-        raise TypeError(f"argument 'field' must be callable f(t, u), got {type(field).__name__}")
+    check_field(field)
     if not isinstance(u0, Tensor):
         raise TypeError(f"argument 'u0' must be a torch.Tensor (1, L, W), got {type(u0).__name__}")
     u = u0[0] if u0.dim() == 3 and u0.shape[0] == 1 else u0
