@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -303,3 +304,35 @@ def test_workers_exit_when_the_analysis_process_is_killed(tmp_path):
     for w in left:
         os.kill(w, signal.SIGKILL)
     assert not left, f"worker processes {left} outlived the analysis"
+
+
+def test_overlapping_analyses_in_threads_each_restore_their_own_setting(two_threads):
+    """torch's thread count is per thread (OpenMP's): two analyses overlapping in two Python threads, the
+    first to enter leaving first, each run on one thread and each leave their thread as they found it."""
+    model = mamba_ode.load(dtype=torch.float64)
+    entered, release_a, seen = threading.Event(), threading.Event(), {}
+
+    def first():
+        torch.set_num_threads(2)
+        with parallel.own_threads(model, 6, 1) as inside:
+            seen["a inside"] = inside
+            entered.set()
+            release_a.wait(10)
+        seen["a after"] = torch.get_num_threads()
+
+    def second():
+        torch.set_num_threads(2)
+        entered.wait(10)
+        with parallel.own_threads(model, 6, 1) as inside:
+            seen["b inside"] = inside
+            release_a.set()  # the first leaves while the second is still inside
+            time.sleep(0.05)
+        seen["b after"] = torch.get_num_threads()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen == {"a inside": 1, "b inside": 1, "a after": 2, "b after": 2}
+    assert torch.get_num_threads() == 2  # the calling thread was never touched

@@ -144,6 +144,22 @@ def test_tokens_before_a_blowup_continue_to_the_horizon():
     assert float(sol.norms[-1, 0]) == pytest.approx(float(alone.norms[-1, 0]), rel=1e-5)
 
 
+@pytest.mark.parametrize("case", ["blow-up", "stiff"])
+def test_accepted_steps_are_the_steps_kept(case):
+    """``n_accepted`` counts the steps whose states the solution keeps (one per recorded time after 0), across
+    events and on a stiff layer: the step that crossed the horizon and the landing tries not kept count in
+    ``nfev`` only (they used to inflate ``n_accepted`` by up to five per segment that reached the horizon)."""
+    if case == "blow-up":
+        f, u0 = OneDimField(1.0, 1.0, a=1.0), torch.tensor([[[-0.5], [0.9]]], dtype=torch.float64)
+    else:
+        f = field_of_params(stiff_convergent_layer())
+        u0 = torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sol = integrate_tokens(f, u0, 1e4, rtol=1e-6, atol=1e-9)
+    assert any(e is TokenEnd.HORIZON for e in sol.ends)
+    assert sol.stats["n_accepted"] == len(sol.ts) - 1
+    assert sol.stats["n_events"] == (1 if case == "blow-up" else 0)
+
+
 # ---------------------------------------------------------------------------------------------- grid independence
 
 

@@ -102,6 +102,9 @@ def own_threads(model: MambaLMBase, n_tokens: int, workers: int) -> Iterator[int
     of 13 s for the shipped model's analysis beside one busy process on a 2-core machine. Otherwise the
     current setting is kept.
 
+    torch's setting is per thread (OpenMP's), so analyses overlapping in several Python threads each change
+    and restore their own thread's setting, in any order.
+
     Arguments:
         model: the model analysed.
         n_tokens: L.

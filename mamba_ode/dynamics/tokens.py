@@ -111,7 +111,9 @@ class TokenSolution:
         t_max: the horizon asked for.
         methods: ``[(stepper, t_from, t_to)]`` segments, ``"dopri5"`` or ``"ros34pw2"`` (stiff stretches).
         stats: ``nfev``, ``n_accepted``, ``n_rejected``, ``n_events`` (blow-ups and growth stops) and
-            ``n_stalls`` (tokens ended because the steps stalled on them).
+            ``n_stalls`` (tokens ended because the steps stalled on them). ``n_accepted`` counts the steps
+            kept (one per time in ``ts`` after 0): the step that crossed the horizon and the landing tries
+            not kept count in ``nfev`` only.
     """
 
     ts: Tensor
@@ -353,15 +355,15 @@ class _Integrator:
                     self.stats["n_rejected"] += 1
                     h = stepping.rejected(err, h)
                     continue
-                self.stats["n_accepted"] += 1
                 y_old, f_old, h_old = y, f, h
                 y, f = step.y, (step.f if step.f is not None else sys(step.y))
                 h = stepping.accepted(err, h)
                 t_now = self.t_of(float(y[-1]))
                 if float(y[-1]) >= self.tau_max:  # land with the method that took this step
-                    self._finish_horizon(sys, stepping, y_old, f_old, y, f, h_old)
+                    self._finish_horizon(sys, stepping, y_old, f_old, y, f, h_old)  # replaces this step
                     self.methods.append((stepping.kind, t_seg, self.t_max))
                     return None
+                self.stats["n_accepted"] += 1
                 if stepping.switch_after(step):
                     other = "dopri5" if stepping.kind == "ros34pw2" else "ros34pw2"
                     self.methods.append((other, t_seg, t_now))
@@ -521,13 +523,13 @@ class _Integrator:
             err = error_norm(step.err, y0, step.y, self.rtol, self.atol)
             if not (math.isfinite(err) and err <= 1.0 and torch.isfinite(step.y).all()):
                 break
-            self.stats["n_accepted"] += 1
             tau = float(step.y[-1])
             if abs(tau - self.tau_max) < min(miss, self.atol + self.rtol * self.tau_max):  # close enough to t_max
                 (u, _), miss = sys.split(step.y), abs(tau - self.tau_max)
             if miss <= 1e-12 * max(1.0, self.tau_max) or not tau > tau0:
                 break
             h_try *= (self.tau_max - tau0) / (tau - tau0)
+        self.stats["n_accepted"] += math.isfinite(miss)  # the landing kept; the other tries count in nfev only
         self.record(self.t_max, u)
         self.end_all(u, self.t_max, TokenEnd.HORIZON, f"integrated to t={self.t_max:.6g}")
 
