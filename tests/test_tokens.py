@@ -9,6 +9,7 @@ each event — independent of the scan and of the integrator under test.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -401,6 +402,9 @@ def test_a_token_at_zero_does_not_hide_a_stall(zero_first):
     assert sol.stats["n_accepted"] + sol.stats["n_rejected"] < 2_000, sol.stats
     assert sol.ends[spinning] is TokenEnd.FAILED and "stalled" in sol.messages[spinning]
     assert sol.ends[1 - spinning] is (TokenEnd.HORIZON if zero_first else TokenEnd.DEPENDS)
+    # the reason quotes the pace: following omega·t_max/(2π) ≈ 1.6e9 turns takes more steps than turns
+    more = float(re.search(r"t_max=10000 is (\S+) steps away", sol.messages[spinning]).group(1))
+    assert omega * 1e4 / (2 * math.pi) < more < 1e14
 
 
 def _quadratic_then_driven(t, u):

@@ -87,7 +87,6 @@ class TokenEnd(StrEnum):
     FAILED = "failed"
 
 
-
 @dataclass
 class TokenSolution:
     """Per-token outcomes of `integrate_tokens`, and the token norms along the way.
@@ -433,9 +432,11 @@ class _Integrator:
         self.stats["n_stalls"] += 1
         errs = torch.stack([w[2] for w in window]).sum(0)
         c = int(torch.nonzero(errs >= 0.01 * errs.max())[0])
-        self.end(c, TokenEnd.FAILED, t, u[c], f"the steps stalled on this token at t={t:.8g} (norm "
-                                              f"{float(norms[c]):.3g}): its dynamics is too fast or too stiff to "
-                                              "follow", c)
+        n, span, nc = len(window) - 1, t - self.t_of(window[0][0]), float(norms[c])  # n steps covered span
+        more = (self.t_max - t) * n / span if span > 0 else math.inf
+        self.end(c, TokenEnd.FAILED, t, u[c], f"the steps stalled on this token at t={t:.8g} (norm {nc:.3g}"
+                 f"): its dynamics is too fast or too stiff to follow (the last {n} steps advanced t by {span:.3g}; at "
+                 f"that pace t_max={self.t_max:.6g} is {more:.2g} steps away)", c)
         for l in range(c + 1, u.shape[0]):
             self.end(l, TokenEnd.DEPENDS, t, u[l], f"depends on token {c}, on which the steps stalled at "
                                                    f"t={t:.6g}", c)
