@@ -149,7 +149,7 @@ def test_tokens_before_a_blowup_continue_to_the_horizon():
 def test_accepted_steps_are_the_steps_kept(case):
     """``n_accepted`` counts the steps whose states the solution keeps (one per recorded time after 0), across
     events and on a stiff layer: the step that crossed the horizon and the landing tries not kept count in
-    ``nfev`` only (they used to inflate ``n_accepted`` by up to five per segment that reached the horizon)."""
+    ``nfev`` only (they used to inflate ``n_accepted`` by up to four per segment that reached the horizon)."""
     if case == "blow-up":
         f, u0 = OneDimField(1.0, 1.0, a=1.0), torch.tensor([[[-0.5], [0.9]]], dtype=torch.float64)
     else:
