@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -181,6 +183,22 @@ def test_bad_arguments():
         predict_tokens("layer", torch.zeros(2, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="u0"):
         predict_tokens(p, torch.zeros(3, 5))
+
+
+@pytest.mark.parametrize("bad,err,match", [
+    ([[0.5, 0.2]], TypeError, "'u0' must be a torch.Tensor"),
+    (torch.zeros(2, 3, 2, dtype=F64), ValueError, r"'u0' must be \(L, 2\) or \(1, L, 2\)"),
+    (torch.zeros(0, 2, dtype=F64), ValueError, "at least one token"),
+    (torch.ones(3, 2, dtype=torch.int64), ValueError, "floating"),
+    (torch.tensor([[0.5, math.nan], [0.1, 0.2]], dtype=F64), ValueError, "non-finite"),
+    (torch.tensor([[[0.5, 0.2], [math.inf, 0.2]]], dtype=F64), ValueError, "non-finite"),
+])
+def test_tokens_that_cannot_be_predicted_are_refused_by_name(bad, err, match):
+    """Non-finite tokens used to get a label from the 'sign' of NaN; a batch of two silently lost its second row."""
+    p = planted(torch.eye(2, dtype=F64), torch.eye(2, dtype=F64), uniform_delta=True)
+    assert predict_tokens(p, torch.tensor([[0.5, 0.2], [0.1, 0.3]], dtype=F64))  # the same layer predicts fine
+    with pytest.raises(err, match=match):
+        predict_tokens(p, bad)
 
 
 def test_reasons_count_tokens_from_0():

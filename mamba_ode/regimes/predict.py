@@ -196,14 +196,23 @@ def predict_tokens(params: SSMParams | Mamba2Params, u0: Tensor) -> list[TokenPr
         L `TokenPrediction`, in token order.
 
     Raises:
-        TypeError: for parameters of another type.
-        ValueError: for tokens of the wrong width.
+        TypeError: for parameters of another type, or a u0 that is not a tensor.
+        ValueError: for tokens of the wrong shape or width, no tokens, an integer dtype or non-finite entries
+            (a prediction from NaN would be a guess).
     """
     if not isinstance(params, (SSMParams, Mamba2Params)):
         raise TypeError(f"argument 'params' must be SSMParams or Mamba2Params, got {type(params).__name__}")
+    if not isinstance(u0, Tensor):
+        raise TypeError(f"argument 'u0' must be a torch.Tensor, got {type(u0).__name__}")
+    if not (u0.dim() == 2 or (u0.dim() == 3 and u0.shape[0] == 1)) or u0.shape[-1] != params.token_width:
+        raise ValueError(f"argument 'u0' must be (L, {params.token_width}) or (1, L, {params.token_width}), "
+                         f"got {tuple(u0.shape)}")
+    if u0.shape[-2] == 0 or not u0.is_floating_point():
+        raise ValueError(f"argument 'u0' must hold at least one token of a floating dtype, got shape "
+                         f"{tuple(u0.shape)}, {u0.dtype}")
+    if not bool(torch.isfinite(u0).all()):
+        raise ValueError("argument 'u0' has non-finite entries (NaN or inf): no prediction can be made from them")
     u = (u0[0] if u0.dim() == 3 else u0).detach().to(torch.float64)
-    if u.dim() != 2 or u.shape[-1] != params.token_width:
-        raise ValueError(f"argument 'u0' must be (L, {params.token_width}), got {tuple(u0.shape)}")
     p: Any = params.to(dtype=torch.float64, device=u.device)
     with torch.no_grad():
         if isinstance(p, Mamba2Params):
