@@ -329,6 +329,40 @@ def test_half_inputs_with_float32_parameters_follow_mamba_ssm(backend, half):
     assert _rel(y.double(), y0) <= {torch.float16: 1e-3, torch.bfloat16: 8e-3}[half]
 
 
+@pytest.mark.parametrize("arg", ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_integer_tensors_are_refused_naming_the_argument(arg, dtype):
+    """An integer u gave an integer y: the scan's output truncated without a word."""
+    x = _inputs(1, 2, 2, 3)
+    selective_scan(**x)  # the floating arguments scan
+    x[arg] = x[arg].to(dtype)
+    with pytest.raises(TypeError, match=f"'{arg}' must be a floating tensor"):
+        selective_scan(**x)
+
+
+@pytest.mark.parametrize("flag", ["yes", 1, None])
+def test_delta_softplus_must_be_a_bool(flag):
+    x = _inputs(1, 2, 2, 3)
+    with pytest.raises(TypeError, match="'delta_softplus' must be a bool"):
+        selective_scan(**x, delta_softplus=flag)
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+def test_check_backend_refuses_triton_on_the_cpu_without_the_interpreter():
+    from mamba_ode.nn.scan import _triton_module, check_backend
+
+    check_backend("triton")  # the name alone is fine
+    check_backend("fast", "cpu")
+    check_backend("cuda", "cpu")  # falls back with a warning when it runs
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        check_backend("tpu", "cpu")
+    if _triton_module().interpreted():
+        check_backend("triton", "cpu")
+    else:
+        with pytest.raises(ValueError, match="needs CUDA tensors, and these are on cpu"):
+            check_backend("triton", "cpu")
+
+
 def test_complex_A_is_refused_naming_A():
     x = _inputs(1, 2, 2, 3)
     x["A"] = x["A"].to(torch.complex128)

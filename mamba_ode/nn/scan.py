@@ -45,9 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .scan_checks import check_heads, check_inputs
 from .scan_ssd import ssd_scan
 
-__all__ = ["selective_scan", "BACKENDS", "cuda_kernel_available", "triton_available"]
+__all__ = ["selective_scan", "BACKENDS", "check_backend", "cuda_kernel_available", "triton_available"]
 
 BACKENDS = ("auto", "reference", "fast", "cuda", "triton")
 Backend = Literal["auto", "reference", "fast", "cuda", "triton"]
@@ -58,84 +59,6 @@ DEFAULT_CHUNK = 16
 _CUDA_WARNED = False  # one warning when backend="cuda" finds no mamba-ssm kernel
 _GPU_WARNED = False  # one warning when "auto" finds no GPU kernel at all for CUDA tensors
 INSTALL_HINT = "pip install 'mamba_ode[cuda]' (builds mamba-ssm's CUDA kernel)"
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                  D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None) -> None:
-    """Validate types and shapes; every message names the argument."""
-    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
-                    ("delta_bias", delta_bias)):
-        if t is None and name in ("D", "z", "delta_bias"):
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"selective_scan: argument {name!r} must be a torch.Tensor, "
-                            f"got {type(t).__name__}")
-        if t.is_complex():
-            raise TypeError(f"selective_scan: argument {name!r} is complex ({t.dtype}); mamba_ode implements "
-                            "the real selective scan only (mamba-ssm's complex-A path is not supported)")
-    if u.dim() != 3:
-        raise ValueError(f"selective_scan: argument 'u' must have shape (B, E, L), got {tuple(u.shape)}")
-    b, e, length = u.shape
-    if delta.shape != u.shape:
-        raise ValueError(f"selective_scan: argument 'delta' must have the shape of u {tuple(u.shape)}, "
-                         f"got {tuple(delta.shape)}")
-    if A.dim() != 2 or A.shape[0] != e:
-        raise ValueError(f"selective_scan: argument 'A' must have shape (E, N) = ({e}, N), got {tuple(A.shape)}")
-    n = A.shape[1]
-    for name, t in (("B", B), ("C", C)):
-        if t.dim() == 2 and t.shape == (e, n):
-            continue  # constant over batch and tokens, like mamba-ssm's (D, N)
-        if t.dim() == 3 and t.shape == (b, n, length):
-            continue
-        if t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (n, length):
-            g = t.shape[1]
-            if g < 1 or e % g:
-                raise ValueError(f"selective_scan: argument {name!r} has {g} groups, which must divide E={e}")
-            continue
-        raise ValueError(f"selective_scan: argument {name!r} must have shape (B, N, L) = ({b}, {n}, {length}), "
-                         f"(B, G, N, L) or constant (E, N) = ({e}, {n}), got {tuple(t.shape)}")
-    if D is not None and D.shape != (e,):
-        raise ValueError(f"selective_scan: argument 'D' must have shape (E,) = ({e},), got {tuple(D.shape)}")
-    if delta_bias is not None and delta_bias.shape != (e,):
-        raise ValueError(f"selective_scan: argument 'delta_bias' must have shape (E,) = ({e},), "
-                         f"got {tuple(delta_bias.shape)}")
-    if z is not None and z.shape != u.shape:
-        raise ValueError(f"selective_scan: argument 'z' must have the shape of u {tuple(u.shape)}, "
-                         f"got {tuple(z.shape)}")
-
-
-def _check_heads(head_dim: int | None, delta: Tensor, A: Tensor, delta_bias: Tensor | None) -> None:
-    """``head_dim`` (unless None) divides E, and every head shares its Δ and a scalar A (the message names
-    the argument)."""
-    if head_dim is None:
-        return
-    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 1:
-        raise ValueError(f"selective_scan: argument 'head_dim' must be a positive int or None, got {head_dim!r}")
-    b, e, length = delta.shape
-    if e % head_dim:
-        raise ValueError(f"selective_scan: argument 'head_dim' ({head_dim}) must divide E={e}")
-    heads = e // head_dim
-    per_state = A.stride(1) == 0 or _equal_nan(A, A[:, :1].expand_as(A))  # free for an expanded A
-    a = A[:, 0].reshape(heads, head_dim)
-    if not (per_state and _equal_nan(a, a[:, :1].expand_as(a))):
-        raise ValueError(f"selective_scan: argument 'A' must be constant over each head of head_dim={head_dim} "
-                         "channels and over the states (a scalar A per head)")
-    shared = [("delta", delta.reshape(b, heads, head_dim, length), 2)]
-    if delta_bias is not None:
-        shared.append(("delta_bias", delta_bias.reshape(heads, head_dim), 1))
-    for name, t, axis in shared:
-        if not _equal_nan(t, t.narrow(axis, 0, 1).expand_as(t)):
-            raise ValueError(f"selective_scan: argument {name!r} must be equal over the head_dim={head_dim} "
-                             "channels of each head")
-
-
-def _equal_nan(x: Tensor, y: Tensor) -> bool:
-    """Elementwise equal, NaN equal to NaN (a solver's trial stage may hand the scan non-finite values,
-    which must come out non-finite, not as an error)."""
-    return torch.equal(x, y) or bool(((x == y) | (x.isnan() & y.isnan())).all())
 
 
 def _ssd_applies(heads: int, u: Tensor, dt: Tensor, Bg: Tensor, Cg: Tensor) -> bool:
@@ -441,6 +364,33 @@ def _warn_no_gpu_kernel() -> None:
                       RuntimeWarning, stacklevel=4)
 
 
+def check_backend(backend: str, device: torch.device | str | None = None) -> None:
+    """Raise unless ``backend`` is known and (given a device) can scan tensors on ``device``.
+
+    For checking a setting before any work (a command-line option, an analysis): ``"triton"`` needs triton
+    and CUDA tensors, or triton's interpreter (``TRITON_INTERPRET=1``) for CPU tensors. ``"cuda"`` runs
+    anywhere (it falls back with one warning, see `selective_scan`).
+
+    Arguments:
+        backend: one of ``BACKENDS``.
+        device: where the tensors will live; None checks the name only.
+
+    Raises:
+        ValueError: for an unknown backend, or ``"triton"`` on a CPU device without the interpreter.
+        ImportError: for ``"triton"`` when triton is not installed (with a device given).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {BACKENDS}")
+    if backend != "triton" or device is None:
+        return
+    if not triton_available():
+        raise ImportError("selective_scan: backend='triton' needs triton (pip install triton)")
+    if torch.device(device).type != "cuda" and not _triton_module().interpreted():
+        raise ValueError(f"selective_scan: backend='triton' needs CUDA tensors, and these are on {device}; on "
+                         "the CPU set TRITON_INTERPRET=1 before the first triton scan to run triton's interpreter "
+                         "(slow), or use backend='fast'")
+
+
 def _choose_backend(backend: str, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                     z: Tensor | None, delta_bias: Tensor | None, return_last_state: bool) -> str:
     """Resolve ``"auto"`` and the fallbacks of ``"cuda"`` (see `selective_scan`)."""
@@ -545,15 +495,15 @@ def selective_scan(
         ValueError: on inconsistent shapes (the message names the argument), an unknown backend,
             ``backend="triton"`` on CPU tensors without the interpreter, or a ``head_dim`` that does not
             divide E or whose heads do not share Δ and a scalar A.
-        TypeError: when an argument is not a tensor, or is complex (the message names it).
+        TypeError: when an argument is not a tensor, is complex or not floating (integer tensors would
+            truncate y), or ``delta_softplus`` is not a bool (the message names it).
         ImportError: for ``backend="triton"`` when triton is not installed.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {BACKENDS}")
+    check_backend(backend)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"selective_scan: argument 'chunk_size' must be a positive int, got {chunk_size!r}")
-    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    _check_heads(head_dim, delta, A, delta_bias)
+    check_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    check_heads(head_dim, delta, A, delta_bias)
     backend = _choose_backend(backend, u, delta, A, B, C, D, z, delta_bias, return_last_state)
     if backend == "cuda":
         return _scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
