@@ -31,7 +31,7 @@ from .io.hub import cached_model_ids
 from .models import DEFAULT_MODEL, shipped_names
 from .nn.lm import MambaLM, MambaLMBase
 from .nn.load import load
-from .nn.scan import BACKENDS
+from .nn.scan import BACKENDS, check_backend
 
 __all__ = ["main"]
 
@@ -141,9 +141,14 @@ def _load_for_cli(args: argparse.Namespace, say: Callable[[str], None]) -> Mamba
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     say(f"loading {args.model or 'the embedded default model'}")
     try:
-        return load(args.model, dtype=dtype, device=args.device, tokenizer=args.tokenizer)
+        model = load(args.model, dtype=dtype, device=args.device, tokenizer=args.tokenizer)
     except (ValueError, OSError, ImportError) as exc:  # FileNotFoundError and PermissionError are OSErrors
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    try:
+        check_backend(args.backend, model.device)
+    except (ValueError, ImportError) as exc:  # triton on the CPU, or not installed
+        raise UsageError(f"argument --backend: {exc}") from None
+    return model
 
 
 def _check_prompt(model: MambaLMBase, prompt: str | list[int], args: argparse.Namespace,

@@ -167,6 +167,14 @@ def test_analyze_api_rejects_bad_arguments():
         mamba_ode.analyze(model, "x", layers=[model.config.n_layer])
     with pytest.raises(TypeError, match="model"):
         mamba_ode.analyze("tiny-shakespeare", "x")
+    with pytest.raises(TypeError, match=r"'layers' must be a sequence.*\[0\]"):  # was: 'int' object is not iterable
+        mamba_ode.analyze(model, "x", layers=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'layers' is empty"):
+        mamba_ode.analyze(model, "x", layers=[])
+    with pytest.raises(ValueError, match="needs CUDA tensors, and these are on cpu"):  # checked before any work
+        mamba_ode.analyze(model, "x", backend="triton")
+    with pytest.raises(TypeError, match="'layers'"):
+        mamba_ode.analyze_many(model, ["x"], layers=1)  # type: ignore[arg-type]
 
 
 def test_internal_failure_exits_1(monkeypatch, tmp_path, capsys):

@@ -201,6 +201,7 @@ def test_knobs_reach_the_analysis(capsys, tiny, tmp_path):
     s = json.loads((out / "summary.json").read_text())["settings"]
     assert (s["t_max"], s["rtol"], s["atol"], s["max_steps"], s["blowup_factor"], s["backend"], s["max_tokens"]) == \
         (50.0, 1e-6, 1e-9, 3000, 1e6, "reference", 10)
+    assert (s["dtype"], s["model_dtype"]) == ("float64", "float32")  # trajectories; the --dtype of the weights
     header, row = table.splitlines()[:2]
     for column in ("finite-time", "undetermined", "integrated to"):  # numbers end where their header ends
         end = header.index(column) + len(column)
@@ -213,6 +214,7 @@ def test_knobs_reach_the_analysis(capsys, tiny, tmp_path):
     (["--max-tokens", "-3"], "--max-tokens"), (["--prompt", ""], "--prompt"), (["--prompt-ids", "-1"], "--prompt-ids"),
     (["--prompt-ids", "99999999999999999999"], "--prompt-ids"), (["--layers", "7"], "--layers"),
     (["--tokenizer", "/no/such/tokenizer.json"], "/no/such/tokenizer.json"), (["--t-max", "inf"], "--t-max"),
+    (["--backend", "triton"], "--backend"),  # a CPU model: the Triton kernels need CUDA tensors (was exit 1)
 ])
 def test_bad_knobs_exit_2_with_one_line(capsys, tiny, tmp_path, args, needle):
     rc, _, err = _run(capsys, "analyze", str(tiny), *args, "--out", str(tmp_path / "o"))

@@ -37,7 +37,7 @@ from ..dynamics.compare import DiscreteComparison, compare_discrete
 from ..dynamics.fields import DepthField, layer_field
 from ..dynamics.tokens import TokenSolution
 from ..nn.lm import MambaLMBase
-from ..nn.scan import BACKENDS
+from ..nn.scan import BACKENDS, check_backend
 from ..regimes.labels import Definiteness, Label
 from ..regimes.predict import TokenPrediction, predict_tokens, prediction_agreement
 from ..regimes.table import RegimeTable, Verdict, layer_fractions, layer_spectrum, regime_table
@@ -310,8 +310,20 @@ def _layer_summary(lay: LayerDynamics) -> dict[str, Any]:
 
 
 def _chosen_layers(layers: Sequence[int] | None, K: int) -> list[int]:
+    """The distinct layer indices in [0, K) of ``layers`` (all for None), in the order given.
+
+    Raises:
+        TypeError: if layers is neither None nor a sequence (e.g. a bare int).
+        ValueError: for an empty sequence or an index that is not an int in [-K, K).
+    """
     if layers is None:
         return list(range(K))
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+        hint = f" (for one layer: [{layers}])" if isinstance(layers, int) and not isinstance(layers, bool) else ""
+        raise TypeError(f"argument 'layers' must be a sequence of layer indices or None, got "
+                        f"{type(layers).__name__} {layers!r}{hint}")
+    if not layers:
+        raise ValueError("argument 'layers' is empty: give at least one layer index, or None for all layers")
     chosen: list[int] = []
     for k in layers:
         if isinstance(k, bool) or not isinstance(k, int) or not -K <= k < K:
@@ -322,15 +334,18 @@ def _chosen_layers(layers: Sequence[int] | None, K: int) -> list[int]:
 
 
 def check_settings(*, t_max: Any, rtol: Any, atol: Any, blowup_factor: Any, backend: Any, max_steps: Any,
-                   max_tokens: Any) -> None:
+                   max_tokens: Any, device: torch.device | str | None = None) -> None:
     """Check the integration settings shared by `analyze` and `mamba_ode.analyze_many`.
 
     Arguments:
         t_max, rtol, atol, blowup_factor, backend, max_steps, max_tokens: as in `analyze`.
+        device: the model's device: the backend must be able to scan there (`mamba_ode.nn.scan.check_backend`).
 
     Raises:
         ValueError: naming the first argument out of its range: t_max, rtol, atol not finite and > 0,
-            blowup_factor not finite and > 1, an unknown backend, max_steps or max_tokens not an int ≥ 1.
+            blowup_factor not finite and > 1, an unknown backend or one that cannot run on the device
+            (``"triton"`` on the CPU), max_steps or max_tokens not an int ≥ 1.
+        ImportError: for backend ``"triton"`` without triton installed.
     """
     if isinstance(t_max, bool) or not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
         raise ValueError(f"argument 't_max' must be a finite number > 0, got {t_max!r}")
@@ -339,6 +354,7 @@ def check_settings(*, t_max: Any, rtol: Any, atol: Any, blowup_factor: Any, back
             raise ValueError(f"argument {name!r} must be a finite number > {low}, got {x!r}")
     if backend not in BACKENDS:
         raise ValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
+    check_backend(backend, device)
     for name, v in (("max_steps", max_steps), ("max_tokens", max_tokens)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"argument {name!r} must be a positive int, got {v!r}")
@@ -415,7 +431,7 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     if not isinstance(model, MambaLMBase):
         raise TypeError(f"argument 'model' must be a mamba_ode.MambaLM or Mamba2LM, got {type(model).__name__}")
     check_settings(t_max=t_max, rtol=rtol, atol=atol, blowup_factor=blowup_factor, backend=backend,
-                   max_steps=max_steps, max_tokens=max_tokens)
+                   max_steps=max_steps, max_tokens=max_tokens, device=model.device)
     K = model.config.n_layer
     chosen = _chosen_layers(layers, K)
     say = progress or (lambda msg: None)
@@ -470,7 +486,8 @@ def analyze(model: MambaLMBase, prompt: str | list[int] | Tensor = DEFAULT_PROMP
     settings = {"layers": chosen, "t_max": float(t_max), "rtol": rtol, "atol": atol,
                 "method": "dopri5, ros34pw2 on stiff stretches", "max_steps": int(max_steps),
                 "max_tokens": int(max_tokens), "blowup_factor": float(blowup_factor), "backend": backend,
-                "workers": n_workers, "dtype": "float64", "device": str(ids.device)}
+                "workers": n_workers, "dtype": "float64",
+                "model_dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": str(ids.device)}
     name = model_name or (str(model.checkpoint.source) if model.checkpoint else "in-memory model")
     return Analysis(name, model, text, ids, table, spectra, results, comparison, P, channel, settings, timings)
 

@@ -344,7 +344,7 @@ def analyze_many(model: MambaLMBase, prompts: Sequence[str | list[int] | Tensor]
     """
     _check_args(model, prompts, executor, confidence, n_boot)
     check_settings(t_max=t_max, rtol=rtol, atol=atol, blowup_factor=blowup_factor, backend=backend,
-                   max_steps=max_steps, max_tokens=max_tokens)
+                   max_steps=max_steps, max_tokens=max_tokens, device=model.device)
     say = progress or (lambda msg: None)
     chosen = _chosen_layers(layers, model.config.n_layer)
     encoded: list[Tensor] = []

@@ -12,7 +12,9 @@
     prompt           {text (str or null when ids were given), n_tokens, ids: [int],
                       tokens: [the decoded piece of each token] or null without a tokenizer}
     settings         {layers, t_max, rtol, atol, method, max_steps, max_tokens, blowup_factor, backend,
-                      workers (layers integrated side by side; absent in older summaries), dtype, device}
+                      workers (layers integrated side by side; absent in older summaries), dtype (of the
+                      integrated trajectories: always "float64"), model_dtype (of the weights and the
+                      discrete network, e.g. "float32"; absent in older summaries), device}
     layers           list, one per analysed layer, each:
         layer                  int, layer index k
         spectrum               {n_positive, n_negative, n_zero, label, max, min}

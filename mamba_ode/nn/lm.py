@@ -115,6 +115,11 @@ class MambaLMBase(nn.Module):
         """The K residual blocks (an ``nn.ModuleList``)."""
         return cast(Sequence[Block], self.backbone.layers)
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the weights (as transformers' ``model.device``)."""
+        return next(self.parameters()).device
+
     def embed(self, input_ids: Tensor) -> Tensor:
         """(B, L) token ids → x^0 (B, L, Dm).
 
@@ -152,7 +157,8 @@ class MambaLMBase(nn.Module):
         Arguments:
             input_ids: (B, L) (or (L,)) token ids.
             output_hidden_states: return x^0..x^K (un-normalised residual stream).
-            internals: layer indices whose SSM internals (u, Δ, B, C, y, z) to return (True: all); read
+            internals: layer indices whose SSM internals (u, Δ, B, C, y, z) to return (True: all; negative
+                indices count from the end, and the keys of ``MambaOutput.internals`` are in [0, K)); read
                 from the activation points ``layers.{k}.mixer.*`` (see `run_with_cache`).
             backend: scan backend.
 
@@ -161,11 +167,16 @@ class MambaLMBase(nn.Module):
 
         Raises:
             ValueError: for bad ids or layer indices.
+            TypeError: for ``internals`` that is neither a bool nor a list or tuple of indices.
         """
-        want = sorted(set(range(self.config.n_layer)) if internals is True else set(internals or ()))
-        bad = [k for k in want if not 0 <= k < self.config.n_layer]
-        if bad:
-            raise ValueError(f"argument 'internals': layer index {bad[0]} outside [0, {self.config.n_layer})")
+        K = self.config.n_layer
+        if internals is True:
+            want = list(range(K))
+        elif internals is None or internals is False or isinstance(internals, (list, tuple)):
+            want = sorted({layer_index(k, K, "internals") for k in internals or ()})
+        else:
+            raise TypeError(f"argument 'internals' must be True, False or a list of layer indices, got "
+                            f"{type(internals).__name__} {internals!r}")
         if want:
             names = [f"layers.{k}.mixer.{p}" for k in want for p in ("u", "delta", "B", "C", "y", "z")]
             out, cache = self.run_with_cache(input_ids, names, output_hidden_states=output_hidden_states,
