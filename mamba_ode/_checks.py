@@ -52,7 +52,8 @@ def layer_index(k: Any, n_layer: int, name: str) -> int:
     if isinstance(k, bool) or not isinstance(k, int):
         raise ValueError(f"argument {name!r} must be an int layer index, got {k!r}")
     if not -n_layer <= k < n_layer:
-        raise ValueError(f"argument {name!r}: layer {k} outside [0, {n_layer})")
+        raise ValueError(f"argument {name!r}: layer {k} outside [{-n_layer}, {n_layer}) (negative indices count "
+                         "from the end)")
     return k % n_layer
 
 
@@ -60,9 +61,11 @@ def finite_scalar(x: Any, name: str) -> float:
     """A finite real scalar (a number or a one-element tensor) as a float.
 
     Raises:
-        TypeError: for a bool or a non-number.
+        TypeError: for a bool, a string (even a numeric one, as numpy and torch refuse it) or a non-number.
         ValueError: for a multi-element tensor or a non-finite value.
     """
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"argument {name!r} must be a real number, got {type(x).__name__} {x!r}")
     if isinstance(x, Tensor):
         if x.numel() != 1:
             raise ValueError(f"argument {name!r} must be a scalar, got a tensor of shape {tuple(x.shape)}")

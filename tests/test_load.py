@@ -467,8 +467,23 @@ def test_bad_input_ids(ckpt):
         model(torch.tensor([[0, 99]]))
     with pytest.raises(TypeError, match="input_ids"):
         model(torch.zeros(1, 3))
-    with pytest.raises(ValueError, match="'internals'"):
+    K = model.config.n_layer
+    with pytest.raises(ValueError, match=rf"'internals': layer 5 outside \[-{K}, {K}\)"):
         model(torch.tensor([[1, 2]]), internals=[5])
+    with pytest.raises(TypeError, match="'internals' must be True, False or a list"):
+        model(torch.tensor([[1, 2]]), internals=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"'k': layer -{K + 1} outside \[-{K}, {K}\)"):
+        model.layer_params(-K - 1)
+
+
+def test_negative_internals_count_from_the_end_like_every_layer_index(ckpt):
+    """``internals=[-1]`` was refused while layer_params(-1), token_states and analyze accept -1."""
+    model = mamba_ode.load(ckpt)
+    ids = torch.tensor([[1, 2, 3]])
+    K = model.config.n_layer
+    neg, pos = model(ids, internals=[-1]).internals, model(ids, internals=[K - 1]).internals
+    assert list(neg) == list(pos) == [K - 1]
+    assert torch.equal(neg[K - 1].delta, pos[K - 1].delta)
 
 
 def test_half_precision_model_runs_with_float32_residual(hf_mamba, tmp_path):
