@@ -230,6 +230,23 @@ def test_other_torchdiffeq_methods(method, options):
     assert (sol.ys - ref.ys).abs().max() < 1e-4
 
 
+def test_fixed_grid_method_without_step_size_steps_on_the_output_times():
+    """torchdiffeq's convention: rk4 with no step_size takes one step per output interval. On du/dt = -u one RK4
+    step of size h multiplies u by the Taylor polynomial 1 - h + h²/2 - h³/6 + h⁴/24 (closed form)."""
+    def decay(t, u):
+        return -u
+
+    u0 = torch.full((1, 2, 3), 0.7, dtype=torch.float64)
+    sol = solve(decay, u0, (0.0, 1.5), t_eval=[0.0, 0.5, 1.5], method="rk4")
+    factor = [1.0]
+    for h in (0.5, 1.0):
+        factor.append(factor[-1] * (1 - h + h ** 2 / 2 - h ** 3 / 6 + h ** 4 / 24))
+    expected = 0.7 * torch.tensor(factor, dtype=torch.float64)
+    assert sol.ok
+    torch.testing.assert_close(sol.ys[:, 0, 0, 0], expected, rtol=1e-14, atol=0)
+    assert abs(float(sol.ys[-1, 0, 0, 0]) - 0.7 * math.exp(-1.5)) > 1e-3  # coarse steps: far from the exact flow
+
+
 def test_float32_state_keeps_dtype():
     f = OneDimField(-1.0, 0.8, 1.0)
     sol = solve(f, tokens(0.9, -0.3).float(), (0.0, 1.0), rtol=1e-5, atol=1e-7)

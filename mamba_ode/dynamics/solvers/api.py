@@ -209,7 +209,8 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
         t_eval: (T,) strictly increasing output times inside t_span; default ``n_eval`` times
             evenly spaced in t (in s = ln(1 + t) with ``log_time``).
         method: torchdiffeq method (`TORCHDIFFEQ_METHODS`; adaptive: dopri5, dopri8, bosh3,
-            fehlberg2, adaptive_heun; fixed-grid ones need ``options={"step_size": h}``) or, with
+            fehlberg2, adaptive_heun; fixed-grid ones step by ``options={"step_size": h}``, or without
+            it from output time to output time, as in torchdiffeq) or, with
             ``backend="scipy"``, a ``solve_ivp`` method (`SCIPY_METHODS`).
         rtol, atol: relative and absolute tolerances.
         backend: ``"torchdiffeq"`` (batched, any dtype/device) or ``"scipy"`` (float64, one

@@ -21,7 +21,7 @@ from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipyw
 
 __all__ = ["Stop", "Run", "run_torchdiffeq", "run_scipy", "ADAPTIVE"]
 
-#: torchdiffeq's adaptive methods (the others need ``options={"step_size": h}``).
+#: torchdiffeq's adaptive methods (the others step by ``options={"step_size": h}``, else on the output times).
 ADAPTIVE = frozenset({"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"})
 
 
