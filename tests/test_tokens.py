@@ -481,3 +481,74 @@ def test_a_growth_that_levels_off_is_not_read_as_divergent():
     assert float(sol.log_slope[0]) == pytest.approx(float(a[0] - a[1]) / math.log(math.sqrt(10.0)), rel=1e-3)
     verdict = classify_tokens(sol).tokens[0]
     assert verdict.label is Label.UNDETERMINED and "slows down" in verdict.reason, verdict
+
+
+# ---------------------------------------------------------------------------------------------- the horizon's reading
+
+
+def _radial(rate):
+    """A field moving each token along its own ray: d‖u‖/dt = rate(‖u‖), autonomous and causal (no mixing)."""
+    def field(t, u):
+        n = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        return rate(n) * u / n
+    return field
+
+
+#: ‖u‖² = 1 + t (from ‖u‖ = 1) until ‖u‖ nears 9 (t ≈ 80), where the growth stops sharply: bounded, ‖u‖ → 9.
+_GROW_THEN_STOP = _radial(lambda n: 0.5 / n * (1.0 - (n / 9.0) ** 40))
+#: ‖u‖² = 100 − t (from ‖u‖ = 10) until ‖u‖ nears √20 (t ≈ 80), where the decay stops sharply: bounded.
+_DECAY_THEN_STOP = _radial(lambda n: -0.5 / n * (1.0 - (math.sqrt(20.0) / n) ** 40))
+#: ‖u‖ = e^(−εt), ε = 5e-5: nearly level in ln t at t = 100 (exponent −0.003), yet convergent.
+_SLOW_DRIFT = _radial(lambda n: -5e-5 * n)
+
+
+@pytest.mark.parametrize("field,n0,early_why,late", [
+    (_GROW_THEN_STOP, 1.0, "growth has stopped", Label.BOUNDED),
+    (_DECAY_THEN_STOP, 10.0, "decay has stopped", Label.BOUNDED),
+    (_SLOW_DRIFT, 1.0, "drifts", Label.CONVERGENT),
+])
+def test_a_reading_at_the_horizon_is_not_contradicted_by_a_longer_horizon(field, n0, early_why, late):
+    """Seen on trained checkpoints: a norm that grew (or decayed) over the last decade and stopped just before
+    t = 100 read divergent (convergent), and a slow drift ‖u‖ ≈ 1 − εt read bounded, while t = 1e4 said
+    otherwise. The windows record where the token has been; the field's exponent at the horizon says where it
+    is heading, and a drift is projected a decade ahead at its pace in t. The true asymptotics are known here
+    (a norm stopped at its fixed point, an exponential decay): the early reading is undetermined, the late
+    one right, and no two horizons disagree where both decide."""
+    u0 = torch.tensor([[0.6 * n0, 0.8 * n0]], dtype=torch.float64)
+    verdicts = {}
+    for t_max in (1e2, 1e3, 1e4):
+        sol = integrate_tokens(field, u0, t_max, rtol=1e-8, atol=1e-11)
+        verdicts[t_max] = classify_tokens(sol).tokens[0]
+    assert verdicts[1e2].label is Label.UNDETERMINED and early_why in verdicts[1e2].reason, verdicts[1e2]
+    assert verdicts[1e4].label is late, verdicts[1e4]
+    decided = {v.label for v in verdicts.values() if v.label is not Label.UNDETERMINED}
+    assert decided == {late}, verdicts
+
+
+def test_the_exponent_at_the_horizon_is_the_fields():
+    """du/dt = −u‖u‖² from ‖u‖ = 1: ‖u‖² = 1/(1 + 2t), so t d ln‖u‖/dt = −t/(1 + 2t) (closed form); NaN for a
+    token that did not reach the horizon."""
+    def cubic(t, u):
+        return -u * (u * u).sum(-1, keepdim=True)
+
+    u0 = torch.tensor([[0.6, 0.8], [0.0, 2.0]], dtype=torch.float64)
+    sol = integrate_tokens(cubic, u0, 100.0, rtol=1e-9, atol=1e-12)
+    assert sol.ends == [TokenEnd.HORIZON] * 2
+    expected = [-100.0 / (1.0 + 200.0), -100.0 / (0.25 + 200.0)]
+    torch.testing.assert_close(sol.end_exponent, torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=0)
+    blown = integrate_tokens(lambda t, u: u * (u * u).sum(-1, keepdim=True), u0[:1], 10.0)
+    assert blown.ends == [TokenEnd.BLOWUP] and math.isnan(float(blown.end_exponent[0]))
+
+
+@pytest.mark.parametrize("rtol", [1e-5, 1e-8])
+def test_a_token_at_rest_on_a_stable_fixed_point_does_not_stall_at_tight_tolerances(rtol):
+    """‖u‖ relaxes to √20 at rate 1 per unit t (stiff for t ≫ 1, so the steps are ROS34PW2's). The Krylov solves
+    stopped at a residual of 1e-3 of their right-hand side, which the clock's entry dominates at a fixed point:
+    at rtol 1e-8 that residual exceeded the step's tolerance, the steps shrank to Δt ≈ 2.6 and the token
+    'stalled' at t ≈ 2.6e3. Tied to the step's error scale, the solves let it rest to the horizon."""
+    u0 = torch.tensor([[6.0, 8.0]], dtype=torch.float64)
+    sol = integrate_tokens(_DECAY_THEN_STOP, u0, 1e4, rtol=rtol, atol=rtol * 1e-3)
+    assert sol.ends == [TokenEnd.HORIZON] and sol.stats["n_stalls"] == 0, sol.messages
+    assert sol.methods[-1][0] == "ros34pw2"
+    assert float(sol.norms[-1, 0]) == pytest.approx(math.sqrt(20.0), rel=10 * rtol)  # at rest on its fixed point
+    assert classify_tokens(sol).labels == [Label.BOUNDED]

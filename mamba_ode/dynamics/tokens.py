@@ -8,7 +8,9 @@ token has ended or the horizon is reached. Every token gets its own `TokenEnd`:
 * ``HORIZON`` — integrated to ``t_max`` (a last, shorter step lands there); its growth exponent
   ``α = d ln‖u_l‖/d ln t`` and its ln-t slope ``β = d‖u_l‖/d ln t`` are read from the norms at the steps, over
   the last half decade and over the last decade (not from the field at the final state: at a stiff fixed
-  point, t times the field's radial rate magnifies the steps' tolerated error without bound);
+  point, t times the field's radial rate magnifies the steps' tolerated error without bound); that rate,
+  ``t d ln‖u_l‖/dt`` at the horizon, is kept beside them as ``end_exponent``, a check of where the token is
+  heading now (a norm that has just levelled off still shows growth over the windows);
 * ``BLOWUP`` — its norm diverged at its own finite time ``t_blowup``;
 * ``GROWTH`` — its norm grew by the resolution factor without a finite-time singularity signature;
 * ``DEPENDS`` — a token before it (``driver``) blew up, grew without bound or could not be followed;
@@ -32,9 +34,10 @@ norm grew ten-fold while its driver blew up is driven to the same singularity (`
 driver's t*); the other later tokens end ``DEPENDS``.
 
 Steps are Dormand–Prince 5(4). When Hairer's stiffness indicator exceeds 3.25 on 15 steps (a run of 6 below
-resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free Krylov solves,
-preconditioned by the field's ``jacobian_diagonal`` when it has one (`steppers`), and back when the estimate of
-``h·|λ|max`` stays below 2 for 10 steps (20, 40, … after each return); every switch is recorded in ``methods``.
+resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free Krylov solves
+(stopped below a tenth of the step's error scale), preconditioned by the field's ``jacobian_diagonal`` when it has
+one (`steppers`), and back when the estimate of ``h·|λ|max`` stays below 2 for 10 steps (20, 40, … after each
+return); every switch is recorded in ``methods``.
 Step sizes follow Hairer's PI control for the DP5 steps (β = 0.04) and Gustafsson's predictive control for the
 ROS34PW2 steps, with no growth right after a rejected step.
 
@@ -56,11 +59,13 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor
 
 from .._enums import StrEnum
+from .readings import window_reading
 from .solvers.checks import check_token_args
 from .solvers.steppers import Step, dp5_step, error_norm, hermite, ros34pw2_step
 
@@ -107,6 +112,8 @@ class TokenSolution:
         decade_exponent: (L,) ``(ln‖u(t)‖ − ln‖u(t/10)‖)/ln 10`` over the last decade (NaN if unavailable).
         decade_slope: (L,) ``(‖u(t)‖ − ‖u(t/10)‖)/ln 10`` over the last decade.
         growth_order: (L,) the local growth order k at the stop of a ``BLOWUP``/``GROWTH`` token.
+        end_exponent: (L,) ``t d ln‖u_l‖/dt`` from the field at the horizon (``HORIZON`` tokens, NaN else): where
+            the token is heading, beside the windows' record of where it has been (None in older saved analyses).
         t_max: the horizon asked for.
         methods: ``[(stepper, t_from, t_to)]`` segments, ``"dopri5"`` or ``"ros34pw2"`` (stiff stretches).
         stats: ``nfev``, ``n_accepted``, ``n_rejected``, ``n_events`` (blow-ups and growth stops) and
@@ -131,6 +138,7 @@ class TokenSolution:
     t_max: float
     methods: list[tuple[str, float, float]] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    end_exponent: Tensor | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -198,7 +206,9 @@ class _Stepping:
         self.last_rejected = False
 
     def step(self, sys: _System, y: Tensor, f: Tensor, h: float) -> Step:
-        return dp5_step(sys, y, f, h) if self.kind == "dopri5" else ros34pw2_step(sys, y, f, h, jdiag=sys.jdiag(y))
+        if self.kind == "dopri5":
+            return dp5_step(sys, y, f, h)
+        return ros34pw2_step(sys, y, f, h, jdiag=sys.jdiag(y), tol_scale=self.atol + self.rtol * y.abs())
 
     @property
     def exponent(self) -> float:
@@ -280,6 +290,7 @@ class _Integrator:
         self.t_end = torch.full((L,), math.nan, dtype=torch.float64)
         self.t_blowup = torch.full((L,), math.nan, dtype=torch.float64)
         self.order = torch.full((L,), math.nan, dtype=torch.float64)
+        self.end_exponent = torch.full((L,), math.nan, dtype=torch.float64)
         self.driver: list[int | None] = [None] * L
         self.messages = [""] * L
         self.u_end = torch.full((L, W), math.nan, dtype=u0.dtype, device=u0.device)
@@ -508,7 +519,8 @@ class _Integrator:
     def _finish_horizon(self, sys: _System, stepping: _Stepping, y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor,
                         h: float) -> None:
         """The step from y0 crossed τ_max: land on it with shorter steps of the same method (the clock's
-        interpolant gives the first fraction, secant updates the next), and end every active token there.
+        interpolant gives the first fraction, secant updates the next), end every active token there and
+        evaluate the field at the landing (each token's ``end_exponent``).
         An interpolated state (the fallback) would sit off the slow manifold after a stiff step."""
         lo, hi = 0.0, 1.0
         for _ in range(60):  # τ(θ) is monotone: bisection on the Hermite interpolant
@@ -531,25 +543,12 @@ class _Integrator:
                 break
             h_try *= (self.tau_max - tau0) / (tau - tau0)
         self.stats["n_accepted"] += math.isfinite(miss)  # the landing kept; the other tries count in nfev only
+        sys(torch.cat([u.reshape(-1), u.new_tensor([self.tau_max])]))  # the field there: each token's exponent now
+        self.end_exponent[: u.shape[0]] = self.t_max * _rates(u, cast(Tensor, sys.last_fu))[1].cpu()
         self.record(self.t_max, u)
         self.end_all(u, self.t_max, TokenEnd.HORIZON, f"integrated to t={self.t_max:.6g}")
 
     # ------------------------------------------------------------------ result
-
-    def _window(self, ts: Tensor, norms: Tensor, l: int, factor: float) -> tuple[float, float]:
-        """(ln-norm exponent, slope) of token l from t/factor to its end t, from the norms at the steps (the
-        norm at t/factor interpolated linearly in ln‖u‖ against ln t: exact for a power law)."""
-        t1 = float(self.t_end[l])
-        i0 = int(torch.searchsorted(ts, torch.tensor(t1 / factor, dtype=torch.float64)))
-        if not 0 < i0 < len(ts) or float(ts[i0 - 1]) <= 0:
-            return math.nan, math.nan
-        ta, tb = float(ts[i0 - 1]), float(ts[i0])
-        na, nb, n1 = float(norms[i0 - 1, l]), float(norms[i0, l]), float(norms[-1, l])
-        w = (math.log(t1 / factor) - math.log(ta)) / (math.log(tb) - math.log(ta)) if tb > ta else 1.0
-        n0 = math.exp((1 - w) * math.log(na) + w * math.log(nb)) if na > 0 and nb > 0 else na + w * (nb - na)
-        if not (n0 > 0 and n1 > 0):
-            return math.nan, math.nan
-        return (math.log(n1) - math.log(n0)) / math.log(factor), (n1 - n0) / math.log(factor)
 
     def solution(self) -> TokenSolution:
         L = self.L
@@ -558,13 +557,14 @@ class _Integrator:
         dexp, dslope = (torch.full((L,), math.nan, dtype=torch.float64) for _ in range(2))
         for l in range(L):
             if self.ends[l] is TokenEnd.HORIZON:
-                alpha[l], beta[l] = self._window(ts, norms, l, math.sqrt(10.0))
-                dexp[l], dslope[l] = self._window(ts, norms, l, 10.0)
+                t1 = float(self.t_end[l])
+                alpha[l], beta[l] = window_reading(ts, norms[:, l], t1, math.sqrt(10.0))
+                dexp[l], dslope[l] = window_reading(ts, norms[:, l], t1, 10.0)
         ends = [e if e is not None else TokenEnd.FAILED for e in self.ends]
         return TokenSolution(ts=ts, norms=norms, ends=ends, t_end=self.t_end, t_blowup=self.t_blowup,
                              driver=self.driver, messages=self.messages, u_end=self.u_end, growth_exponent=alpha,
                              log_slope=beta, decade_exponent=dexp, decade_slope=dslope, growth_order=self.order,
-                             t_max=self.t_max, methods=self.methods, stats=self.stats)
+                             t_max=self.t_max, methods=self.methods, stats=self.stats, end_exponent=self.end_exponent)
 
 
 def integrate_tokens(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_max: float, *, rtol: float = 1e-6,

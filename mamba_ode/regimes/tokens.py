@@ -15,7 +15,14 @@ Each token's `TokenEnd` decides most labels directly:
   levels off, which is ``undetermined``) and the growth is not
   accelerating (α ≤ 1.1 ᾱ + 0.01: an accelerating token may still blow up after the horizon, so it is
   ``undetermined``; the ln-t slope reported is the decade average), ``bounded`` when both are within
-  ±0.005, ``undetermined`` otherwise, or when the horizon is shorter than ``min_t_end``. Token l's field
+  ±0.005, ``undetermined`` otherwise, or when the horizon is shorter than ``min_t_end``. The windows record
+  where the token has been; two checks ask where it is heading. The field's own exponent at the horizon
+  (``end_exponent``, t d ln‖u‖/dt) must agree with a decay (≤ −0.05) or a growth (≥ 0.02): a norm that grew
+  over the decade and came to rest on a fixed point just before the horizon is ``undetermined``, not
+  divergent. And a level norm must stay level if it kept the last half decade's pace *in t* for another
+  decade: a slow drift ‖u‖ ≈ c ± εt has an exponent near 0 while εt ≪ c, and is ``undetermined`` then, not
+  bounded (on trained checkpoints such tokens read bounded at t = 100 and blew up or converged by 1e4).
+  Token l's field
   depends on the tokens before it, so a reading at the horizon stands only when every earlier token
   that also reached the horizon has one: after the first token left ``undetermined`` there, later
   tokens are ``undetermined`` too (their own reading kept in the reason), since that token may yet
@@ -114,28 +121,50 @@ def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
         return TokenVerdict(label=Label.UNDETERMINED, reason="no growth exponent over the last decade", **base)
     dmin, gmin, bmax = th["decay_exponent_min"], th["growth_exponent_min"], th["bounded_exponent_max"]
     read = f"exponent {a:.3g} over the last half decade, {ab:.3g} over the decade"
+    now = math.nan if sol.end_exponent is None else float(sol.end_exponent[l])  # NaN: not recorded (no check)
     if a <= -dmin and ab <= -dmin:
-        if a <= ab / 1.1 + 0.01:
-            return TokenVerdict(label=Label.CONVERGENT, reason=f"‖u‖ decays like t^{ab:.3f} over the last decade "
-                                f"({read})", decay_exponent=ab, **base)
-        return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ decays but slows down at t={t_end:.3g} ({read}): "
-                            "it may still level off or turn after the horizon", **base)
+        if not a <= ab / 1.1 + 0.01:
+            return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ decays but slows down at t={t_end:.3g} "
+                                f"({read}): it may still level off or turn after the horizon", **base)
+        if now > -dmin:
+            return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ decayed over the last decade ({read}) but the "
+                                f"field's exponent at t={t_end:.3g} is {now:.3g}: the decay has stopped at the "
+                                "horizon; it may level off or turn after it", **base)
+        return TokenVerdict(label=Label.CONVERGENT, reason=f"‖u‖ decays like t^{ab:.3f} over the last decade "
+                            f"({read})", decay_exponent=ab, **base)
     if a >= gmin and ab >= gmin:
         slope = float(sol.decade_slope[l])
         if float(sol.log_slope[l]) < slope / 1.1:
             return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ grows but slows down at t={t_end:.3g} ({read}; "
                                 f"slope {float(sol.log_slope[l]):.3g} per unit ln t over the last half decade, "
                                 f"{slope:.3g} over the decade): it may still level off after the horizon", **base)
-        if a <= 1.1 * ab + 0.01:
-            return TokenVerdict(label=Label.DIVERGENT, reason=f"‖u‖ grows without blow-up up to t={t_end:.3g}, "
-                                f"decelerating ({read}), slope {slope:.3g} per unit ln t", growth_slope=slope,
-                                **base)
-        return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ grows and accelerates at t={t_end:.3g} ({read}): "
-                            "it may still blow up after the horizon", **base)
+        if not a <= 1.1 * ab + 0.01:
+            return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ grows and accelerates at t={t_end:.3g} "
+                                f"({read}): it may still blow up after the horizon", **base)
+        if now < gmin:
+            return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ grew over the last decade ({read}) but the "
+                                f"field's exponent at t={t_end:.3g} is {now:.3g}: the growth has stopped at the "
+                                "horizon; it may level off after it", **base)
+        return TokenVerdict(label=Label.DIVERGENT, reason=f"‖u‖ grows without blow-up up to t={t_end:.3g}, "
+                            f"decelerating ({read}), slope {slope:.3g} per unit ln t", growth_slope=slope, **base)
     if abs(a) <= bmax and abs(ab) <= bmax:
+        ahead = _decade_ahead(float(sol.log_slope[l]), float(sol.norms[-1, l]))
+        if not abs(ahead) <= bmax:
+            return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ is level in ln t ({read}) but drifts: at the "
+                                f"last half decade's pace in t, the next decade would have exponent {ahead:.3g} "
+                                f"(bounded ≤ {bmax}); integrate further", **base)
         return TokenVerdict(label=Label.BOUNDED, reason=f"‖u‖ levels off ({read})", **base)
     return TokenVerdict(label=Label.UNDETERMINED, reason=f"{read}: not both past one threshold (bounded ≤ {bmax}, "
                         f"decay ≥ {dmin}, growth ≥ {gmin}); integrate further", **base)
+
+
+def _decade_ahead(half_slope: float, norm: float) -> float:
+    """The exponent ``ln(‖u(10t)‖/‖u(t)‖)/ln 10`` of the next decade if ‖u‖ kept changing at the last half
+    decade's pace in t (not in ln t): a slow drift ‖u‖ ≈ c + εt has a tiny exponent while εt ≪ c, and this is
+    where it shows. ``half_slope`` is β over the last half decade (the change there is β ln √10, over
+    t − t/√10); ``norm`` the norm at the horizon. −inf when the drift would reach zero."""
+    change = half_slope * math.log(math.sqrt(10.0)) * 9.0 / (1.0 - 10.0 ** -0.5)
+    return math.log1p(change / norm) / math.log(10.0) if norm > 0 and change > -norm else -math.inf
 
 
 def _open_before(verdicts: list[TokenVerdict]) -> None:

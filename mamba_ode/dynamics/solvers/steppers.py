@@ -212,7 +212,8 @@ def hermite(y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor, h: float, theta: flo
 
 
 def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | None = None,
-                  krylov_tol: float = 1e-3, krylov_iter: int = 40) -> Step:
+                  krylov_tol: float = 1e-3, krylov_iter: int = 40, tol_scale: Tensor | None = None,
+                  krylov_share: float = 0.1) -> Step:
     """One ROS34PW2 step of size h from y (``f0 = F(y)``), the Jacobian applied by finite differences
     inside GMRES, right-preconditioned by ``I − γh·diag(jdiag)`` when an approximate diagonal is given (the
     diagonal stiffness is then solved exactly, and the Krylov space only has to capture the rest).
@@ -231,6 +232,11 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | 
         jdiag: an approximation of the Jacobian's diagonal, shaped like y, or None.
         krylov_tol: relative residual of the GMRES solves.
         krylov_iter: most GMRES iterations per solve.
+        tol_scale: the step's error scale ``atol + rtol·|y|``, shaped like y, or None. Given, a solve also
+            goes on until its residual is below ``krylov_share`` of the scale's norm: a residual relative to the
+            right-hand side alone could exceed the step's tolerance (the clock's entry dominates the
+            right-hand side at a fixed point) and hold the steps down however still the token is.
+        krylov_share: the share of the error scale a solve's residual may take.
 
     Returns:
         A `Step` (``f`` is None).
@@ -251,6 +257,7 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | 
     us: list[Tensor] = []
     ritz = 0.0
     pdiag = None if jdiag is None else 1.0 - scale * jdiag
+    floor = math.inf if tol_scale is None else krylov_share * float(torch.linalg.vector_norm(tol_scale))
     for i in range(4):
         if i == 0:
             fi = f0
@@ -266,11 +273,12 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | 
             if _W_C[i][j]:
                 rhs.add_(us[j], alpha=_W_C[i][j] / h)
         rhs = scale * rhs  # (I − γhJ) u_i = γh · rhs_i
+        bnorm = float(torch.linalg.vector_norm(rhs))
+        tol = min(krylov_tol, floor / bnorm) if bnorm > 0 else krylov_tol
         if pdiag is None:
-            ui, _, r = gmres(matvec, rhs, torch.zeros_like(rhs), tol=krylov_tol, max_iter=krylov_iter)
+            ui, _, r = gmres(matvec, rhs, torch.zeros_like(rhs), tol=tol, max_iter=krylov_iter)
         else:  # right preconditioning by the diagonal: solve (I − γhJ) P⁻¹ z = rhs, u = P⁻¹ z
-            zi, _, r = gmres(lambda z: matvec(z / pdiag), rhs, torch.zeros_like(rhs), tol=krylov_tol,
-                             max_iter=krylov_iter)
+            zi, _, r = gmres(lambda z: matvec(z / pdiag), rhs, torch.zeros_like(rhs), tol=tol, max_iter=krylov_iter)
             ui = zi / pdiag
         ritz = max(ritz, r)
         us.append(ui)
