@@ -199,6 +199,42 @@ def test_save_load_render_round_trip(kind, tmp_path):
     assert mo.load_analysis(tmp_path / "saved").summary() == a.summary()
 
 
+def test_an_analysis_saved_before_a_record_gained_a_field_still_loads(tmp_path):
+    """TokenSolution.end_exponent (default None) is new: an analysis saved without it loads, and its labels are
+    those it was saved with; a field that is required, or one the record does not declare, is still refused."""
+    a = _analysis_of("mamba1")
+    d = a.save(tmp_path / "saved")
+    doc = json.loads((d / "analysis.json").read_text())
+    records = [r for r in _records(doc) if r.get("__record__", "").endswith(":TokenSolution")]
+    assert records
+    for r in records:
+        del r["fields"]["end_exponent"]
+    (d / "analysis.json").write_text(json.dumps(doc))
+    b = mo.load_analysis(d)
+    assert all(lay.solution.end_exponent is None for lay in b.layers)
+    assert b.summary()["layers"] == a.summary()["layers"]
+    records[0]["fields"]["not_a_field"] = 1
+    (d / "analysis.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="TokenSolution record needs the fields"):
+        mo.load_analysis(d)
+    del records[0]["fields"]["not_a_field"], records[0]["fields"]["ts"]
+    (d / "analysis.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="TokenSolution record needs the fields"):
+        mo.load_analysis(d)
+
+
+def _records(obj):
+    """Every encoded record in a saved analysis tree, depth first."""
+    if isinstance(obj, dict):
+        if "__record__" in obj:
+            yield obj
+        for v in obj.values():
+            yield from _records(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _records(v)
+
+
 def test_loading_refuses_what_is_not_a_saved_analysis(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         mo.load_analysis(tmp_path / "nowhere")

@@ -12,7 +12,8 @@ Layout of a saved analysis directory::
 
 The tree is encoded field by field: records (dataclasses), labels (enums) and list types by their
 qualified name, tensors by a key into ``tensors.safetensors``. Loading builds only the types of a
-fixed list (`write_saved` refuses anything else), with exactly their declared fields: no pickle, no
+fixed list (`write_saved` refuses anything else), with their declared fields (one added later with a default
+may be absent: analyses saved by older versions load): no pickle, no
 import by name. The model itself is not saved:
 the loaded analysis carries a `SavedModel` with what the report needs (architecture, config,
 checkpoint, token pieces).
@@ -168,10 +169,14 @@ class _Decoder:
         if "__record__" in obj:
             cls = _resolve(obj["__record__"], self.types, None, self.where)
             declared = {f.name: f for f in dataclasses.fields(cls)}
-            if not isinstance(obj.get("fields"), dict) or set(obj["fields"]) != set(declared):
+            # a field added later with a default may be absent (an analysis saved by an older version)
+            optional = {k for k, f in declared.items()
+                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+            if not isinstance(obj.get("fields"), dict) or not set(declared) - optional <= set(obj["fields"]) \
+                    <= set(declared):
                 got = sorted(obj["fields"]) if isinstance(obj.get("fields"), dict) else obj.get("fields")
-                raise ValueError(f"{self.where}: a {cls.__name__} record needs the fields {sorted(declared)}, "
-                                 f"got {got}")
+                raise ValueError(f"{self.where}: a {cls.__name__} record needs the fields {sorted(declared)} "
+                                 f"({sorted(optional)} may be absent), got {got}")
             fields = {k: self(v) for k, v in obj["fields"].items()}
             rec = cls(**{k: v for k, v in fields.items() if declared[k].init})
             for k, v in fields.items():  # fields set after construction (init=False)
