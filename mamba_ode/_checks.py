@@ -61,10 +61,11 @@ def finite_scalar(x: Any, name: str) -> float:
     """A finite real scalar (a number or a one-element tensor) as a float.
 
     Raises:
-        TypeError: for a bool, a string (even a numeric one, as numpy and torch refuse it) or a non-number.
+        TypeError: for a bool, text (str, bytes or bytearray, even a numeric one: a number given as text is
+            a mistake to report, not to read) or a non-number.
         ValueError: for a multi-element tensor or a non-finite value.
     """
-    if isinstance(x, (str, bytes)):
+    if isinstance(x, (str, bytes, bytearray)):
         raise TypeError(f"argument {name!r} must be a real number, got {type(x).__name__} {x!r}")
     if isinstance(x, Tensor):
         if x.numel() != 1:

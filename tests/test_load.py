@@ -8,6 +8,7 @@ import time
 
 import huggingface_hub
 import huggingface_hub.constants as hub_constants
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -470,7 +471,7 @@ def test_bad_input_ids(ckpt):
     K = model.config.n_layer
     with pytest.raises(ValueError, match=rf"'internals': layer 5 outside \[-{K}, {K}\)"):
         model(torch.tensor([[1, 2]]), internals=[5])
-    with pytest.raises(TypeError, match="'internals' must be True, False or a list"):
+    with pytest.raises(TypeError, match="'internals' must be True, False or layer indices"):
         model(torch.tensor([[1, 2]]), internals=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=rf"'k': layer -{K + 1} outside \[-{K}, {K}\)"):
         model.layer_params(-K - 1)
@@ -484,6 +485,8 @@ def test_negative_internals_count_from_the_end_like_every_layer_index(ckpt):
     neg, pos = model(ids, internals=[-1]).internals, model(ids, internals=[K - 1]).internals
     assert list(neg) == list(pos) == [K - 1]
     assert torch.equal(neg[K - 1].delta, pos[K - 1].delta)
+    for every in (range(K), set(range(K)), [np.int64(k) for k in range(K)], True):  # any iterable of indices
+        assert sorted(model(ids, internals=every).internals) == list(range(K))
 
 
 def test_half_precision_model_runs_with_float32_residual(hf_mamba, tmp_path):

@@ -221,6 +221,13 @@ def test_an_analysis_saved_before_a_record_gained_a_field_still_loads(tmp_path):
     (d / "analysis.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="TokenSolution record needs the fields"):
         mo.load_analysis(d)
+    d = a.save(tmp_path / "again")  # a field with a default that was always saved is still required
+    doc = json.loads((d / "analysis.json").read_text())
+    verdict = next(r for r in _records(doc) if r.get("__record__", "").endswith(":TokenVerdict"))
+    del verdict["fields"]["t_end"]
+    (d / "analysis.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="TokenVerdict record needs the fields"):
+        mo.load_analysis(d)
 
 
 def _records(obj):

@@ -102,6 +102,7 @@ def test_criteria_1d_convergent_amplitude_and_order():
     (dict(mu="x", s_delta=1.0, a=1.0, u0=[0.5]), TypeError, "'mu'"),
     (dict(mu="1", s_delta=1.0, a=1.0, u0=[0.5]), TypeError, "'mu'"),  # a numeric string was read as a number
     (dict(mu=1.0, s_delta=b"2", a=1.0, u0=[0.5]), TypeError, "'s_delta'"),
+    (dict(mu=1.0, s_delta=1.0, a=bytearray(b"2"), u0=[0.5]), TypeError, "'a'"),
     (dict(mu=1.0, s_delta=1.0, a=1.0, u0=[0.5], b_delta=float("nan")), ValueError, "'b_delta'"),
 ])
 def test_criteria_1d_bad_input(kwargs, exc, match):

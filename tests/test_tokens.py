@@ -552,3 +552,47 @@ def test_a_token_at_rest_on_a_stable_fixed_point_does_not_stall_at_tight_toleran
     assert sol.methods[-1][0] == "ros34pw2"
     assert float(sol.norms[-1, 0]) == pytest.approx(math.sqrt(20.0), rel=10 * rtol)  # at rest on its fixed point
     assert classify_tokens(sol).labels == [Label.BOUNDED]
+
+
+class _StiffCubic:
+    """Token (a, b): b decays like (1 + 2t)^-1/2 (db/dt = −b³) and a relaxes to b at rate λ: stiff, convergent
+    like t^-1/2. With ``diag``, the field offers its Jacobian's diagonal (the stiff steps' preconditioner)."""
+
+    def __init__(self, lam: float, diag: bool) -> None:
+        self.lam = lam
+        if diag:
+            self.jacobian_diagonal = lambda t, u: torch.stack([torch.full_like(u[..., 0], -lam),
+                                                               -3 * u[..., 1] ** 2], -1)
+
+    def __call__(self, t, u):
+        a, b = u[..., 0], u[..., 1]
+        return torch.stack([-self.lam * (a - b), -b ** 3], -1)
+
+
+@pytest.mark.parametrize("lam,diag,rtol", [(1e5, True, 1e-5), (1e6, False, 1e-5), (1e6, False, 1e-6)])
+def test_a_stiff_convergent_token_keeps_its_label(lam, diag, rtol):
+    """After stiff steps t times the field's rate at the horizon magnifies the steps' tolerated error (it read
+    +13 here, for a token decaying like t^-1/2, and vetoed its label). There the check reads the norms over the
+    last eighth of a decade instead: convergent, with the decay exponent −1/2 (closed form)."""
+    u0 = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    sol = integrate_tokens(_StiffCubic(lam, diag), u0, 1e4, rtol=rtol, atol=rtol * 1e-3)
+    assert sol.methods[-1][0] == "ros34pw2" and math.isnan(float(sol.end_exponent[0]))
+    verdict = classify_tokens(sol).tokens[0]
+    assert verdict.label is Label.CONVERGENT, verdict
+    assert verdict.decay_exponent == pytest.approx(-0.5, abs=2e-3)
+
+
+def test_without_the_fields_exponent_the_norms_check_where_a_token_is_heading():
+    """Without ``end_exponent`` (stiff steps landed, or an analysis saved before it existed: None) the check reads
+    the norms over the last eighth of a decade: a steady decay e^(−5e-5 t) stays convergent, and the same record
+    with its norms held level over that last eighth (a decay that stopped there) becomes undetermined."""
+    u0 = torch.tensor([[0.6, 0.8]], dtype=torch.float64)
+    sol = integrate_tokens(_SLOW_DRIFT, u0, 1e4, rtol=1e-8, atol=1e-11)
+    sol.end_exponent = None
+    assert classify_tokens(sol).labels == [Label.CONVERGENT]
+    late = sol.ts >= 1e4 / 10 ** 0.125
+    assert int(late.sum()) >= 2  # steps inside the last eighth of a decade
+    first = int(torch.nonzero(late)[0])
+    sol.norms[first:, 0] = sol.norms[first - 1, 0]  # level from the step before the last eighth on
+    v = classify_tokens(sol).tokens[0]
+    assert v.label is Label.UNDETERMINED and "last eighth of a decade" in v.reason and "stopped" in v.reason, v

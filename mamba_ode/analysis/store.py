@@ -12,8 +12,8 @@ Layout of a saved analysis directory::
 
 The tree is encoded field by field: records (dataclasses), labels (enums) and list types by their
 qualified name, tensors by a key into ``tensors.safetensors``. Loading builds only the types of a
-fixed list (`write_saved` refuses anything else), with their declared fields (one added later with a default
-may be absent: analyses saved by older versions load): no pickle, no
+fixed list (`write_saved` refuses anything else), with exactly their declared fields (those of a short list,
+added later with a default, may be absent: analyses saved by older versions load): no pickle, no
 import by name. The model itself is not saved:
 the loaded analysis carries a `SavedModel` with what the report needs (architecture, config,
 checkpoint, token pieces).
@@ -169,9 +169,7 @@ class _Decoder:
         if "__record__" in obj:
             cls = _resolve(obj["__record__"], self.types, None, self.where)
             declared = {f.name: f for f in dataclasses.fields(cls)}
-            # a field added later with a default may be absent (an analysis saved by an older version)
-            optional = {k for k, f in declared.items()
-                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+            optional = _ADDED_LATER.get(cls.__name__, set())  # absent from analyses saved by older versions
             if not isinstance(obj.get("fields"), dict) or not set(declared) - optional <= set(obj["fields"]) \
                     <= set(declared):
                 got = sorted(obj["fields"]) if isinstance(obj.get("fields"), dict) else obj.get("fields")
@@ -199,6 +197,10 @@ class _Decoder:
 
 
 # ---------------------------------------------------------------------------------------------- public
+
+
+#: Record fields added after the format's first version, with a default: they may be absent when loading.
+_ADDED_LATER: dict[str, set[str]] = {"TokenSolution": {"end_exponent"}}
 
 
 def write_saved(fields: dict[str, Any], summary: dict[str, Any], directory: str | os.PathLike, *,

@@ -8,9 +8,9 @@ token has ended or the horizon is reached. Every token gets its own `TokenEnd`:
 * ``HORIZON`` — integrated to ``t_max`` (a last, shorter step lands there); its growth exponent
   ``α = d ln‖u_l‖/d ln t`` and its ln-t slope ``β = d‖u_l‖/d ln t`` are read from the norms at the steps, over
   the last half decade and over the last decade (not from the field at the final state: at a stiff fixed
-  point, t times the field's radial rate magnifies the steps' tolerated error without bound); that rate,
-  ``t d ln‖u_l‖/dt`` at the horizon, is kept beside them as ``end_exponent``, a check of where the token is
-  heading now (a norm that has just levelled off still shows growth over the windows);
+  point, t times the field's radial rate magnifies the steps' tolerated error without bound); where explicit
+  steps landed (no stiffness), that rate ``t d ln‖u_l‖/dt`` is kept as ``end_exponent``, a check of where the
+  token is heading now (a norm that has just levelled off still shows growth over the windows);
 * ``BLOWUP`` — its norm diverged at its own finite time ``t_blowup``;
 * ``GROWTH`` — its norm grew by the resolution factor without a finite-time singularity signature;
 * ``DEPENDS`` — a token before it (``driver``) blew up, grew without bound or could not be followed;
@@ -73,8 +73,7 @@ __all__ = ["TokenEnd", "TokenSolution", "integrate_tokens"]
 
 _STIFF_RATIO, _STIFF_STEPS, _NONSTIFF_RESET = 3.25, 15, 6  # Hairer's stiffness test, as in his DOPRI5
 _EXPLICIT_OK, _EXPLICIT_STEPS = 2.0, 10  # back to explicit steps when h·|λ|max stays below this
-_G_SCALE, _G_POWER = 4.0, 3.0
-_STALL_STEPS, _STALL_TAU = 20, 0.02
+_G_SCALE, _G_POWER, _STALL_STEPS, _STALL_TAU = 4.0, 3.0, 20, 0.02  # the Sundman factor; the stall rule
 _LANDING_STEPS = 4  # most steps tried to land on the horizon
 _DRIVEN = 10.0  # a later token whose norm grew this much as its driver blew up blows up with it
 _NEAR_T = 1e-3  # at a stall, a singularity is read when T - t is below this fraction of t
@@ -112,8 +111,8 @@ class TokenSolution:
         decade_exponent: (L,) ``(ln‖u(t)‖ − ln‖u(t/10)‖)/ln 10`` over the last decade (NaN if unavailable).
         decade_slope: (L,) ``(‖u(t)‖ − ‖u(t/10)‖)/ln 10`` over the last decade.
         growth_order: (L,) the local growth order k at the stop of a ``BLOWUP``/``GROWTH`` token.
-        end_exponent: (L,) ``t d ln‖u_l‖/dt`` from the field at the horizon (``HORIZON`` tokens, NaN else): where
-            the token is heading, beside the windows' record of where it has been (None in older saved analyses).
+        end_exponent: (L,) ``t d ln‖u_l‖/dt`` from the field at the horizon when explicit steps landed there (else
+            NaN: after stiff steps t·rate magnifies the tolerated error), beside the windows (None in old saves).
         t_max: the horizon asked for.
         methods: ``[(stepper, t_from, t_to)]`` segments, ``"dopri5"`` or ``"ros34pw2"`` (stiff stretches).
         stats: ``nfev``, ``n_accepted``, ``n_rejected``, ``n_events`` (blow-ups and growth stops) and
@@ -519,9 +518,8 @@ class _Integrator:
     def _finish_horizon(self, sys: _System, stepping: _Stepping, y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor,
                         h: float) -> None:
         """The step from y0 crossed τ_max: land on it with shorter steps of the same method (the clock's
-        interpolant gives the first fraction, secant updates the next), end every active token there and
-        evaluate the field at the landing (each token's ``end_exponent``).
-        An interpolated state (the fallback) would sit off the slow manifold after a stiff step."""
+        interpolant gives the first fraction, secant updates the next), end every active token there (and read
+        ``end_exponent``). An interpolated state (the fallback) would sit off the slow manifold after a stiff step."""
         lo, hi = 0.0, 1.0
         for _ in range(60):  # τ(θ) is monotone: bisection on the Hermite interpolant
             mid = 0.5 * (lo + hi)
@@ -543,8 +541,10 @@ class _Integrator:
                 break
             h_try *= (self.tau_max - tau0) / (tau - tau0)
         self.stats["n_accepted"] += math.isfinite(miss)  # the landing kept; the other tries count in nfev only
-        sys(torch.cat([u.reshape(-1), u.new_tensor([self.tau_max])]))  # the field there: each token's exponent now
-        self.end_exponent[: u.shape[0]] = self.t_max * _rates(u, cast(Tensor, sys.last_fu))[1].cpu()
+        if stepping.kind == "dopri5" and math.isfinite(miss):  # stiff steps: t·rate magnifies the error (NaN)
+            sys(torch.cat([u.reshape(-1), u.new_tensor([self.tau_max])]))
+            now = self.t_max * _rates(u, cast(Tensor, sys.last_fu))[1].cpu()  # from the field at the landing
+            self.end_exponent[: u.shape[0]] = torch.where(torch.isfinite(now), now, math.nan)
         self.record(self.t_max, u)
         self.end_all(u, self.t_max, TokenEnd.HORIZON, f"integrated to t={self.t_max:.6g}")
 

@@ -20,8 +20,9 @@ Shape letters as in `mamba_ode.shapes`.
 
 from __future__ import annotations
 
+import operator
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,14 @@ from .params_mamba2 import Mamba2Internals
 from .refine import refinement_record
 
 __all__ = ["MambaLMBase", "MambaLM", "Mamba2LM", "MambaOutput"]
+
+
+def _as_index(k: Any) -> Any:
+    """An integer-like layer index (numpy's integers) as an int; anything else as it is, for the check to name."""
+    try:
+        return operator.index(k)
+    except TypeError:
+        return k
 
 
 @dataclass
@@ -151,7 +160,7 @@ class MambaLMBase(nn.Module):
         return self.lm_head(self.backbone.norm_f(x).to(self.lm_head.weight.dtype))
 
     def forward(self, input_ids: Tensor, *, output_hidden_states: bool = False,
-                internals: bool | list[int] | tuple[int, ...] = (), backend: str = "auto") -> MambaOutput:
+                internals: bool | Iterable[int] = (), backend: str = "auto") -> MambaOutput:
         """Run the network.
 
         Arguments:
@@ -167,16 +176,19 @@ class MambaLMBase(nn.Module):
 
         Raises:
             ValueError: for bad ids or layer indices.
-            TypeError: for ``internals`` that is neither a bool nor a list or tuple of indices.
+            TypeError: for ``internals`` that is neither a bool nor an iterable of layer indices.
         """
         K = self.config.n_layer
         if internals is True:
             want = list(range(K))
-        elif internals is None or internals is False or isinstance(internals, (list, tuple)):
-            want = sorted({layer_index(k, K, "internals") for k in internals or ()})
-        else:
-            raise TypeError(f"argument 'internals' must be True, False or a list of layer indices, got "
+        elif internals is None or internals is False:
+            want = []
+        elif isinstance(internals, (str, bytes)) or not isinstance(internals, Iterable):
+            raise TypeError(f"argument 'internals' must be True, False or layer indices (a list, range, ...), got "
                             f"{type(internals).__name__} {internals!r}")
+        else:  # integer-like indices (numpy's too), negative ones counting from the end
+            want = sorted({layer_index(k if isinstance(k, (bool, int)) else _as_index(k), K, "internals")
+                           for k in internals})
         if want:
             names = [f"layers.{k}.mixer.{p}" for k in want for p in ("u", "delta", "B", "C", "y", "z")]
             out, cache = self.run_with_cache(input_ids, names, output_hidden_states=output_hidden_states,

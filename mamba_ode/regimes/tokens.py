@@ -15,9 +15,12 @@ Each token's `TokenEnd` decides most labels directly:
   levels off, which is ``undetermined``) and the growth is not
   accelerating (α ≤ 1.1 ᾱ + 0.01: an accelerating token may still blow up after the horizon, so it is
   ``undetermined``; the ln-t slope reported is the decade average), ``bounded`` when both are within
-  ±0.005, ``undetermined`` otherwise, or when the horizon is shorter than ``min_t_end``. The windows record
-  where the token has been; two checks ask where it is heading. The field's own exponent at the horizon
-  (``end_exponent``, t d ln‖u‖/dt) must agree with a decay (≤ −0.05) or a growth (≥ 0.02): a norm that grew
+  ±0.005 (and the drift check below), ``undetermined`` otherwise, or when the horizon is shorter than
+  ``min_t_end``. The windows record
+  where the token has been; two checks ask where it is heading. Its exponent at the horizon (the field's,
+  ``end_exponent``, where explicit steps landed; else the norms' over the last eighth of a decade, as after
+  stiff steps t times the field's rate magnifies the tolerated error) must agree with a decay (≤ −0.05) or
+  a growth (≥ 0.02): a norm that grew
   over the decade and came to rest on a fixed point just before the horizon is ``undetermined``, not
   divergent. And a level norm must stay level if it kept the last half decade's pace *in t* for another
   decade: a slow drift ‖u‖ ≈ c ± εt has an exponent near 0 while εt ≪ c, and is ``undetermined`` then, not
@@ -41,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._checks import finite_scalar
+from ..dynamics.readings import window_reading
 from ..dynamics.tokens import TokenEnd, TokenSolution
 from .labels import TRAJECTORY_LABELS, Label
 
@@ -121,14 +125,14 @@ def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
         return TokenVerdict(label=Label.UNDETERMINED, reason="no growth exponent over the last decade", **base)
     dmin, gmin, bmax = th["decay_exponent_min"], th["growth_exponent_min"], th["bounded_exponent_max"]
     read = f"exponent {a:.3g} over the last half decade, {ab:.3g} over the decade"
-    now = math.nan if sol.end_exponent is None else float(sol.end_exponent[l])  # NaN: not recorded (no check)
+    now, how = _heading(sol, l, t_end)
     if a <= -dmin and ab <= -dmin:
         if not a <= ab / 1.1 + 0.01:
             return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ decays but slows down at t={t_end:.3g} "
                                 f"({read}): it may still level off or turn after the horizon", **base)
         if now > -dmin:
             return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ decayed over the last decade ({read}) but the "
-                                f"field's exponent at t={t_end:.3g} is {now:.3g}: the decay has stopped at the "
+                                f"{how} at t={t_end:.3g} is {now:.3g}: the decay has stopped at the "
                                 "horizon; it may level off or turn after it", **base)
         return TokenVerdict(label=Label.CONVERGENT, reason=f"‖u‖ decays like t^{ab:.3f} over the last decade "
                             f"({read})", decay_exponent=ab, **base)
@@ -143,7 +147,7 @@ def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
                                 f"({read}): it may still blow up after the horizon", **base)
         if now < gmin:
             return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ grew over the last decade ({read}) but the "
-                                f"field's exponent at t={t_end:.3g} is {now:.3g}: the growth has stopped at the "
+                                f"{how} at t={t_end:.3g} is {now:.3g}: the growth has stopped at the "
                                 "horizon; it may level off after it", **base)
         return TokenVerdict(label=Label.DIVERGENT, reason=f"‖u‖ grows without blow-up up to t={t_end:.3g}, "
                             f"decelerating ({read}), slope {slope:.3g} per unit ln t", growth_slope=slope, **base)
@@ -156,6 +160,20 @@ def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
         return TokenVerdict(label=Label.BOUNDED, reason=f"‖u‖ levels off ({read})", **base)
     return TokenVerdict(label=Label.UNDETERMINED, reason=f"{read}: not both past one threshold (bounded ≤ {bmax}, "
                         f"decay ≥ {dmin}, growth ≥ {gmin}); integrate further", **base)
+
+
+#: The last window read when the field's exponent at the horizon is not available: an eighth of a decade.
+_LATE = 10.0 ** 0.125
+
+
+def _heading(sol: TokenSolution, l: int, t_end: float) -> tuple[float, str]:
+    """Token l's exponent at the horizon, and what it was read from: the field's (``end_exponent``, recorded where
+    explicit steps landed), else the norms at the steps over the last eighth of a decade (stiff steps: there the
+    field's rate times t magnifies the tolerated error); NaN when neither is available (no check)."""
+    now = math.nan if sol.end_exponent is None else float(sol.end_exponent[l])
+    if math.isfinite(now):
+        return now, "the field's exponent"
+    return window_reading(sol.ts, sol.norms[:, l], t_end, _LATE)[0], "the exponent over the last eighth of a decade"
 
 
 def _decade_ahead(half_slope: float, norm: float) -> float:
