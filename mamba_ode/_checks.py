@@ -6,6 +6,7 @@ Each check raises ``TypeError`` or ``ValueError`` with a message that names the 
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 from torch import Tensor
@@ -44,11 +45,16 @@ def check_tokens(u: Any, width: int, name: str = "u", what: str = "E") -> None:
 
 
 def layer_index(k: Any, n_layer: int, name: str) -> int:
-    """A layer index in [-K, K) normalised to [0, K).
+    """A layer index in [-K, K) (an int, or integer-like such as numpy's integers) normalised to [0, K).
 
     Raises:
-        ValueError: for a non-int or out-of-range index.
+        ValueError: for a bool, a non-integer or an out-of-range index.
     """
+    if not isinstance(k, bool):
+        try:
+            k = operator.index(k)
+        except TypeError:
+            pass
     if isinstance(k, bool) or not isinstance(k, int):
         raise ValueError(f"argument {name!r} must be an int layer index, got {k!r}")
     if not -n_layer <= k < n_layer:

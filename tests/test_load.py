@@ -487,6 +487,9 @@ def test_negative_internals_count_from_the_end_like_every_layer_index(ckpt):
     assert torch.equal(neg[K - 1].delta, pos[K - 1].delta)
     for every in (range(K), set(range(K)), [np.int64(k) for k in range(K)], True):  # any iterable of indices
         assert sorted(model(ids, internals=every).internals) == list(range(K))
+    assert torch.equal(model.layer_params(np.int64(-1)).A, model.layer_params(K - 1).A)  # one check for every layer
+    with pytest.raises(ValueError, match="'k' must be an int layer index"):
+        model.layer_params(np.float64(1.0))
 
 
 def test_half_precision_model_runs_with_float32_residual(hf_mamba, tmp_path):

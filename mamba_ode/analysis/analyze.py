@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import layer_index
 from ..dynamics.compare import DiscreteComparison, compare_discrete
 from ..dynamics.fields import DepthField, layer_field
 from ..dynamics.tokens import TokenSolution
@@ -326,10 +327,8 @@ def _chosen_layers(layers: Sequence[int] | None, K: int) -> list[int]:
         raise ValueError("argument 'layers' is empty: give at least one layer index, or None for all layers")
     chosen: list[int] = []
     for k in layers:
-        if isinstance(k, bool) or not isinstance(k, int) or not -K <= k < K:
-            raise ValueError(f"argument 'layers': layer index {k!r} outside [{-K}, {K}) for a {K}-layer model")
-        if k % K not in chosen:
-            chosen.append(k % K)
+        if (k := layer_index(k, K, "layers")) not in chosen:
+            chosen.append(k)
     return chosen
 
 

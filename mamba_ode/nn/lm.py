@@ -20,7 +20,6 @@ Shape letters as in `mamba_ode.shapes`.
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,14 +43,6 @@ from .params_mamba2 import Mamba2Internals
 from .refine import refinement_record
 
 __all__ = ["MambaLMBase", "MambaLM", "Mamba2LM", "MambaOutput"]
-
-
-def _as_index(k: Any) -> Any:
-    """An integer-like layer index (numpy's integers) as an int; anything else as it is, for the check to name."""
-    try:
-        return operator.index(k)
-    except TypeError:
-        return k
 
 
 @dataclass
@@ -187,8 +178,7 @@ class MambaLMBase(nn.Module):
             raise TypeError(f"argument 'internals' must be True, False or layer indices (a list, range, ...), got "
                             f"{type(internals).__name__} {internals!r}")
         else:  # integer-like indices (numpy's too), negative ones counting from the end
-            want = sorted({layer_index(k if isinstance(k, (bool, int)) else _as_index(k), K, "internals")
-                           for k in internals})
+            want = sorted({layer_index(k, K, "internals") for k in internals})
         if want:
             names = [f"layers.{k}.mixer.{p}" for k in want for p in ("u", "delta", "B", "C", "y", "z")]
             out, cache = self.run_with_cache(input_ids, names, output_hidden_states=output_hidden_states,

@@ -16,17 +16,15 @@ Each token's `TokenEnd` decides most labels directly:
   accelerating (α ≤ 1.1 ᾱ + 0.01: an accelerating token may still blow up after the horizon, so it is
   ``undetermined``; the ln-t slope reported is the decade average), ``bounded`` when both are within
   ±0.005 (and the drift check below), ``undetermined`` otherwise, or when the horizon is shorter than
-  ``min_t_end``. The windows record
-  where the token has been; two checks ask where it is heading. Its exponent at the horizon (the field's,
-  ``end_exponent``, where explicit steps landed; else the norms' over the last eighth of a decade, as after
-  stiff steps t times the field's rate magnifies the tolerated error) must agree with a decay (≤ −0.05) or
-  a growth (≥ 0.02): a norm that grew
-  over the decade and came to rest on a fixed point just before the horizon is ``undetermined``, not
-  divergent. And a level norm must stay level if it kept the last half decade's pace *in t* for another
-  decade: a slow drift ‖u‖ ≈ c ± εt has an exponent near 0 while εt ≪ c, and is ``undetermined`` then, not
-  bounded (on trained checkpoints such tokens read bounded at t = 100 and blew up or converged by 1e4).
-  Token l's field
-  depends on the tokens before it, so a reading at the horizon stands only when every earlier token
+  ``min_t_end``. The windows record where the token has been; two checks ask where it is heading. Its
+  exponent at the horizon (the field's, ``end_exponent``, where explicit steps landed; else the norms' over
+  the last eighth of a decade, as after stiff steps t times the field's rate magnifies the tolerated error)
+  must agree with a decay (≤ −0.05) or a growth (≥ 0.02): a norm that grew over the decade and came to rest
+  on a fixed point just before the horizon is ``undetermined``, not divergent. And a level norm must stay
+  level if it kept the last half decade's pace *in t* for another decade: a slow drift ‖u‖ ≈ c ± εt has an
+  exponent near 0 while εt ≪ c, and is ``undetermined`` then, not bounded (on trained checkpoints such
+  tokens read bounded at t = 100 and blew up or converged by 1e4). Token l's field depends on the tokens
+  before it, so a reading at the horizon stands only when every earlier token
   that also reached the horizon has one: after the first token left ``undetermined`` there, later
   tokens are ``undetermined`` too (their own reading kept in the reason), since that token may yet
   drive them — to a blow-up after the horizon, say. Only a token that stayed exactly at zero keeps
