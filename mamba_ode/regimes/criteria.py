@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.integrate import quad
 from torch import Tensor
 
 from .._checks import check_matrix, finite_scalar
@@ -64,6 +63,8 @@ def blowup_time_1d(mu: float, s_delta: float, r0: float, b_delta: float = 0.0) -
         if x <= 0.0:
             return 0.0
         return x / (mu * r0 * r0 * _softplus(s * r0 / x + b))
+
+    from scipy.integrate import quad  # lazily: a third of a second to import
 
     val, _ = quad(integrand, 0.0, 1.0, epsabs=0.0, epsrel=1e-12, limit=200)
     return float(val)

@@ -13,10 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.integrate as si
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
 __all__ = ["Stop", "Run", "run_torchdiffeq", "run_scipy", "ADAPTIVE"]
@@ -92,6 +90,8 @@ class _Monitor:
 def run_torchdiffeq(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs: list[float], *, method: str,
                      rtol: float, atol: float, options: dict, threshold: float, min_step_rel: float, budget: int,
                      stats: dict, hist: list[tuple[float, Tensor]], pbar: tqdm | None) -> Run:
+    from torchdiffeq import odeint  # lazily: it imports scipy, a third of a second
+
     # the time grid lives with the state: torchdiffeq warns (and copies every step) otherwise
     dev = y0.device
     grid = torch.tensor([tau_a, *outs, tau_b], dtype=torch.float64, device=dev) if not outs or outs[-1] < tau_b \
@@ -145,6 +145,8 @@ def run_scipy(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs: list[
 
     def as_tensor(y: np.ndarray) -> Tensor:
         return torch.as_tensor(np.array(y, dtype=np.float64)).reshape(shape)
+
+    import scipy.integrate as si  # lazily: a third of a second to import
 
     solver = getattr(si, method)(fun, tau_a, y0.detach().double().reshape(-1).cpu().numpy(), tau_b, rtol=rtol,
                                  atol=atol, **options)
