@@ -157,6 +157,45 @@ def test_threshold_event_without_singularity(kwargs):
     assert sol.ys[-1, 1, 0, 0].item() == pytest.approx(-1e-6 * math.exp(20.0), rel=1e-7)
 
 
+@pytest.mark.parametrize("rate", [0.5, 3.0])
+def test_exponential_growth_in_log_time_is_no_singularity(rate):
+    """In s = ln(1 + t) an exponential has a decreasing 1/(d ln‖u‖/ds): the blow-up reading is made in t, where
+    1/r is constant, so the threshold is reported at its crossing time ln(threshold)/rate, not a singularity."""
+    sol = solve(lambda t, u: rate * u, tokens(1.0), (0.0, 200.0), log_time=True, rtol=1e-6, atol=1e-9)
+    assert sol.status == [Status.BLOWUP]
+    assert "no finite-time singularity" in sol.messages[0]
+    assert sol.t_blowup[0].item() == pytest.approx(math.log(1e8) / rate, rel=1e-3)
+
+
+@pytest.mark.parametrize("k", [1.1, 1.2, 1.5, 3.0])
+@pytest.mark.parametrize("log_time", [False, True])
+def test_low_order_singularity_time(k, log_time):
+    """dy/dt = y^k from y0 = 1 blows up at t* = 1/(k - 1); read in t, log time included."""
+    sol = solve(lambda t, u: u.abs() ** k, tokens(1.0), (0.0, 2.0 / (k - 1)), log_time=log_time, rtol=1e-8,
+                atol=1e-12)
+    assert sol.status == [Status.BLOWUP]
+    assert "estimated blow-up time" in sol.messages[0]
+    assert sol.t_blowup[0].item() == pytest.approx(1.0 / (k - 1), rel=1e-6)
+
+
+@pytest.mark.parametrize("backend,method", [("torchdiffeq", "dopri5"), ("scipy", "DOP853")])
+def test_time_dependent_field_is_accurate_at_the_end_of_the_span(backend, method):
+    """du/dt = t³ on (1, 2): DP5 integrates it exactly; a stage past t1 must see t itself (no clamp where the
+    field does not jump), else the last step has a kink and u(2) is off by 1e-8 at rtol 1e-10."""
+    t_eval = [1.0, 1.5, 1.9, 2.0]
+    sol = solve(lambda t, u: torch.ones_like(u) * float(t) ** 3, torch.zeros(1, 1, 1, dtype=F64), (1.0, 2.0),
+                t_eval=t_eval, rtol=1e-10, atol=1e-12, backend=backend, method=method)
+    exact = np.array([(t ** 4 - 1) / 4 for t in t_eval])
+    assert np.abs(sol.ys[:, 0, 0, 0].numpy() - exact).max() < 1e-12
+
+
+def test_a_jump_at_the_end_of_the_span_is_clamped():
+    """A field that jumps at t1 (declared) is evaluated at its left limit there: u(2) = 2 exactly."""
+    f = lambda t, u: torch.full_like(u, 1.0 if float(t) < 2.0 else 100.0)  # noqa: E731
+    sol = solve(f, torch.zeros(1, 1, 1, dtype=F64), (0.0, 2.0), t_eval=[0.0, 2.0], jump_times=[2.0])
+    assert abs(sol.ys[-1, 0, 0, 0].item() - 2.0) < 1e-12
+
+
 def test_non_finite_field_is_a_status_not_a_crash():
     def f(t, u):
         return u if float(t) < 1.0 else u * math.nan

@@ -8,7 +8,8 @@ land on them.
 How `solve` works (torchdiffeq backend):
 
 * The span is cut at the field's jump times into pieces; on a piece [a, b] the field is evaluated
-  with t clamped to [a, b) (its left limit at b), so each piece is smooth.
+  with t clamped to [a, b) (its left limit at b) where it jumps at b, so each piece is smooth; a stage
+  past the end of the span (where the field does not jump) sees the field's continuation, as in torchdiffeq.
 * A group of trajectories is integrated by ``torchdiffeq.odeint`` with a monitor attached through
   torchdiffeq's per-step callbacks (`mamba_ode.dynamics.solvers.runners`): it counts steps, keeps
   the last accepted states, and stops the run when a trajectory's largest ``|u|`` passes
@@ -16,8 +17,9 @@ How `solve` works (torchdiffeq backend):
 * The trajectories that caused a threshold stop get their `Outcome`; after a step-size
   collapse in a group the group is split in halves, each continued from the last accepted state,
   until the culprit is alone. So one trajectory blowing up never stops or spoils the others.
-* A stop is read by `mamba_ode.dynamics.solvers.blowup`: with ``r(τ) = d ln‖u‖/dτ``, a
-  finite-time singularity ``‖u‖ ~ (T - τ)^{-α}`` makes ``1/r`` linear in τ with zero at T.
+* A stop is read by `mamba_ode.dynamics.solvers.blowup`: with ``r(t) = d ln‖u‖/dt``, a
+  finite-time singularity ``‖u‖ ~ (T - t)^{-α}`` makes ``1/r`` linear in t with zero at T (read in t
+  also under ``log_time``).
 * ``log_time=True`` integrates in s = ln(1 + t), i.e. ``du/ds = (1 + t) f(t, u)``: algebraic and
   logarithmic dynamics become smooth on a scale of s, so t up to 1e12 costs a few hundred steps.
 
@@ -91,11 +93,11 @@ class _Integration:
         self.outcomes[b], self.messages[b] = outcome, msg
         self.t_final[b], self.t_blowup[b] = self.clock.t(tau), tb
 
-    def piece(self, t_lo: float, t_hi: float) -> None:
-        """Integrate every live trajectory over [t_lo, t_hi]."""
+    def piece(self, t_lo: float, t_hi: float, jump_at_end: bool) -> None:
+        """Integrate every live trajectory over [t_lo, t_hi] (the field jumps at t_hi when ``jump_at_end``)."""
         clock = self.clock
         tau_a, tau_b = clock.tau(t_lo), clock.tau(t_hi)
-        rhs = clock.rhs(self.field, t_lo, t_hi)
+        rhs = clock.rhs(self.field, t_lo, t_hi, jump_at_end=jump_at_end)
         alive = [b for b, o in enumerate(self.outcomes) if o is None]
         groups = [[b] for b in alive] if self.backend == "scipy" else ([alive] if alive else [])
         queue: list[tuple[list[int], float, Tensor, History]] = [(g, tau_a, self.state[g], []) for g in groups]
@@ -142,7 +144,7 @@ class _Integration:
             which = (stop.which if stop.which is not None else torch.ones(len(idx), dtype=torch.bool)).tolist()
             for i, w in enumerate(which):
                 if w:
-                    outcome, tb, msg = threshold_outcome(stop.y[i:i + 1], _slice(hist, [i]), stop.tau, rhs, clock.t,
+                    outcome, tb, msg = threshold_outcome(stop.y[i:i + 1], _slice(hist, [i]), stop.tau, rhs, clock,
                                                          self.threshold)
                     self.finish(idx[i], outcome, stop.tau, msg, tb)
             rest = [i for i, w in enumerate(which) if not w]
@@ -151,10 +153,9 @@ class _Integration:
             half = len(idx) // 2
             parts = [list(range(half)), list(range(half, len(idx)))]
             return [([idx[i] for i in p], stop.tau, y_stop[p], _slice(hist, p)) for p in parts]
-        tstar = singularity(rhs, hist)
+        tb = singularity(rhs, hist, clock)
         t_stop = clock.t(stop.tau)
-        if tstar is not None:
-            tb = clock.t(tstar)
+        if tb is not None:
             self.finish(idx[0], Outcome.BLOWUP, stop.tau,
                         f"blow-up: the step size collapsed ({stop.detail}) at t={t_stop:.10g} while max|u|="
                         f"{maxabs(y_stop):.3g} grew without bound; estimated blow-up time t*={tb:.10g}", tb)
@@ -271,11 +272,12 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
     work = _Integration(field, u0, t0, out_taus, te, clock, backend=backend, settings=settings, max_steps=max_steps,
                         threshold=blowup_threshold, pbar=pbar)
     breaks = [t0, *field_jump_times(field, t0, t1, jump_times), t1]
+    jump_at_t1 = bool(field_jump_times(field, t0, math.nextafter(t1, math.inf), jump_times)[-1:] == [t1])
     try:
         for t_lo, t_hi in zip(breaks[:-1], breaks[1:]):
             if all(o is not None for o in work.outcomes):
                 break
-            work.piece(t_lo, t_hi)
+            work.piece(t_lo, t_hi, jump_at_end=t_hi < t1 or jump_at_t1)
     finally:
         if pbar is not None:
             pbar.close()
