@@ -116,6 +116,22 @@ def render() -> str:
                 nfev = sum(lay["stats"]["nfev"] for lay in r["layers"])
                 out.append(f"- {c['case']}: {stages}; {nfev} field evaluations over {len(r['layers'])} layers.")
         out += [""]
+    sg = _load("bench_segments")
+    if sg:
+        out += ["### Where the 130m-shaped analysis spends its time", "",
+                "`python benchmarks/bench_segments.py` — every layer of that checkpoint integrated as analyze does "
+                f"({sg['settings']['rtol']:g} / {sg['settings']['atol']:g}, t_max {sg['settings']['t_max']:g}), one "
+                f"thread, one process: {sg['n_segments']} segments (the active prefix between two events), "
+                f"{sg['total_nfev']} field evaluations, {sg['total_seconds']:.1f} s.", "",
+                "| active tokens | segments | evaluations | seconds | share of the time | ms per evaluation |",
+                "|---|---|---|---|---|---|"]
+        for r in sg["by_prefix"]:
+            out.append(f"| {r['prefix']} | {r['segments']} | {r['nfev']} | {r['seconds']:.1f} | "
+                       f"{r['time_share']:.0%} | {r['ms_per_eval']:.2f} |")
+        out += ["", "| segments | count | evaluations | seconds | share of the time |", "|---|---|---|---|---|"]
+        for name, r in sg["by_kind"].items():
+            out.append(f"| {name} | {r['segments']} | {r['nfev']} | {r['seconds']:.1f} | {r['time_share']:.0%} |")
+        out += [""]
     mn = _load("bench_many")
     if mn:
         out += ["## Many prompts", "",

@@ -196,6 +196,15 @@ def test_a_jump_at_the_end_of_the_span_is_clamped():
     assert abs(sol.ys[-1, 0, 0, 0].item() - 2.0) < 1e-12
 
 
+def test_default_method_follows_the_backend():
+    """method=None: torchdiffeq's dopri5, or solve_ivp's RK45 with the scipy backend (as each library's default)."""
+    for backend, method in (("torchdiffeq", "dopri5"), ("scipy", "RK45")):
+        sol = solve(lambda t, u: -u, tokens(1.0), (0.0, 1.0), t_eval=[0.0, 1.0], backend=backend, rtol=1e-8,
+                    atol=1e-10)
+        assert sol.method == method
+        assert sol.ys[-1, 0, 0, 0].item() == pytest.approx(math.exp(-1.0), rel=1e-6)
+
+
 def test_non_finite_field_is_a_status_not_a_crash():
     def f(t, u):
         return u if float(t) < 1.0 else u * math.nan

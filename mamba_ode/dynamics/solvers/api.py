@@ -194,7 +194,7 @@ def _output_times(t_eval: Tensor | None, t0: float, t1: float, n_eval: int, cloc
 
 # long function: over 80 lines with its docstring, which documents every argument
 def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequence[float], *,
-          t_eval: Sequence[float] | Tensor | None = None, method: str = "dopri5", rtol: float = 1e-6,
+          t_eval: Sequence[float] | Tensor | None = None, method: str | None = None, rtol: float = 1e-6,
           atol: float = 1e-8, backend: str = "torchdiffeq", log_time: bool = False, n_eval: int = 101,
           blowup_threshold: float = 1e8, max_steps: int = 100_000, min_step_rel: float = 1e-10,
           jump_times: Sequence[float] | None = None, options: dict | None = None,
@@ -212,7 +212,8 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
         method: torchdiffeq method (`TORCHDIFFEQ_METHODS`; adaptive: dopri5, dopri8, bosh3,
             fehlberg2, adaptive_heun; fixed-grid ones step by ``options={"step_size": h}``, or without
             it from output time to output time, as in torchdiffeq) or, with
-            ``backend="scipy"``, a ``solve_ivp`` method (`SCIPY_METHODS`).
+            ``backend="scipy"``, a ``solve_ivp`` method (`SCIPY_METHODS`). None: each backend's own
+            default, ``"dopri5"`` (as torchdiffeq's ``odeint``) or ``"RK45"`` (as ``solve_ivp``).
         rtol, atol: relative and absolute tolerances.
         backend: ``"torchdiffeq"`` (batched, any dtype/device) or ``"scipy"`` (float64, one
             trajectory at a time; for cross-checks on small systems).
@@ -248,6 +249,8 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
     if backend not in BACKENDS:
         raise ValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
     methods = TORCHDIFFEQ_METHODS if backend == "torchdiffeq" else SCIPY_METHODS
+    if method is None:
+        method = methods[0] if backend == "torchdiffeq" else "RK45"
     if method not in methods:
         raise ValueError(f"argument 'method': unknown method {method!r} for backend {backend!r}; "
                          f"choose one of {methods}")
