@@ -200,6 +200,18 @@ def test_s6_field_from_layer(model64):
         S6Field.from_layer(object(), 0)  # type: ignore[arg-type]
 
 
+def test_float32_parameters_take_float64_tokens(model64):
+    """Δ, B, C of float32 weights at float64 tokens: the weights follow the tokens (as the Mamba-2 parameters do),
+    equal to casting the parameters first."""
+    p32 = model64.layers[1].ssm.to(torch.float32)
+    u = torch.randn(2, 5, p32.d_inner, dtype=F64)
+    ref = p32.to(F64)
+    assert p32.delta(u).dtype == F64
+    assert torch.equal(p32.delta(u), ref.delta(u))
+    for got, want in zip(p32.selective_inputs(u), ref.selective_inputs(u)):
+        assert torch.equal(got, want)
+
+
 def test_depth_field_layers_jumps_and_switches(model64):
     f = DepthField(model64)
     assert f.t_span == (0.0, 3.0)

@@ -155,8 +155,10 @@ class SSMParams:
             ``(delta_pre, B, C)`` with shapes (B, L, E), (B, L, N), (B, L, N);
             Δ = softplus(delta_pre + delta_bias).
         """
-        low = u @ self.W_x.transpose(0, 1)  # (B, L, R)
-        return low @ self.W_dt.transpose(0, 1), u @ self.S_B.transpose(0, 1), u @ self.S_C.transpose(0, 1)
+        dt = u.dtype  # the weights follow the tokens' dtype (a no-op when equal), as in `Mamba2Params.selective`
+        low = u @ self.W_x.to(dt).transpose(0, 1)  # (B, L, R)
+        return (low @ self.W_dt.to(dt).transpose(0, 1), u @ self.S_B.to(dt).transpose(0, 1),
+                u @ self.S_C.to(dt).transpose(0, 1))
 
     def delta(self, u: Tensor) -> Tensor:
         """(B, L, E) step sizes Δ = softplus(S_Δ u + b_Δ) for tokens u (B, L, E)."""
