@@ -525,6 +525,29 @@ def test_a_reading_at_the_horizon_is_not_contradicted_by_a_longer_horizon(field,
     assert decided == {late}, verdicts
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_token_with_no_time_to_move_is_not_bounded(sign):
+    """du/dt = ±u‖u‖² from ‖u0‖ = 1e-3: its time scale ‖u‖/‖du/dt‖ = 1e6 (it blows up at t* = 5e5, or decays
+    like t^-1/2 from t ≈ 1e6), so at t = 100 its norm is level only because it had no time to move: undetermined,
+    not bounded. The same field from ‖u0‖ = 1 moves within the horizon and is read as it is; and a rotation, level
+    at every speed, stays bounded."""
+    def cubic(t, u):
+        return sign * u * (u * u).sum(-1, keepdim=True)
+
+    slow = integrate_tokens(cubic, torch.tensor([[6e-4, 8e-4]], dtype=torch.float64), 100.0, rtol=1e-8, atol=1e-14)
+    assert slow.initial_speed is not None and float(slow.initial_speed[0]) == pytest.approx(1e-6, rel=1e-9)
+    v = classify_tokens(slow).tokens[0]
+    assert v.label is Label.UNDETERMINED and "no time to move" in v.reason, v
+    fast = integrate_tokens(cubic, torch.tensor([[0.6, 0.8]], dtype=torch.float64), 100.0, rtol=1e-8, atol=1e-11)
+    assert classify_tokens(fast).tokens[0].label is (Label.FINITE if sign > 0 else Label.CONVERGENT)
+
+    def rotation(t, u):
+        return 0.05 * torch.stack([-u[..., 1], u[..., 0]], dim=-1)
+
+    turn = integrate_tokens(rotation, torch.tensor([[0.6, 0.8]], dtype=torch.float64), 100.0, rtol=1e-8, atol=1e-11)
+    assert classify_tokens(turn).tokens[0].label is Label.BOUNDED
+
+
 def test_the_exponent_at_the_horizon_is_the_fields():
     """du/dt = −u‖u‖² from ‖u‖ = 1: ‖u‖² = 1/(1 + 2t), so t d ln‖u‖/dt = −t/(1 + 2t) (closed form); NaN for a
     token that did not reach the horizon."""

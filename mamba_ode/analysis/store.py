@@ -200,7 +200,7 @@ class _Decoder:
 
 
 #: Record fields added after the format's first version, with a default: they may be absent when loading.
-_ADDED_LATER: dict[str, set[str]] = {"TokenSolution": {"end_exponent"}}
+_ADDED_LATER: dict[str, set[str]] = {"TokenSolution": {"end_exponent", "initial_speed"}}
 
 
 def write_saved(fields: dict[str, Any], summary: dict[str, Any], directory: str | os.PathLike, *,

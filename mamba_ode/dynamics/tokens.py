@@ -113,6 +113,7 @@ class TokenSolution:
         growth_order: (L,) the local growth order k at the stop of a ``BLOWUP``/``GROWTH`` token.
         end_exponent: (L,) ``t d ln‖u_l‖/dt`` from the field at the horizon when explicit steps landed there (else
             NaN: after stiff steps t·rate magnifies the tolerated error), beside the windows (None in old saves).
+        initial_speed: (L,) ``‖f_l(u0)‖ / ‖u0_l‖``, the inverse of each token's time scale at t = 0 (None in old saves).
         t_max: the horizon asked for.
         methods: ``[(stepper, t_from, t_to)]`` segments, ``"dopri5"`` or ``"ros34pw2"`` (stiff stretches).
         stats: ``nfev``, ``n_accepted``, ``n_rejected``, ``n_events`` (blow-ups and growth stops) and
@@ -138,6 +139,7 @@ class TokenSolution:
     methods: list[tuple[str, float, float]] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     end_exponent: Tensor | None = None
+    initial_speed: Tensor | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -187,8 +189,7 @@ class _System:
 def _rates(u: Tensor, fu: Tensor) -> tuple[Tensor, Tensor]:
     """(‖u_l‖, d ln‖u_l‖/dt) per token."""
     u, fu = u.double(), fu.double()
-    n = torch.linalg.vector_norm(u, dim=-1)
-    dot = (u * fu).sum(-1)
+    n, dot = torch.linalg.vector_norm(u, dim=-1), (u * fu).sum(-1)
     return n, torch.where(n > 0, dot / n.clamp_min(1e-300) ** 2, torch.zeros_like(n))
 
 
@@ -278,7 +279,7 @@ class _Integrator:
         with torch.no_grad():
             f0 = field(torch.tensor(0.0, dtype=torch.float64), u0[None])[0]
         speed = torch.linalg.vector_norm(f0, dim=-1) / torch.linalg.vector_norm(u0, dim=-1).clamp_min(1e-300)
-        self.t_scale = 1.0 / max(1.0, float(speed.max()))
+        self.t_scale, self.initial_speed = 1.0 / max(1.0, float(speed.max())), speed.double().cpu()
         self.tau_max = self.tau(t_max)
         self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
         self.blowup_factor, self.stiff_switch = blowup_factor, stiff_switch
@@ -286,10 +287,8 @@ class _Integrator:
         self.L, self.W, self.u0 = L, W, u0
         self.u0_norms = torch.linalg.vector_norm(u0.double(), dim=-1).cpu()
         self.ends: list[TokenEnd | None] = [None] * L
-        self.t_end = torch.full((L,), math.nan, dtype=torch.float64)
-        self.t_blowup = torch.full((L,), math.nan, dtype=torch.float64)
-        self.order = torch.full((L,), math.nan, dtype=torch.float64)
-        self.end_exponent = torch.full((L,), math.nan, dtype=torch.float64)
+        self.t_end, self.t_blowup, self.order, self.end_exponent = (torch.full((L,), math.nan, dtype=torch.float64)
+                                                                    for _ in range(4))
         self.driver: list[int | None] = [None] * L
         self.messages = [""] * L
         self.u_end = torch.full((L, W), math.nan, dtype=u0.dtype, device=u0.device)
@@ -564,7 +563,8 @@ class _Integrator:
         return TokenSolution(ts=ts, norms=norms, ends=ends, t_end=self.t_end, t_blowup=self.t_blowup,
                              driver=self.driver, messages=self.messages, u_end=self.u_end, growth_exponent=alpha,
                              log_slope=beta, decade_exponent=dexp, decade_slope=dslope, growth_order=self.order,
-                             t_max=self.t_max, methods=self.methods, stats=self.stats, end_exponent=self.end_exponent)
+                             t_max=self.t_max, methods=self.methods, stats=self.stats, end_exponent=self.end_exponent,
+                             initial_speed=self.initial_speed)
 
 
 def integrate_tokens(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_max: float, *, rtol: float = 1e-6,

@@ -23,9 +23,11 @@ Each token's `TokenEnd` decides most labels directly:
   on a fixed point just before the horizon is ``undetermined``, not divergent. And a level norm must stay
   level if it kept the last half decade's pace *in t* for another decade: a slow drift ‖u‖ ≈ c ± εt has an
   exponent near 0 while εt ≪ c, and is ``undetermined`` then, not bounded (on trained checkpoints such
-  tokens read bounded at t = 100 and blew up or converged by 1e4). Token l's field depends on the tokens
-  before it, so a reading at the horizon stands only when every earlier token
-  that also reached the horizon has one: after the first token left ``undetermined`` there, later
+  tokens read bounded at t = 100 and blew up or converged by 1e4). Nor is a level norm ``bounded`` when the
+  token had no time to move: when the horizon is shorter than its time scale at t = 0, ``‖u0_l‖/‖f_l(u0)‖``
+  (``initial_speed``; a small token of a cubic field is slow), it is ``undetermined``. Token l's field depends
+  on the tokens before it, so a reading at the horizon stands only when every earlier token that also
+  reached the horizon has one: after the first token left ``undetermined`` there, later
   tokens are ``undetermined`` too (their own reading kept in the reason), since that token may yet
   drive them — to a blow-up after the horizon, say. Only a token that stayed exactly at zero keeps
   ``bounded``: in the idealised fields its C_l = S_C u_l, hence its field, vanishes whatever the earlier
@@ -155,6 +157,11 @@ def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
             return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ is level in ln t ({read}) but drifts: at the "
                                 f"last half decade's pace in t, the next decade would have exponent {ahead:.3g} "
                                 f"(bounded ≤ {bmax}); integrate further", **base)
+        s0 = math.nan if sol.initial_speed is None else float(sol.initial_speed[l])
+        if 0 < s0 < 1.0 / t_end:
+            return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ is level ({read}) but had no time to move: its "
+                                f"time scale at t=0, ‖u‖/‖du/dt‖ = {1.0 / s0:.3g}, exceeds the horizon t={t_end:.3g}; "
+                                "integrate further", **base)
         return TokenVerdict(label=Label.BOUNDED, reason=f"‖u‖ levels off ({read})", **base)
     return TokenVerdict(label=Label.UNDETERMINED, reason=f"{read}: not both past one threshold (bounded ≤ {bmax}, "
                         f"decay ≥ {dmin}, growth ≥ {gmin}); integrate further", **base)
