@@ -339,10 +339,10 @@ def test_step_budget_ends_tokens_failed_with_a_reason():
 def test_no_step_size_growth_right_after_a_rejection():
     """After a rejected step, the next accepted one may not grow the step however small its error
     (Hairer's rule in DOPRI5 and RADAU5): growing at once is what makes rejections come in pairs."""
-    from mamba_ode.dynamics.tokens import _Stepping
+    from mamba_ode.dynamics.stepping import Stepping
 
     for kind in ("dopri5", "ros34pw2"):
-        s = _Stepping(1e-6, 1e-9, True)
+        s = Stepping(1e-6, 1e-9, True)
         s.kind = kind
         assert s.accepted(1e-8, 1.0) == 5.0  # a tiny error: the largest growth
         h = s.rejected(4.0, 5.0)
@@ -546,6 +546,29 @@ def test_a_token_with_no_time_to_move_is_not_bounded(sign):
 
     turn = integrate_tokens(rotation, torch.tensor([[0.6, 0.8]], dtype=torch.float64), 100.0, rtol=1e-8, atol=1e-11)
     assert classify_tokens(turn).tokens[0].label is Label.BOUNDED
+
+
+def _rotations(omegas):
+    """Each token turns in its plane at its own rate ω_l (no mixing): ‖u_l‖ is constant, and a fast turn ends the
+    steps by the stall rule near t ≈ 200/ω (the pace in log time falls with t)."""
+    w = torch.tensor(omegas, dtype=torch.float64)[:, None]
+
+    def field(t, u):
+        return w[: u.shape[1]] * torch.stack([-u[..., 1], u[..., 0]], dim=-1)
+    return field
+
+
+def test_a_stall_ends_the_token_limiting_the_steps_not_an_earlier_one():
+    """Tokens turning at ω = 1 and 1.3: the faster one limits the steps and stalls them first (t ≈ 160). Token 0
+    alone reaches t = 180, so it must do so beside token 1 too (causality: a later token cannot end it); the rule
+    used to end the first token carrying 1 % of the error, token 0 (ω⁵ ratio 0.27), and token 1 with it."""
+    u0 = torch.tensor([[0.6, 0.8], [0.8, -0.6]], dtype=torch.float64)
+    alone = integrate_tokens(_rotations([1.0]), u0[:1], 180.0, rtol=1e-6, atol=1e-9)
+    both = integrate_tokens(_rotations([1.0, 1.3]), u0, 180.0, rtol=1e-6, atol=1e-9)
+    assert alone.ends == [TokenEnd.HORIZON]
+    assert both.ends == [TokenEnd.HORIZON, TokenEnd.FAILED], both.messages
+    assert both.driver[1] == 1 and "stalled on this token" in both.messages[1]
+    assert classify_tokens(both).tokens[0].label is Label.BOUNDED
 
 
 def test_the_exponent_at_the_horizon_is_the_fields():

@@ -46,11 +46,12 @@ have stalled. If a token at 10·R0 or more grew by half over those steps with a 
 (its growth order puts T within 1e-3·t, or the clock stood still, Δt ≤ 1e-4·t, while it grew), it
 blows up there. If instead a token grew by a fifth over those steps with a singularity signature, and the
 steps covered a tenth of the time left to its predicted T, the steps are approaching a low-order blow-up
-at a steady pace (small in log time only because T − t ≪ t): the integration goes on. Otherwise the first
-token carrying at least 1 % of the largest error contribution ends ``FAILED`` (with its dependents), and
-the prefix before it continues. These rules are fixed in t, so a token's outcome does not depend on the
-horizon once the horizon is past its decision. Nothing here knows about Mamba: ``field(t, u)`` is any causal
-field on (1, L, W) tokens, autonomous.
+at a steady pace (small in log time only because T − t ≪ t): the integration goes on. Otherwise the token
+carrying the largest error over those steps (the one limiting them) ends ``FAILED`` (with its dependents),
+and the prefix before it continues (an earlier cause stalls it next). These rules are fixed in t, so a
+token's outcome does not depend on the horizon once the horizon is past its decision. Nothing here knows
+about Mamba: ``field(t, u)`` is any causal field on (1, L, W) tokens, autonomous (the step-size control and
+the stiffness switch are `mamba_ode.dynamics.stepping`'s).
 """
 
 from __future__ import annotations
@@ -67,18 +68,16 @@ from torch import Tensor
 from .._enums import StrEnum
 from .readings import window_reading
 from .solvers.checks import check_token_args
-from .solvers.steppers import Step, dp5_step, error_norm, hermite, ros34pw2_step
+from .solvers.steppers import Step, error_norm, hermite
+from .stepping import Stepping
 
 __all__ = ["TokenEnd", "TokenSolution", "integrate_tokens"]
 
-_STIFF_RATIO, _STIFF_STEPS, _NONSTIFF_RESET = 3.25, 15, 6  # Hairer's stiffness test, as in his DOPRI5
-_EXPLICIT_OK, _EXPLICIT_STEPS = 2.0, 10  # back to explicit steps when h·|λ|max stays below this
 _G_SCALE, _G_POWER, _STALL_STEPS, _STALL_TAU = 4.0, 3.0, 20, 0.02  # the Sundman factor; the stall rule
 _LANDING_STEPS = 4  # most steps tried to land on the horizon
 _DRIVEN = 10.0  # a later token whose norm grew this much as its driver blew up blows up with it
 _NEAR_T = 1e-3  # at a stall, a singularity is read when T - t is below this fraction of t
 _APPROACH_GROWTH, _APPROACH_PACE = 1.2, 0.1  # steps that approach a singularity steadily are no stall
-_PI_BETA = 0.04  # the PI step-size control of DP5 steps (Hairer's DOPRI5)
 
 
 class TokenEnd(StrEnum):
@@ -193,82 +192,6 @@ def _rates(u: Tensor, fu: Tensor) -> tuple[Tensor, Tensor]:
     return n, torch.where(n > 0, dot / n.clamp_min(1e-300) ** 2, torch.zeros_like(n))
 
 
-class _Stepping:
-    """Step-size control and the explicit/implicit switch of one segment."""
-
-    def __init__(self, rtol: float, atol: float, stiff_switch: bool) -> None:
-        self.rtol, self.atol, self.stiff_switch = rtol, atol, stiff_switch
-        self.kind = "dopri5"
-        self.stiff_count = self.nonstiff_run = self.explicit_ok = 0
-        self.explicit_needed = _EXPLICIT_STEPS  # doubles each time the stiff stepper is needed again
-        self.err_old: float | None = None  # error and size of the last accepted step (controller memory)
-        self.h_old = 0.0
-        self.last_rejected = False
-
-    def step(self, sys: _System, y: Tensor, f: Tensor, h: float) -> Step:
-        if self.kind == "dopri5":
-            return dp5_step(sys, y, f, h)
-        return ros34pw2_step(sys, y, f, h, jdiag=sys.jdiag(y), tol_scale=self.atol + self.rtol * y.abs())
-
-    @property
-    def exponent(self) -> float:
-        """1/q, q the order of the error estimate plus one (5 for DP5(4), 3 for ROS34PW2's order-2 estimate)."""
-        return 0.2 if self.kind == "dopri5" else 1.0 / 3.0
-
-    def rejected(self, err: float, h: float) -> float:
-        """The next step size after a rejected step of size h with error err: a quarter when the error is
-        not finite or the step was refused for a non-finite state (err ≤ 1), else from the error."""
-        self.last_rejected = True
-        if not (math.isfinite(err) and err > 1.0):
-            return 0.25 * h
-        return h * max(0.2, 0.9 * err ** -self.exponent)
-
-    def accepted(self, err: float, h: float) -> float:
-        """The next step size after an accepted step of size h with error err ≤ 1.
-
-        DP5: Hairer's PI control of DOPRI5 (β = 0.04), the last accepted error damping the oscillation of
-        the step size. ROS34PW2: Gustafsson's predictive control (as in Hairer's RADAU5 and RODAS), the more
-        cautious of the standard and the predicted factor. Either way the factor is in [0.2, 5], and no
-        growth right after a rejection.
-        """
-        a = self.exponent
-        if err == 0:
-            grow = 5.0
-        elif self.kind == "dopri5":
-            grow = 0.9 * err ** -(a - 0.75 * _PI_BETA) * (self.err_old ** _PI_BETA if self.err_old else 1.0)
-        else:
-            grow = 0.9 * err ** -a
-            if self.err_old is not None and self.h_old > 0:
-                grow = min(grow, 0.9 * (h / self.h_old) * (self.err_old / err ** 2) ** a)
-        grow = min(5.0, max(0.2, grow))
-        if self.last_rejected:
-            grow = min(grow, 1.0)
-        floor = 1e-4 if self.kind == "dopri5" else 1e-2
-        self.err_old, self.h_old, self.last_rejected = max(err, floor), h, False
-        return h * grow
-
-    def switch_after(self, step: Step) -> bool:
-        """Update the stiffness counters after an accepted step; True when the stepper changes."""
-        if not self.stiff_switch:
-            return False
-        if self.kind == "dopri5":
-            if step.stiffness > _STIFF_RATIO:
-                self.stiff_count, self.nonstiff_run = self.stiff_count + 1, 0
-            else:
-                self.nonstiff_run += 1
-                self.stiff_count = 0 if self.nonstiff_run >= _NONSTIFF_RESET else self.stiff_count
-            if self.stiff_count >= _STIFF_STEPS:
-                self.kind, self.explicit_ok, self.err_old = "ros34pw2", 0, None
-                return True
-            return False
-        self.explicit_ok = self.explicit_ok + 1 if step.stiffness < _EXPLICIT_OK else 0
-        if self.explicit_ok >= self.explicit_needed:  # back to explicit steps (a later return costs more)
-            self.explicit_needed *= 2
-            self.kind, self.stiff_count, self.nonstiff_run, self.err_old = "dopri5", 0, 0, None
-            return True
-        return False
-
-
 class _Integrator:
     """The state of one `integrate_tokens` call (see the module docstring)."""
 
@@ -346,7 +269,7 @@ class _Integrator:
         sys = _System(self.field, self.W, r0, self.t_scale)
         y = torch.cat([u.reshape(-1), u.new_tensor([self.tau(t)])])
         f = sys(y)
-        h, stepping, t_seg = self._initial_step(y, f), _Stepping(self.rtol, self.atol, self.stiff_switch), t
+        h, stepping, t_seg = self._initial_step(y, f), Stepping(self.rtol, self.atol, self.stiff_switch), t
         prev: tuple[Tensor, Tensor] | None = None  # (norms, rates) at the previous accepted step
         window: deque[tuple[float, float, Tensor, Tensor, Tensor]] = deque(maxlen=_STALL_STEPS)
         # (τ, ln‖u‖, token errors, norms, rates) of the last accepted steps
@@ -437,10 +360,10 @@ class _Integrator:
 
     def _stall(self, u: Tensor, t: float, norms: Tensor,
                window: deque[tuple[float, float, Tensor, Tensor, Tensor]]) -> tuple[Tensor, float, int]:
-        """The steps stalled: end the first token limiting them, and its dependents; return the prefix."""
+        """The steps stalled: end the token limiting them, and its dependents; return the prefix."""
         self.stats["n_stalls"] += 1
         errs = torch.stack([w[2] for w in window]).sum(0)
-        c = int(torch.nonzero(errs >= 0.01 * errs.max())[0])
+        c = int(torch.argmax(errs))  # the token limiting the steps (an earlier cause stalls its prefix next)
         n, span, nc = len(window) - 1, t - self.t_of(window[0][0]), float(norms[c])  # n steps covered span
         more = (self.t_max - t) * n / span if span > 0 else math.inf
         self.end(c, TokenEnd.FAILED, t, u[c], f"the steps stalled on this token at t={t:.8g} (norm {nc:.3g}"
@@ -514,7 +437,7 @@ class _Integrator:
             return 1.0 + km1, None
         return 1.0 + km1, t + 1.0 / (km1 * r2)
 
-    def _finish_horizon(self, sys: _System, stepping: _Stepping, y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor,
+    def _finish_horizon(self, sys: _System, stepping: Stepping, y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor,
                         h: float) -> None:
         """The step from y0 crossed τ_max: land on it with shorter steps of the same method (the clock's
         interpolant gives the first fraction, secant updates the next), end every active token there (and read
