@@ -153,12 +153,12 @@ class _Integration:
             half = len(idx) // 2
             parts = [list(range(half)), list(range(half, len(idx)))]
             return [([idx[i] for i in p], stop.tau, y_stop[p], _slice(hist, p)) for p in parts]
-        tb = singularity(rhs, hist, clock)
+        t_star = singularity(rhs, hist, clock)
         t_stop = clock.t(stop.tau)
-        if tb is not None:
+        if t_star is not None:
             self.finish(idx[0], Outcome.BLOWUP, stop.tau,
                         f"blow-up: the step size collapsed ({stop.detail}) at t={t_stop:.10g} while max|u|="
-                        f"{maxabs(y_stop):.3g} grew without bound; estimated blow-up time t*={tb:.10g}", tb)
+                        f"{maxabs(y_stop):.3g} grew without bound; estimated blow-up time t*={t_star:.10g}", t_star)
         else:
             self.finish(idx[0], Outcome.STEP_SIZE, stop.tau,
                         f"step-size failure: the step size collapsed ({stop.detail}) at t={t_stop:.10g} "
