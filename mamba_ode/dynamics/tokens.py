@@ -29,9 +29,10 @@ singularity ``‖u‖ ~ (T − t)^{-1/(k-1)}`` becomes a smooth, at most exponen
 t(σ) → T. The solver follows the norm to ``blowup_factor·R0`` (1e8 by default), where ``T − t`` is far
 below any tolerance, and reads T there (plus the local extrapolation ``1 / ((k − 1) r)``, r = d ln‖u‖/dt,
 k the local growth order ``d ln r / d ln‖u‖ + 1``); every token past ``√blowup_factor·R0`` blows up
-there too. A growth order near 1 (exponential growth) is no singularity: ``GROWTH``. A later token whose
-norm grew ten-fold while its driver blew up is driven to the same singularity (``BLOWUP`` with the
-driver's t*); the other later tokens end ``DEPENDS``.
+there too. A growth order up to 1.3 counts as exponential-like, no singularity: ``GROWTH`` (so a true
+singularity of order k ≤ 1.3, ‖u‖ ~ (T − t)^{-1/(k-1)} with exponent ≥ 3.3, reads as growth, not blow-up).
+A later token whose norm grew ten-fold while its driver blew up is driven to the same singularity
+(``BLOWUP`` with the driver's t*); the other later tokens end ``DEPENDS``.
 
 Steps are Dormand–Prince 5(4). When Hairer's stiffness indicator exceeds 3.25 on 15 steps (a run of 6 below
 resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free Krylov solves
@@ -433,7 +434,7 @@ class _Integrator:
         if not (0 < r1 < math.inf and 0 < r2 < math.inf and math.inf > n2 > n1 > 0):
             return math.nan, None
         km1 = (math.log(r2) - math.log(r1)) / (math.log(n2) - math.log(n1))
-        if not km1 > 0.3:  # exponential-like growth: no singularity
+        if not km1 > 0.3:  # exponential-like growth: no singularity (documented above: orders ≤ 1.3)
             return 1.0 + km1, None
         return 1.0 + km1, t + 1.0 / (km1 * r2)
 
