@@ -8,8 +8,8 @@ land on them.
 How `solve` works (torchdiffeq backend):
 
 * The span is cut at the field's jump times into pieces; on a piece [a, b] the field is evaluated
-  with t clamped to [a, b) (its left limit at b) where it jumps at b, so each piece is smooth; a stage
-  past the end of the span (where the field does not jump) sees the field's continuation, as in torchdiffeq.
+  with t clamped to [a, b) (its left limit at b), so each piece is smooth, and the adaptive steps land
+  on b (torchdiffeq's ``step_t``), so no stage passes it: a field may end or jump at b.
 * A group of trajectories is integrated by ``torchdiffeq.odeint`` with a monitor attached through
   torchdiffeq's per-step callbacks (`mamba_ode.dynamics.solvers.runners`): it counts steps, keeps
   the last accepted states, and stops the run when a trajectory's largest ``|u|`` passes
@@ -93,11 +93,11 @@ class _Integration:
         self.outcomes[b], self.messages[b] = outcome, msg
         self.t_final[b], self.t_blowup[b] = self.clock.t(tau), tb
 
-    def piece(self, t_lo: float, t_hi: float, jump_at_end: bool) -> None:
-        """Integrate every live trajectory over [t_lo, t_hi] (the field jumps at t_hi when ``jump_at_end``)."""
+    def piece(self, t_lo: float, t_hi: float) -> None:
+        """Integrate every live trajectory over [t_lo, t_hi]."""
         clock = self.clock
         tau_a, tau_b = clock.tau(t_lo), clock.tau(t_hi)
-        rhs = clock.rhs(self.field, t_lo, t_hi, jump_at_end=jump_at_end)
+        rhs = clock.rhs(self.field, t_lo, t_hi)
         alive = [b for b, o in enumerate(self.outcomes) if o is None]
         groups = [[b] for b in alive] if self.backend == "scipy" else ([alive] if alive else [])
         queue: list[tuple[list[int], float, Tensor, History]] = [(g, tau_a, self.state[g], []) for g in groups]
@@ -249,8 +249,8 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
     if backend not in BACKENDS:
         raise ValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
     methods = TORCHDIFFEQ_METHODS if backend == "torchdiffeq" else SCIPY_METHODS
-    if method is None:
-        method = methods[0] if backend == "torchdiffeq" else "RK45"
+    if method is None:  # each library's own default: odeint's dopri5, solve_ivp's RK45
+        method = methods[0]
     if method not in methods:
         raise ValueError(f"argument 'method': unknown method {method!r} for backend {backend!r}; "
                          f"choose one of {methods}")
@@ -275,12 +275,11 @@ def solve(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequenc
     work = _Integration(field, u0, t0, out_taus, te, clock, backend=backend, settings=settings, max_steps=max_steps,
                         threshold=blowup_threshold, pbar=pbar)
     breaks = [t0, *field_jump_times(field, t0, t1, jump_times), t1]
-    jump_at_t1 = bool(field_jump_times(field, t0, math.nextafter(t1, math.inf), jump_times)[-1:] == [t1])
     try:
         for t_lo, t_hi in zip(breaks[:-1], breaks[1:]):
             if all(o is not None for o in work.outcomes):
                 break
-            work.piece(t_lo, t_hi, jump_at_end=t_hi < t1 or jump_at_t1)
+            work.piece(t_lo, t_hi)
     finally:
         if pbar is not None:
             pbar.close()

@@ -27,12 +27,11 @@ class Clock:
         """dτ/dt at t."""
         return 1.0 / (1.0 + t) if self.log else 1.0
 
-    def rhs(self, fn: Callable, t_lo: float, t_hi: float, *, jump_at_end: bool = True) -> Callable[[float, Tensor],
-                                                                                                    Tensor]:
-        """du/dτ on the piece [t_lo, t_hi], with t clamped to [t_lo, t_hi) (the left limit at t_hi) when the field
-        jumps at t_hi, else only to t ≥ t_lo: a stage past the end of the span sees the smooth continuation, as in
-        torchdiffeq (a clamp there would put a kink into the last step)."""
-        t_top = math.nextafter(t_hi, -math.inf) if jump_at_end else math.inf
+    def rhs(self, fn: Callable, t_lo: float, t_hi: float) -> Callable[[float, Tensor], Tensor]:
+        """du/dτ on the piece [t_lo, t_hi] with t clamped to [t_lo, t_hi) (left limit at t_hi). The adaptive
+        steps land on t_hi (torchdiffeq's ``step_t``; scipy's ``t_bound``), so no stage passes it: the clamp
+        only keeps a field that ends or jumps at t_hi on its left limit, and puts no kink into a step."""
+        t_top = math.nextafter(t_hi, -math.inf)
 
         def f(tau: float, y: Tensor) -> Tensor:
             t = min(max(self.t(tau), t_lo), t_top)

@@ -98,6 +98,10 @@ def run_torchdiffeq(rhs: Callable, tau_a: float, tau_b: float, y0: Tensor, outs:
         else torch.tensor([tau_a, *outs], dtype=torch.float64, device=dev)
     mon = _Monitor(rhs, threshold=threshold, min_step_rel=min_step_rel, budget=budget, stats=stats, hist=hist,
                    adaptive=method in ADAPTIVE, pbar=pbar)
+    if method in ADAPTIVE:  # the last step lands on τ_b: no stage past the piece (its field may end or jump there)
+        given = torch.as_tensor(options.get("step_t", []), dtype=torch.float64, device=dev).reshape(-1)
+        ends = torch.cat([given, torch.tensor([tau_b], dtype=torch.float64, device=dev)])
+        options = {**options, "step_t": torch.unique(ends)}
     try:
         with torch.no_grad():
             sol = odeint(mon, y0, grid, method=method, rtol=rtol, atol=atol, options=options)
