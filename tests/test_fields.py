@@ -210,6 +210,7 @@ def test_float32_parameters_take_float64_tokens(model64):
     assert torch.equal(p32.delta(u), ref.delta(u))
     for got, want in zip(p32.selective_inputs(u), ref.selective_inputs(u)):
         assert torch.equal(got, want)
+    assert ref.delta(u.float()).dtype == torch.float32  # and float32 tokens on float64 weights stay float32
 
 
 def test_depth_field_layers_jumps_and_switches(model64):

@@ -57,7 +57,7 @@ class DiscreteComparison:
 
 
 def compare_discrete(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_span: Sequence[float], *,
-                     h: float = 1.0, method: str = "dopri5", rtol: float = 1e-7, atol: float = 1e-9,
+                     h: float = 1.0, method: str | None = None, rtol: float = 1e-7, atol: float = 1e-9,
                      **solve_kwargs: Any) -> DiscreteComparison:
     """Step the field by Euler with step h and integrate it adaptively; compare at the Euler grid.
 
@@ -66,7 +66,7 @@ def compare_discrete(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_sp
         u0: (B, L, E) initial states (for a network: ``DepthField.initial_state(ids)``).
         t_span: (t0, t1), a whole number of steps h.
         h: Euler step (1: the discrete network for a depth-time field).
-        method, rtol, atol: the adaptive solver's settings.
+        method, rtol, atol: the adaptive solver's settings (method None: the backend's default, see `solve`).
         **solve_kwargs: further arguments of `mamba_ode.solve` (not t_eval).
 
     Returns:

@@ -163,7 +163,7 @@ class SSMParams:
     def delta(self, u: Tensor) -> Tensor:
         """(B, L, E) step sizes Δ = softplus(S_Δ u + b_Δ) for tokens u (B, L, E)."""
         pre, _, _ = self.selective_inputs(u)
-        return torch.nn.functional.softplus(pre + self.delta_bias)
+        return torch.nn.functional.softplus(pre + self.delta_bias.to(pre.dtype))
 
     def s6(self, u: Tensor, z: Tensor | None = None, *, use_D: bool = True, backend: str = "auto",
            hooks: Mapping[str, HookPoint] | None = None) -> Tensor:

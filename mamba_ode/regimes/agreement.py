@@ -181,7 +181,7 @@ def compare_theory_numerics(n_systems: int = 200, *, dim: int = 1, seq_len: tupl
                             b_range: tuple[float, float] = (0.0, 0.0), u0_range: tuple[float, float] = (0.2, 1.5),
                             eigenvalue_signs: Sequence[int] | None = None, equal_delta: bool = False,
                             pack: int = 200, t_end: float = 1e8, rtol: float = 1e-8, atol: float = 1e-11,
-                            method: str = "dopri5", solver_kwargs: dict[str, Any] | None = None,
+                            method: str | None = None, solver_kwargs: dict[str, Any] | None = None,
                             thresholds: dict[str, float] | None = None) -> AgreementReport:
     """Sample systems and initial tokens, classify each token by the criteria and by integration, compare.
 
@@ -213,7 +213,7 @@ def compare_theory_numerics(n_systems: int = 200, *, dim: int = 1, seq_len: tupl
         equal_delta: dim > 1 only: S_Δ = 0.
         pack: 1-D systems per solve (0: the toolkit field, one system per solve).
         t_end: horizon.
-        rtol, atol, method: solver tolerances and method.
+        rtol, atol, method: solver tolerances and method (None: the backend's default, see `solve`).
         solver_kwargs: further keyword arguments of ``solve`` (default ``blowup_threshold`` 1e3 in 1-D, 1e2
             for E > 1: a token blowing up like (T - t)^{-1/3} passes 1e3 about 1e-9·T before T, early enough
             for the solver's singularity extrapolation and before its step size collapses; slow tokens may

@@ -81,12 +81,12 @@ def threshold_outcome(y: Tensor, hist: list[tuple[float, Tensor]], tau: float, r
     if tb is not None:
         return Outcome.BLOWUP, tb, (f"blow-up: max|u|={maxabs(y):.3g} passed the threshold {threshold:.3g} at "
                                     f"t={to_t(tau):.10g}; estimated blow-up time t*={tb:.10g}")
-    cross = tau
-    if len(hist) >= 2:  # interpolate ln max|u| between the last two accepted states to the threshold
-        (ta, ya), (tb_, yb) = hist[-2], hist[-1]
+    tb = to_t(tau)
+    if len(hist) >= 2:  # interpolate ln max|u| in t (exact for an exponential) between the last two states
+        (sa, ya), (sb, yb) = hist[-2], hist[-1]
         la, lb = math.log(max(maxabs(ya), 1e-300)), math.log(max(maxabs(yb), 1e-300))
         if lb > la and la < math.log(threshold) <= lb:
-            cross = ta + (math.log(threshold) - la) / (lb - la) * (tb_ - ta)
-    tb = to_t(cross)
+            ta = to_t(sa)
+            tb = ta + (math.log(threshold) - la) / (lb - la) * (to_t(sb) - ta)
     return Outcome.THRESHOLD, tb, (f"threshold: max|u| passed the threshold {threshold:.3g} at t≈{tb:.10g} "
                                    "(no finite-time singularity signature)")

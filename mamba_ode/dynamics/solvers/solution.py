@@ -38,8 +38,8 @@ class Outcome(StrEnum):
 
     * ``SUCCESS`` ("success") — integrated over the whole span.
     * ``BLOWUP`` ("blow-up") — a finite-time singularity signature: the growth rate
-      ``r = d ln‖u‖/dτ`` extrapolates (``1/r`` linear in τ) to a nearby singularity; ``t_blowup``
-      holds its time.
+      ``r = d ln‖u‖/dt`` extrapolates (``1/r`` linear in t, also under ``log_time``) to a nearby
+      singularity; ``t_blowup`` holds its time.
     * ``THRESHOLD`` ("threshold") — ``max|u|`` passed ``blowup_threshold`` without that signature
       (fast growth, not necessarily a singularity); ``t_blowup`` holds the threshold crossing.
     * ``NONFINITE`` ("non-finite") — the state turned NaN or infinite.
