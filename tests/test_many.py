@@ -200,8 +200,9 @@ def test_save_load_render_round_trip(kind, tmp_path):
 
 
 def test_an_analysis_saved_before_a_record_gained_a_field_still_loads(tmp_path):
-    """TokenSolution.end_exponent (default None) is new: an analysis saved without it loads, and its labels are
-    those it was saved with; a field that is required, or one the record does not declare, is still refused."""
+    """TokenSolution.end_exponent and initial_speed (default None) are new: an analysis saved without them loads,
+    and its labels are those it was saved with; a field that is required, or one the record does not declare, is
+    still refused."""
     a = _analysis_of("mamba1")
     d = a.save(tmp_path / "saved")
     doc = json.loads((d / "analysis.json").read_text())
@@ -209,9 +210,10 @@ def test_an_analysis_saved_before_a_record_gained_a_field_still_loads(tmp_path):
     assert records
     for r in records:
         del r["fields"]["end_exponent"]
+        del r["fields"]["initial_speed"]
     (d / "analysis.json").write_text(json.dumps(doc))
     b = mo.load_analysis(d)
-    assert all(lay.solution.end_exponent is None for lay in b.layers)
+    assert all(lay.solution.end_exponent is None and lay.solution.initial_speed is None for lay in b.layers)
     assert b.summary()["layers"] == a.summary()["layers"]
     records[0]["fields"]["not_a_field"] = 1
     (d / "analysis.json").write_text(json.dumps(doc))

@@ -548,6 +548,21 @@ def test_a_token_with_no_time_to_move_is_not_bounded(sign):
     assert classify_tokens(turn).tokens[0].label is Label.BOUNDED
 
 
+def test_a_token_slow_at_first_but_driven_is_read_as_it_moved():
+    """Token 1 is nearly at rest at t = 0 (speed 1e-6) but, as token 0 decays, relaxes from ‖u‖ = 1 to its fixed
+    point ‖u‖ = 2: it moved, so its level norm at the horizon reads bounded, not 'no time to move'."""
+    def field(t, u):
+        u0, u1 = u[:, 0], u[:, 1]
+        n0, n1 = (u0 * u0).sum(-1, keepdim=True), torch.linalg.vector_norm(u1, dim=-1, keepdim=True)
+        return torch.stack([-u0 * n0, -(1.0 - n0) * (n1 - 2.0) * u1 / n1], dim=1)
+
+    a = math.sqrt(1.0 - 1e-6)
+    sol = integrate_tokens(field, torch.tensor([[0.6 * a, 0.8 * a], [0.6, 0.8]], dtype=torch.float64), 100.0,
+                           rtol=1e-8, atol=1e-11)
+    assert float(sol.initial_speed[1]) == pytest.approx(1e-6, rel=1e-3)
+    assert [v.label for v in classify_tokens(sol).tokens] == [Label.CONVERGENT, Label.BOUNDED]
+
+
 def _rotations(omegas):
     """Each token turns in its plane at its own rate ω_l (no mixing): ‖u_l‖ is constant, and a fast turn ends the
     steps by the stall rule near t ≈ 200/ω (the pace in log time falls with t)."""

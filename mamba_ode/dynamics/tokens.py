@@ -113,7 +113,8 @@ class TokenSolution:
         growth_order: (L,) the local growth order k at the stop of a ``BLOWUP``/``GROWTH`` token.
         end_exponent: (L,) ``t d ln‖u_l‖/dt`` from the field at the horizon when explicit steps landed there (else
             NaN: after stiff steps t·rate magnifies the tolerated error), beside the windows (None in old saves).
-        initial_speed: (L,) ``‖f_l(u0)‖ / ‖u0_l‖``, the inverse of each token's time scale at t = 0 (None in old saves).
+        initial_speed: (L,) ``‖f_l(u0)‖ / ‖u0_l‖``, the inverse of each token's time scale at t = 0 (NaN for a zero
+            token; None in old saves).
         t_max: the horizon asked for.
         methods: ``[(stepper, t_from, t_to)]`` segments, ``"dopri5"`` or ``"ros34pw2"`` (stiff stretches).
         stats: ``nfev``, ``n_accepted``, ``n_rejected``, ``n_events`` (blow-ups and growth stops) and
@@ -202,8 +203,9 @@ class _Integrator:
         # the time scale of log time: the initial relative speed of the fastest token (at least 1 per unit t)
         with torch.no_grad():
             f0 = field(torch.tensor(0.0, dtype=torch.float64), u0[None])[0]
-        speed = torch.linalg.vector_norm(f0, dim=-1) / torch.linalg.vector_norm(u0, dim=-1).clamp_min(1e-300)
-        self.t_scale, self.initial_speed = 1.0 / max(1.0, float(speed.max())), speed.double().cpu()
+        n0 = torch.linalg.vector_norm(u0, dim=-1)
+        speed = torch.where(n0 > 0, torch.linalg.vector_norm(f0, dim=-1) / n0, math.nan).double().cpu()  # NaN at 0
+        self.t_scale, self.initial_speed = 1.0 / max(1.0, float(speed.nan_to_num(0.0).max())), speed
         self.tau_max = self.tau(t_max)
         self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
         self.blowup_factor, self.stiff_switch = blowup_factor, stiff_switch

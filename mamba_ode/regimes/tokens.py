@@ -25,7 +25,9 @@ Each token's `TokenEnd` decides most labels directly:
   exponent near 0 while εt ≪ c, and is ``undetermined`` then, not bounded (on trained checkpoints such
   tokens read bounded at t = 100 and blew up or converged by 1e4). Nor is a level norm ``bounded`` when the
   token had no time to move: when the horizon is shorter than its time scale at t = 0, ``‖u0_l‖/‖f_l(u0)‖``
-  (``initial_speed``; a small token of a cubic field is slow), it is ``undetermined``. Token l's field depends
+  (``1/initial_speed``; a small token of a cubic field is slow), and its norm never left its start by more than
+  the bounded threshold over a decade, it is ``undetermined`` (a token at an exact equilibrium, f_l(u0) = 0,
+  is read as usual). Token l's field depends
   on the tokens before it, so a reading at the horizon stands only when every earlier token that also
   reached the horizon has one: after the first token left ``undetermined`` there, later
   tokens are ``undetermined`` too (their own reading kept in the reason), since that token may yet
@@ -42,6 +44,8 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import torch
 
 from .._checks import finite_scalar
 from ..dynamics.readings import window_reading
@@ -158,10 +162,10 @@ def _horizon(sol: TokenSolution, l: int, th: dict[str, float]) -> TokenVerdict:
                                 f"last half decade's pace in t, the next decade would have exponent {ahead:.3g} "
                                 f"(bounded ≤ {bmax}); integrate further", **base)
         s0 = math.nan if sol.initial_speed is None else float(sol.initial_speed[l])
-        if 0 < s0 < 1.0 / t_end:
+        if 0 < s0 < 1.0 / t_end and _moved(sol, l) <= math.log(10.0) * bmax:
             return TokenVerdict(label=Label.UNDETERMINED, reason=f"‖u‖ is level ({read}) but had no time to move: its "
-                                f"time scale at t=0, ‖u‖/‖du/dt‖ = {1.0 / s0:.3g}, exceeds the horizon t={t_end:.3g}; "
-                                "integrate further", **base)
+                                f"time scale at t=0, ‖u‖/‖du/dt‖ = {1.0 / s0:.3g}, exceeds the horizon t={t_end:.3g}, "
+                                "and its norm never left its start; integrate further", **base)
         return TokenVerdict(label=Label.BOUNDED, reason=f"‖u‖ levels off ({read})", **base)
     return TokenVerdict(label=Label.UNDETERMINED, reason=f"{read}: not both past one threshold (bounded ≤ {bmax}, "
                         f"decay ≥ {dmin}, growth ≥ {gmin}); integrate further", **base)
@@ -179,6 +183,13 @@ def _heading(sol: TokenSolution, l: int, t_end: float) -> tuple[float, str]:
     if math.isfinite(now):
         return now, "the field's exponent"
     return window_reading(sol.ts, sol.norms[:, l], t_end, _LATE)[0], "the exponent over the last eighth of a decade"
+
+
+def _moved(sol: TokenSolution, l: int) -> float:
+    """The largest |ln(‖u_l(t)‖/‖u_l(0)‖)| over the steps: how far token l's norm ever moved from its start."""
+    n = sol.norms[:, l]
+    n = n[torch.isfinite(n) & (n > 0)]
+    return float((n / n[0]).log().abs().max()) if n.numel() else 0.0
 
 
 def _decade_ahead(half_slope: float, norm: float) -> float:
