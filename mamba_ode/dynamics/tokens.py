@@ -203,15 +203,15 @@ class _Integrator:
         # the time scale of log time: the initial relative speed of the fastest token (at least 1 per unit t)
         with torch.no_grad():
             f0 = field(torch.tensor(0.0, dtype=torch.float64), u0[None])[0]
-        n0 = torch.linalg.vector_norm(u0, dim=-1)
-        speed = torch.where(n0 > 0, torch.linalg.vector_norm(f0, dim=-1) / n0, math.nan).double().cpu()  # NaN at 0
+        n0 = torch.linalg.vector_norm(u0.double(), dim=-1).cpu()
+        speed = torch.where(n0 > 0, torch.linalg.vector_norm(f0.double(), dim=-1).cpu() / n0, math.nan)  # NaN at 0
         self.t_scale, self.initial_speed = 1.0 / max(1.0, float(speed.nan_to_num(0.0).max())), speed
         self.tau_max = self.tau(t_max)
         self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
         self.blowup_factor, self.stiff_switch = blowup_factor, stiff_switch
         L, W = u0.shape
         self.L, self.W, self.u0 = L, W, u0
-        self.u0_norms = torch.linalg.vector_norm(u0.double(), dim=-1).cpu()
+        self.u0_norms = n0
         self.ends: list[TokenEnd | None] = [None] * L
         self.t_end, self.t_blowup, self.order, self.end_exponent = (torch.full((L,), math.nan, dtype=torch.float64)
                                                                     for _ in range(4))
