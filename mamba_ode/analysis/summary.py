@@ -27,7 +27,7 @@
         trajectory             {labels: [per token], counts: {label: n}, first_blowup (earliest t*, null if
                                 none), integration_end, methods: [[stepper, t_from, t_to]] ("dopri5", or
                                 "ros34pw2" on stiff stretches), stats: {nfev, n_accepted, n_rejected,
-                                n_events, n_stalls}}
+                                n_events, n_stalls, n_vjp}}
         tokens                 list, one per token: {index, label, t_blowup (its own blow-up time, null if
                                 none), predicted (label or null), prediction_kind ("theorem", "indicator" or
                                 null), reason (why this label), prediction_reason, predicted_t_blowup (null

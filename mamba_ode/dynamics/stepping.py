@@ -3,7 +3,10 @@
 DP5 steps under Hairer's PI control (β = 0.04, as in his DOPRI5); when Hairer's stiffness indicator exceeds
 3.25 on 15 steps (a run of 6 below resetting the count) the segment switches to the linearly implicit
 ROS34PW2 under Gustafsson's predictive control, and back when ``h·|λ|max`` stays below 2 for 10 steps
-(20, 40, … after each return).
+(20, 40, … after each return). The ROS34PW2 stages use the W of a tracked stiff subspace (`solvers.krylov_w`):
+the first stiff step searches it from F(y), a step rejected with an error above 10 searches again from its
+error and is retried once or twice at the same size, and a field autograd cannot differentiate, or more stiff
+modes than the subspace holds, sends the stages to GMRES.
 """
 
 from __future__ import annotations
@@ -13,20 +16,25 @@ from typing import Any
 
 from torch import Tensor
 
-from .solvers.steppers import Step, dp5_step, ros34pw2_step
+from .solvers.krylov_w import StiffSubspace
+from .solvers.steppers import _W_GAMMA, Step, dp5_step, ros34pw2_step
 
 __all__ = ["Stepping"]
 
 _STIFF_RATIO, _STIFF_STEPS, _NONSTIFF_RESET = 3.25, 15, 6  # Hairer's stiffness test, as in his DOPRI5
 _EXPLICIT_OK, _EXPLICIT_STEPS = 2.0, 10  # back to explicit steps when h·|λ|max stays below this
 _PI_BETA = 0.04  # the PI step-size control of DP5 steps (Hairer's DOPRI5)
+_UNSTABLE = 10.0  # a rejected W step with an error above this searches for a stiff mode W missed
 
 
 class Stepping:
     """Step-size control and the explicit/implicit switch of one segment."""
 
-    def __init__(self, rtol: float, atol: float, stiff_switch: bool) -> None:
-        self.rtol, self.atol, self.stiff_switch = rtol, atol, stiff_switch
+    def __init__(self, rtol: float, atol: float, stiff_switch: bool, krylov_w: bool = True) -> None:
+        self.rtol, self.atol, self.stiff_switch, self.krylov_w = rtol, atol, stiff_switch, krylov_w
+        self.subspace: StiffSubspace | None = StiffSubspace() if krylov_w else None
+        self.last: tuple[Any, Tensor, Tensor, float, Tensor | None, Step] | None = None  # the last W step's context
+        self.retries = 0  # retries of the current step after a search for a missed stiff mode
         self.kind = "dopri5"
         self.stiff_count = self.nonstiff_run = self.explicit_ok = 0
         self.explicit_needed = _EXPLICIT_STEPS  # doubles each time the stiff stepper is needed again
@@ -39,7 +47,21 @@ class Stepping:
         (callable, with ``jdiag(y)`` for ROS34PW2's preconditioner)."""
         if self.kind == "dopri5":
             return dp5_step(sys, y, f, h)
-        return ros34pw2_step(sys, y, f, h, jdiag=sys.jdiag(y), tol_scale=self.atol + self.rtol * y.abs())
+        jd, sub, solve = sys.jdiag(y), self.subspace, None
+        if sub is not None:
+            if sub.V is None:  # the first stiff step: look for the stiff modes from F(y)
+                sub.V = y.new_zeros(y.numel(), 0)
+                if sub.search(sys, y, f, h, jd, f) is None:
+                    sub = self.subspace = None
+        if sub is not None:
+            solve = sub.solver(sys, y, f, h, _W_GAMMA, jd, sys.vjp)
+            if solve is None:  # the field is outside autograd: GMRES from here on (and in later segments)
+                sub = self.subspace = None
+                self.krylov_w = False
+        step = ros34pw2_step(sys, y, f, h, jdiag=jd, tol_scale=self.atol + self.rtol * y.abs(), solve=solve,
+                             h_lambda=sub.h_lambda if sub is not None else math.nan)
+        self.last = (sys, y, f, h, jd, step) if sub is not None else None
+        return step
 
     @property
     def exponent(self) -> float:
@@ -50,6 +72,15 @@ class Stepping:
         """The next step size after a rejected step of size h with error err: a quarter when the error is
         not finite or the step was refused for a non-finite state (err ≤ 1), else from the error."""
         self.last_rejected = True
+        if self.last is not None and self.subspace is not None and not err <= _UNSTABLE and self.retries < 2:
+            sys, y, f, h_step, jd, step = self.last  # unstable: W missed a stiff mode, along which the error points
+            self.last = None
+            grew = self.subspace.search(sys, y, f, h_step, jd, step.err)
+            if grew is None:  # more stiff modes than the subspace holds: GMRES from here on
+                self.subspace = None
+            if grew is not False:
+                self.retries += 1
+                return h  # retry the same step with the new W (or with GMRES)
         if not (math.isfinite(err) and err > 1.0):
             return 0.25 * h
         return h * max(0.2, 0.9 * err ** -self.exponent)
@@ -75,6 +106,9 @@ class Stepping:
         if self.last_rejected:
             grow = min(grow, 1.0)
         floor = 1e-4 if self.kind == "dopri5" else 1e-2
+        self.retries = 0
+        if self.kind == "ros34pw2" and self.subspace is not None:
+            self.subspace.track()
         self.err_old, self.h_old, self.last_rejected = max(err, floor), h, False
         return h * grow
 
@@ -90,6 +124,7 @@ class Stepping:
                 self.stiff_count = 0 if self.nonstiff_run >= _NONSTIFF_RESET else self.stiff_count
             if self.stiff_count >= _STIFF_STEPS:
                 self.kind, self.explicit_ok, self.err_old = "ros34pw2", 0, None
+                self.subspace = StiffSubspace() if self.krylov_w else None
                 return True
             return False
         self.explicit_ok = self.explicit_ok + 1 if step.stiffness < _EXPLICIT_OK else 0

@@ -35,10 +35,12 @@ A later token whose norm grew ten-fold while its driver blew up is driven to the
 (``BLOWUP`` with the driver's t*); the other later tokens end ``DEPENDS``.
 
 Steps are Dormand–Prince 5(4). When Hairer's stiffness indicator exceeds 3.25 on 15 steps (a run of 6 below
-resetting the count) the segment switches to the linearly implicit ROS34PW2 with matrix-free Krylov solves
-(stopped below a tenth of the step's error scale), preconditioned by the field's ``jacobian_diagonal`` when it has
-one (`steppers`), and back when the estimate of ``h·|λ|max`` stays below 2 for 10 steps (20, 40, … after each
-return); every switch is recorded in ``methods``.
+resetting the count) the segment switches to the linearly implicit ROS34PW2, a W-method: its stage matrix
+holds the field's ``jacobian_diagonal`` (when it has one) and J on the tracked stiff subspace, rows and columns
+(`solvers.krylov_w`: a few products per step); with more stiff modes than that subspace holds, or a field
+autograd cannot differentiate, each stage is solved by matrix-free GMRES (stopped below a tenth of the step's
+error scale, preconditioned by the diagonal; `steppers`). Back to DP5 when the estimate of ``h·|λ|max`` stays
+below 2 for 10 steps (20, 40, … after each return); every switch is recorded in ``methods``.
 Step sizes follow Hairer's PI control for the DP5 steps (β = 0.04) and Gustafsson's predictive control for the
 ROS34PW2 steps, with no growth right after a rejected step.
 
@@ -117,10 +119,11 @@ class TokenSolution:
             token; None in old saves).
         t_max: the horizon asked for.
         methods: ``[(stepper, t_from, t_to)]`` segments, ``"dopri5"`` or ``"ros34pw2"`` (stiff stretches).
-        stats: ``nfev``, ``n_accepted``, ``n_rejected``, ``n_events`` (blow-ups and growth stops) and
-            ``n_stalls`` (tokens ended because the steps stalled on them). ``n_accepted`` counts the steps
-            kept (one per time in ``ts`` after 0): the step that crossed the horizon and the landing tries
-            not kept count in ``nfev`` only.
+        stats: ``nfev``, ``n_accepted``, ``n_rejected``, ``n_events`` (blow-ups and growth stops),
+            ``n_stalls`` (tokens ended because the steps stalled on them) and ``n_vjp`` (reverse-mode products
+            ``Jᵀv`` of the stiff steps, each a backward pass beyond the evaluation ``nfev`` counts for it).
+            ``n_accepted`` counts the steps kept (one per time in ``ts`` after 0): the step that crossed the
+            horizon and the landing tries not kept count in ``nfev`` only.
     """
 
     ts: Tensor
@@ -159,7 +162,7 @@ class _System:
 
     def __init__(self, field: Callable[[Tensor, Tensor], Tensor], width: int, r0: float, ts: float) -> None:
         self.field, self.width, self.r0, self.ts = field, width, r0, ts
-        self.nfev = 0
+        self.nfev = self.n_vjp = 0
         self.last_fu: Tensor | None = None  # du/dt at the last evaluated state
 
     def jdiag(self, y: Tensor) -> Tensor | None:
@@ -186,6 +189,29 @@ class _System:
         g = 1.0 / (1.0 + (n_max / (_G_SCALE * self.r0)) ** _G_POWER)
         return torch.cat([(g * (self.ts + t)) * fu.reshape(-1), y.new_tensor([g])])
 
+    def vjp(self, y: Tensor, V: Tensor) -> Tensor | None:
+        """(n, p) ``J(y)ᵀ V`` for V (n, p), by reverse mode through the field (one evaluation and p backward
+        passes; the same system as ``__call__``, written with tensors so that autograd sees the clock and the
+        Sundman factor); None when the field's output is outside autograd. (A field that detaches part of its
+        computation would give a partial product: fields are differentiable throughout, or not at all.)"""
+        try:
+            with torch.enable_grad():
+                yy = y.detach().clone().requires_grad_(True)
+                u, tau = yy[:-1].view(-1, self.width), yy[-1]
+                t = self.ts * torch.expm1(tau.clamp(max=700.0))
+                self.nfev += 1
+                fu = self.field(t, u[None])[0]
+                if not fu.requires_grad:  # computed outside autograd (numpy, say): no reverse mode
+                    return None
+                g = 1.0 / (1.0 + (torch.linalg.vector_norm(u, dim=-1).max() / (_G_SCALE * self.r0)) ** _G_POWER)
+                out = torch.cat([(g * (self.ts + t)) * fu.reshape(-1), g.reshape(1)])
+                cols = [torch.autograd.grad(out, yy, V[:, i], retain_graph=i + 1 < V.shape[1])[0]
+                        for i in range(V.shape[1])]
+                self.n_vjp += len(cols)
+        except RuntimeError:  # a field computed outside autograd (no graph to differentiate)
+            return None
+        return torch.stack(cols, 1) if cols else V.clone()
+
 
 def _rates(u: Tensor, fu: Tensor) -> tuple[Tensor, Tensor]:
     """(‖u_l‖, d ln‖u_l‖/dt) per token."""
@@ -198,7 +224,7 @@ class _Integrator:
     """The state of one `integrate_tokens` call (see the module docstring)."""
 
     def __init__(self, field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_max: float, *, rtol: float,
-                 atol: float, max_steps: int, blowup_factor: float, stiff_switch: bool) -> None:
+                 atol: float, max_steps: int, blowup_factor: float, stiff_switch: bool, krylov_w: bool) -> None:
         self.field, self.t_max = field, t_max
         # the time scale of log time: the initial relative speed of the fastest token (at least 1 per unit t)
         with torch.no_grad():
@@ -208,7 +234,7 @@ class _Integrator:
         self.t_scale, self.initial_speed = 1.0 / max(1.0, float(speed.nan_to_num(0.0).max())), speed
         self.tau_max = self.tau(t_max)
         self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
-        self.blowup_factor, self.stiff_switch = blowup_factor, stiff_switch
+        self.blowup_factor, self.stiff_switch, self.krylov_w = blowup_factor, stiff_switch, krylov_w
         L, W = u0.shape
         self.L, self.W, self.u0 = L, W, u0
         self.u0_norms = n0
@@ -221,7 +247,8 @@ class _Integrator:
         self.ts: list[float] = []
         self.norms: list[Tensor] = []
         self.methods: list[tuple[str, float, float]] = []
-        self.stats = {"nfev": 0, "n_accepted": 0, "n_rejected": 0, "n_events": 0, "n_stalls": 0}
+        self.stats = {"nfev": 0, "n_accepted": 0, "n_rejected": 0, "n_events": 0, "n_stalls": 0,
+                      "n_vjp": 0}
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -272,7 +299,8 @@ class _Integrator:
         sys = _System(self.field, self.W, r0, self.t_scale)
         y = torch.cat([u.reshape(-1), u.new_tensor([self.tau(t)])])
         f = sys(y)
-        h, stepping, t_seg = self._initial_step(y, f), Stepping(self.rtol, self.atol, self.stiff_switch), t
+        h, stepping, t_seg = self._initial_step(y, f), Stepping(self.rtol, self.atol, self.stiff_switch,
+                                                                        self.krylov_w), t
         prev: tuple[Tensor, Tensor] | None = None  # (norms, rates) at the previous accepted step
         window: deque[tuple[float, float, Tensor, Tensor, Tensor]] = deque(maxlen=_STALL_STEPS)
         # (τ, ln‖u‖, token errors, norms, rates) of the last accepted steps
@@ -324,7 +352,9 @@ class _Integrator:
                         return self._stall(u_now, t_now, norms, window)
                 prev = (norms, rates)
         finally:
+            self.krylov_w = self.krylov_w and stepping.krylov_w  # a field autograd cannot differentiate: GMRES
             self.stats["nfev"] += sys.nfev
+            self.stats["n_vjp"] += sys.n_vjp
 
     # ------------------------------------------------------------------ pieces
 
@@ -495,7 +525,7 @@ class _Integrator:
 
 def integrate_tokens(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_max: float, *, rtol: float = 1e-6,
                      atol: float = 1e-9, max_steps: int = 20_000, blowup_factor: float = 1e8,
-                     stiff_switch: bool = True) -> TokenSolution:
+                     stiff_switch: bool = True, krylov_w: bool = True) -> TokenSolution:
     """Integrate a causal token system from t = 0 and decide every token by its own events.
 
     Arguments:
@@ -508,6 +538,9 @@ def integrate_tokens(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_ma
         blowup_factor: the norm growth (over the active prefix's scale R0) at which a singularity is
             resolved; T − t there is negligible for any growth order above 1.5.
         stiff_switch: switch to the implicit ROS34PW2 stepper on stiff stretches.
+        krylov_w: solve the stiff steps' stages with the tracked stiff subspace (`solvers.krylov_w`: a few
+            products per step, one of them reverse-mode through the field); False, or a field autograd cannot
+            differentiate, solves every stage by GMRES (three or four products each).
 
     Returns:
         A `TokenSolution`.
@@ -521,6 +554,7 @@ def integrate_tokens(field: Callable[[Tensor, Tensor], Tensor], u0: Tensor, t_ma
     u = check_token_args(field, u0, t_max, rtol, atol, max_steps, blowup_factor)
     with torch.no_grad():
         run = _Integrator(field, u.detach().clone(), float(t_max), rtol=float(rtol), atol=float(atol),
-                          max_steps=max_steps, blowup_factor=float(blowup_factor), stiff_switch=stiff_switch)
+                          max_steps=max_steps, blowup_factor=float(blowup_factor), stiff_switch=stiff_switch,
+                          krylov_w=krylov_w)
         run.run()
         return run.solution()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .krylov_w import jvp
+
 __all__ = ["Step", "dp5_step", "ros34pw2_step", "gmres", "error_norm", "hermite"]
 
 Field = Callable[[Tensor], Tensor]
@@ -213,7 +215,8 @@ def hermite(y0: Tensor, f0: Tensor, y1: Tensor, f1: Tensor, h: float, theta: flo
 
 def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | None = None,
                   krylov_tol: float = 1e-3, krylov_iter: int = 40, tol_scale: Tensor | None = None,
-                  krylov_share: float = 0.1) -> Step:
+                  krylov_share: float = 0.1, solve: Callable[[Tensor], Tensor] | None = None,
+                  h_lambda: float = math.nan) -> Step:
     """One ROS34PW2 step of size h from y (``f0 = F(y)``), the Jacobian applied by finite differences
     inside GMRES, right-preconditioned by ``I − γh·diag(jdiag)`` when an approximate diagonal is given (the
     diagonal stiffness is then solved exactly, and the Krylov space only has to capture the rest).
@@ -237,26 +240,18 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | 
             right-hand side alone could exceed the step's tolerance (the clock's entry dominates the
             right-hand side at a fixed point) and hold the steps down however still the token is.
         krylov_share: the share of the error scale a solve's residual may take.
+        solve: ``r ↦ W⁻¹ r`` for an approximation ``W`` of ``I − γhJ`` (`krylov_w.StiffSubspace.solver`): the stages
+            use it instead of GMRES (a W-method keeps its order for any W), and cost no product.
+        h_lambda: with ``solve``, the estimate of ``h·|λ|max`` the step reports as its stiffness.
 
     Returns:
         A `Step` (``f`` is None).
     """
-    ynorm = float(torch.linalg.vector_norm(y))
-    nfev = 0
     scale = _W_GAMMA * h
-
-    def matvec(v: Tensor) -> Tensor:  # (I − γhJ) v
-        nonlocal nfev
-        vn = float(torch.linalg.vector_norm(v))
-        if vn == 0.0:
-            return v.clone()
-        eps = math.sqrt(torch.finfo(y.dtype).eps) * (1.0 + ynorm) / vn
-        nfev += 1
-        return v - scale * (F(y + eps * v) - f0) / eps
-
+    krylov = _KrylovStages(F, y, f0, scale, jdiag, krylov_iter)
+    nfev = 0
     us: list[Tensor] = []
     ritz = 0.0
-    pdiag = None if jdiag is None else 1.0 - scale * jdiag
     floor = math.inf if tol_scale is None else krylov_share * float(torch.linalg.vector_norm(tol_scale))
     for i in range(4):
         if i == 0:
@@ -275,11 +270,7 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | 
         rhs = scale * rhs  # (I − γhJ) u_i = γh · rhs_i
         bnorm = float(torch.linalg.vector_norm(rhs))
         tol = min(krylov_tol, floor / bnorm) if bnorm > 0 else krylov_tol
-        if pdiag is None:
-            ui, _, r = gmres(matvec, rhs, torch.zeros_like(rhs), tol=tol, max_iter=krylov_iter)
-        else:  # right preconditioning by the diagonal: solve (I − γhJ) P⁻¹ z = rhs, u = P⁻¹ z
-            zi, _, r = gmres(lambda z: matvec(z / pdiag), rhs, torch.zeros_like(rhs), tol=tol, max_iter=krylov_iter)
-            ui = zi / pdiag
+        ui, r = (solve(rhs), 0.0) if solve is not None else krylov.solve(rhs, tol)
         ritz = max(ritz, r)
         us.append(ui)
     y_new = y.clone()
@@ -287,5 +278,36 @@ def ros34pw2_step(F: Field, y: Tensor, f0: Tensor, h: float, *, jdiag: Tensor | 
     for i in range(4):
         y_new.add_(us[i], alpha=_W_M[i])
         err.add_(us[i], alpha=_W_M[i] - _W_MHAT[i])
-    stiffness = ritz / _W_GAMMA if jdiag is None else max(ritz / _W_GAMMA, h * float(jdiag.abs().max()))
-    return Step(y=y_new, f=None, err=err, nfev=nfev, stiffness=stiffness)
+    if solve is not None:
+        stiffness = h_lambda
+    else:
+        stiffness = ritz / _W_GAMMA if jdiag is None else max(ritz / _W_GAMMA, h * float(jdiag.abs().max()))
+    return Step(y=y_new, f=None, err=err, nfev=nfev + krylov.nfev, stiffness=stiffness)
+
+
+class _KrylovStages:
+    """The stage solves ``(I − γhJ) u = r`` of one ROS34PW2 step by GMRES, J applied by forward differences,
+    right-preconditioned by ``I − γh·diag(jdiag)`` when a diagonal is given."""
+
+    def __init__(self, F: Field, y: Tensor, f0: Tensor, scale: float, jdiag: Tensor | None, max_iter: int) -> None:
+        self.F, self.y, self.f0, self.scale, self.max_iter = F, y, f0, scale, max_iter
+        self.ynorm = float(torch.linalg.vector_norm(y))
+        self.pdiag = None if jdiag is None else 1.0 - scale * jdiag
+        self.nfev = 0
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """(I − γhJ) v."""
+        if float(torch.linalg.vector_norm(v)) == 0.0:
+            return v.clone()
+        self.nfev += 1
+        return v - self.scale * jvp(self.F, self.y, self.f0, v, self.ynorm)
+
+    def solve(self, rhs: Tensor, tol: float) -> tuple[Tensor, float]:
+        """(u, GMRES's Ritz estimate) for the relative residual tol."""
+        pdiag = self.pdiag
+        if pdiag is None:
+            u, _, r = gmres(self.matvec, rhs, torch.zeros_like(rhs), tol=tol, max_iter=self.max_iter)
+            return u, r
+        # right preconditioning by the diagonal: solve (I − γhJ) P⁻¹ z = rhs, u = P⁻¹ z
+        z, _, r = gmres(lambda v: self.matvec(v / pdiag), rhs, torch.zeros_like(rhs), tol=tol, max_iter=self.max_iter)
+        return z / pdiag, r
