@@ -114,7 +114,9 @@ def render() -> str:
             if "stages_s" in r:
                 stages = ", ".join(f"{k} {v:.2f} s" for k, v in r["stages_s"].items())
                 nfev = sum(lay["stats"]["nfev"] for lay in r["layers"])
-                out.append(f"- {c['case']}: {stages}; {nfev} field evaluations over {len(r['layers'])} layers.")
+                vjp = sum(lay["stats"].get("n_vjp", 0) for lay in r["layers"])
+                extra = f" and {vjp} reverse-mode products" if vjp else ""
+                out.append(f"- {c['case']}: {stages}; {nfev} field evaluations{extra} over {len(r['layers'])} layers.")
         out += [""]
     sg = _load("bench_segments")
     if sg:
@@ -132,6 +134,28 @@ def render() -> str:
         for name, r in sg["by_kind"].items():
             out.append(f"| {name} | {r['segments']} | {r['nfev']} | {r['seconds']:.1f} | {r['time_share']:.0%} |")
         out += [""]
+    sf = _load("bench_stiff")
+    if sf:
+        out += ["## Stiff steps: tracked stiff subspace vs GMRES", "",
+                "`python benchmarks/bench_stiff.py` — `integrate_tokens` with the settings of `mamba-ode analyze` "
+                f"({sf['settings']['rtol']:g} / {sf['settings']['atol']:g}, t_max {sf['settings']['t_max']:g}), "
+                "the ROS34PW2 stages solved with the W of the tracked stiff subspace (`krylov_w=True`, the "
+                "default) and by GMRES at every stage (`krylov_w=False`), alternated in one process, one thread, "
+                f"best of {sf['rounds']}. A reverse-mode product costs three to four evaluations.", "",
+                "| case | GMRES | subspace | time ratio | evaluations (GMRES → subspace) | reverse-mode products | "
+                "labels equal | largest t* difference |", "|---|---|---|---|---|---|---|---|"]
+        for r in sf["rows"]:
+            out.append(f"| {r['case']} | {r['gmres_s']:.1f} s | {r['subspace_s']:.1f} s | "
+                       f"{r['subspace_s'] / r['gmres_s']:.2f} | {r['gmres']['nfev']} → {r['subspace']['nfev']} | "
+                       f"{r['subspace']['n_vjp']} | {r['same_labels']}/{r['tokens']} | "
+                       f"{r['t_blowup_max_rel_diff']:.1e} |")
+        g, sb = sf["total"]["gmres"], sf["total"]["subspace"]
+        out += [f"| all | {g['wall_s']:.1f} s | {sb['wall_s']:.1f} s | {sb['wall_s'] / g['wall_s']:.2f} | "
+                f"{g['nfev']} → {sb['nfev']} | {sb['n_vjp']} | | |", ""]
+        changed = [(r["case"], c) for r in sf["rows"] for c in r["changed"]]
+        if changed:
+            out += ["Labels that differ (token, GMRES, subspace): " + "; ".join(
+                f"{case}: token {i} {a} → {b}" for case, (i, a, b) in changed) + ".", ""]
     mn = _load("bench_many")
     if mn:
         out += ["## Many prompts", "",
