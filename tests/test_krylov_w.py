@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mamba_ode import integrate_tokens
-from mamba_ode.dynamics.solvers.krylov_w import StiffSubspace
+from mamba_ode.dynamics.solvers.krylov_w import StiffSubspace, _orth
 from mamba_ode.dynamics.solvers.steppers import _W_GAMMA, error_norm, ros34pw2_step
 from mamba_ode.dynamics.tokens import TokenEnd
 
@@ -155,3 +155,85 @@ def test_stiff_integration_with_the_subspace_matches_the_matrix_exponential(slow
     else:  # the first stiff step's search and products, then GMRES: the same evaluations but for those
         assert sols[True].stats["n_vjp"] == 0
         assert abs(sols[True].stats["nfev"] - sols[False].stats["nfev"]) <= 16, (sols[True].stats, sols[False].stats)
+
+
+def test_orth_keeps_a_new_direction_after_a_repeated_column():
+    """[e1, e1, e2] spans a plane: a QR without pivoting put an arbitrary vector in the repeated column's slot and
+    dropped e2 with it."""
+    e = torch.eye(5, dtype=torch.float64)
+    Q = _orth(torch.stack([e[0], e[0], e[1]], 1))
+    assert Q.shape == (5, 2)
+    assert float(torch.linalg.vector_norm(e[1] - Q @ (Q.T @ e[1]))) < 1e-12
+    assert torch.allclose(Q.T @ Q, torch.eye(2, dtype=torch.float64), atol=1e-12)
+
+
+def test_search_spans_a_stiff_conjugate_pair():
+    """A damped stiff rotation (−1e3 ± 1e5 i) in a plane: the subspace is that plane (one vector per conjugate
+    pair's real and imaginary part), not a tilted one (0.07–0.1 off with a QR that dropped a direction)."""
+    g = torch.Generator().manual_seed(1)
+    Q, _ = torch.linalg.qr(torch.randn(N_DIM, N_DIM, generator=g, dtype=torch.float64))
+    J = 0.3 * torch.randn(N_DIM, N_DIM, generator=g, dtype=torch.float64) / math.sqrt(N_DIM)
+    J += Q[:, :2] @ torch.tensor([[-1e3, 1e5], [-1e5, -1e3]], dtype=torch.float64) @ Q[:, :2].T
+    F = lambda y: J @ y  # noqa: E731
+    y = torch.randn(N_DIM, generator=g, dtype=torch.float64)
+    sub = StiffSubspace()
+    sub.V = y.new_zeros(N_DIM, 0)
+    assert sub.search(F, y, F(y), 0.01, None, F(y)) is True
+    assert sub.V.shape[1] == 2
+    lam, vec = torch.linalg.eig(J)  # the invariant plane (tilted from Q's first two columns by ‖N‖/|λ| ≈ 3e-6)
+    top = vec[:, int(torch.argmax(lam.abs()))]
+    plane = _orth(torch.stack([top.real, top.imag], 1))
+    assert float(torch.linalg.matrix_norm(plane - sub.V @ (sub.V.T @ plane))) < 1e-6
+
+
+class _PartlyDetached(_LinearToken):
+    """The plain-decay token with its stiff relaxation computed from detached inputs: the same numbers, but reverse
+    mode sees only the slow part."""
+
+    def __call__(self, t, u):
+        slow = u @ torch.cat([torch.zeros(1, 3, dtype=u.dtype), self.J[1:]]).T
+        fast = u.detach() @ torch.cat([self.J[:1], torch.zeros(2, 3, dtype=u.dtype)]).T
+        return slow + fast
+
+
+def test_a_partly_detached_field_falls_back_to_gmres():
+    """Reverse mode misses the stiff row: VᵀZ (forward differences) and YᵀV (reverse mode) disagree, so the stages
+    go to GMRES, and the integration lands on exp(30 J) u0 (with the partial product it stalled at relative
+    error 13)."""
+    field = _PartlyDetached(1e4, _DECAY)
+    u0 = torch.tensor([[0.5, 1.0, -0.3]], dtype=torch.float64)
+    exact = torch.linalg.matrix_exp(30.0 * field.J) @ u0[0]
+    sol = integrate_tokens(field, u0, 30.0, rtol=1e-6, atol=1e-9)
+    assert sol.ends == [TokenEnd.HORIZON], sol.messages
+    assert float(torch.linalg.vector_norm(sol.u_end[0] - exact)) < 1e-4 * float(torch.linalg.vector_norm(exact))
+    assert sol.stats["n_vjp"] <= 2  # one check, then GMRES for the rest of the integration
+
+
+
+class _StiffThenSpin:
+    """Token 0: the plain-decay stiff token; token 1: a rotation at ω = 30, too fast to follow to the horizon."""
+
+    def __init__(self) -> None:
+        self.stiff = _LinearToken(1e4, _DECAY)
+
+    def __call__(self, t, u):
+        out = torch.empty_like(u)
+        out[:, :1] = self.stiff(t, u[:, :1])
+        if u.shape[1] > 1:
+            v = u[:, 1:]
+            out[:, 1:] = torch.stack([-30.0 * v[..., 1], 30.0 * v[..., 0], torch.zeros_like(v[..., 2])], -1)
+        return out
+
+
+def test_the_prefix_after_a_stall_keeps_the_stiff_stepper():
+    """The steps stall on the spinning token 1 while they are stiff (ROS34PW2, for token 0); token 0 goes on with
+    that stepper from the stall on and lands on exp(30 J) u0. Restarted with explicit steps, it had to find the
+    stiffness again at their stability limit, and 20 of those steps read as a stall of token 0 itself (t ≈ 0.38)."""
+    field = _StiffThenSpin()
+    u0 = torch.tensor([[0.5, 1.0, -0.3], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    sol = integrate_tokens(field, u0, 30.0, rtol=1e-6, atol=1e-9)
+    assert sol.ends == [TokenEnd.HORIZON, TokenEnd.FAILED], sol.messages
+    t_stall = float(sol.t_end[1])
+    assert [kind for kind, t0, _ in sol.methods if t0 >= t_stall] == ["ros34pw2"], (t_stall, sol.methods)
+    exact = torch.linalg.matrix_exp(30.0 * field.stiff.J) @ u0[0]
+    assert float(torch.linalg.vector_norm(sol.u_end[0] - exact)) < 1e-4 * float(torch.linalg.vector_norm(exact))

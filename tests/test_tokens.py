@@ -657,3 +657,15 @@ def test_without_the_fields_exponent_the_norms_check_where_a_token_is_heading():
     sol.norms[first:, 0] = sol.norms[first - 1, 0]  # level from the step before the last eighth on
     v = classify_tokens(sol).tokens[0]
     assert v.label is Label.UNDETERMINED and "last eighth of a decade" in v.reason and "stopped" in v.reason, v
+
+
+def test_a_wild_trial_stage_is_rejected_not_an_overflow_error():
+    """A trial stage far past any accepted state (1e200·R0) gets a NaN derivative, which rejects the step: the
+    Sundman factor's cube of a finite 1e200 raised OverflowError in Python (inf ** 3 is inf)."""
+    from mamba_ode.dynamics.tokens import _System
+
+    system = _System(lambda t, u: u, 2, 1.0, 1.0)
+    for big in (1e200, math.inf):
+        out = system(torch.tensor([big, 0.0, 0.0], dtype=torch.float64))
+        assert bool(torch.isnan(out).all())
+    assert torch.isfinite(system(torch.tensor([1e7, 0.0, 0.0], dtype=torch.float64))).all()  # a blow-up's norms

@@ -112,6 +112,11 @@ class Stepping:
         self.err_old, self.h_old, self.last_rejected = max(err, floor), h, False
         return h * grow
 
+    def start_stiff(self) -> None:
+        """Switch to ROS34PW2 steps (a fresh stiff subspace, no controller memory)."""
+        self.kind, self.explicit_ok, self.err_old = "ros34pw2", 0, None
+        self.subspace = StiffSubspace() if self.krylov_w else None
+
     def switch_after(self, step: Step) -> bool:
         """Update the stiffness counters after an accepted step; True when the stepper changes."""
         if not self.stiff_switch:
@@ -123,8 +128,7 @@ class Stepping:
                 self.nonstiff_run += 1
                 self.stiff_count = 0 if self.nonstiff_run >= _NONSTIFF_RESET else self.stiff_count
             if self.stiff_count >= _STIFF_STEPS:
-                self.kind, self.explicit_ok, self.err_old = "ros34pw2", 0, None
-                self.subspace = StiffSubspace() if self.krylov_w else None
+                self.start_stiff()
                 return True
             return False
         self.explicit_ok = self.explicit_ok + 1 if step.stiffness < _EXPLICIT_OK else 0

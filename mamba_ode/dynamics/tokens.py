@@ -51,7 +51,8 @@ blows up there. If instead a token grew by a fifth over those steps with a singu
 steps covered a tenth of the time left to its predicted T, the steps are approaching a low-order blow-up
 at a steady pace (small in log time only because T − t ≪ t): the integration goes on. Otherwise the token
 carrying the largest error over those steps (the one limiting them) ends ``FAILED`` (with its dependents),
-and the prefix before it continues (an earlier cause stalls it next). These rules are fixed in t, so a
+and the prefix before it continues (an earlier cause stalls it next). A prefix starts at the last segment's
+pace in τ (or its own initial step, if larger) and with its stepper. These rules are fixed in t, so a
 token's outcome does not depend on the horizon once the horizon is past its decision. Nothing here knows
 about Mamba: ``field(t, u)`` is any causal field on (1, L, W) tokens, autonomous (the step-size control and
 the stiffness switch are `mamba_ode.dynamics.stepping`'s).
@@ -172,9 +173,15 @@ class _System:
             return None
         u, tau = self.split(y)
         t = self.ts * math.expm1(min(tau, 700.0))
-        g = 1.0 / (1.0 + (float(torch.linalg.vector_norm(u, dim=-1).max()) / (_G_SCALE * self.r0)) ** _G_POWER)
+        g = self.sundman(float(torch.linalg.vector_norm(u, dim=-1).max()))
         d = jd(torch.tensor(t, dtype=torch.float64), u[None])[0]
         return torch.cat([(g * (self.ts + t)) * d.reshape(-1), y.new_zeros(1)])
+
+    def sundman(self, n_max: float) -> float:
+        """g = 1 / (1 + (n_max / (4 R0))³); NaN past 1e100·R0, a wild trial stage (accepted states stay below
+        ``blowup_factor``·R0), which the step then rejects (its cube would raise OverflowError in Python)."""
+        ratio = n_max / (_G_SCALE * self.r0)
+        return 1.0 / (1.0 + ratio ** _G_POWER) if ratio < 1e100 else math.nan
 
     def split(self, y: Tensor) -> tuple[Tensor, float]:
         return y[:-1].view(-1, self.width), float(y[-1])
@@ -186,14 +193,14 @@ class _System:
         fu = self.field(torch.tensor(t, dtype=torch.float64), u[None])[0]
         self.last_fu = fu
         n_max = float(torch.linalg.vector_norm(u, dim=-1).max())
-        g = 1.0 / (1.0 + (n_max / (_G_SCALE * self.r0)) ** _G_POWER)
+        g = self.sundman(n_max)
         return torch.cat([(g * (self.ts + t)) * fu.reshape(-1), y.new_tensor([g])])
 
     def vjp(self, y: Tensor, V: Tensor) -> Tensor | None:
         """(n, p) ``J(y)ᵀ V`` for V (n, p), by reverse mode through the field (one evaluation and p backward
         passes; the same system as ``__call__``, written with tensors so that autograd sees the clock and the
-        Sundman factor); None when the field's output is outside autograd. (A field that detaches part of its
-        computation would give a partial product: fields are differentiable throughout, or not at all.)"""
+        Sundman factor); None when the field's output is outside autograd. A field that detaches part of its
+        computation gives a partial product, which `StiffSubspace.solver` detects and leaves to GMRES."""
         try:
             with torch.enable_grad():
                 yy = y.detach().clone().requires_grad_(True)
@@ -249,6 +256,7 @@ class _Integrator:
         self.ts: list[float] = []
         self.norms: list[Tensor] = []
         self.methods: list[tuple[str, float, float]] = []
+        self.carry: tuple[float, str] | None = None  # (next step in τ, stepper) at the last accepted step
         self.stats = {"nfev": 0, "n_accepted": 0, "n_rejected": 0, "n_events": 0, "n_stalls": 0,
                       "n_vjp": 0}
 
@@ -303,6 +311,11 @@ class _Integrator:
         f = sys(y)
         h, stepping, t_seg = self._initial_step(y, f), Stepping(self.rtol, self.atol, self.stiff_switch,
                                                                         self.krylov_w), t
+        if self.carry is not None:  # the prefix of the last segment: its pace (in τ) carries over
+            h_tau, kind = self.carry
+            h = max(h, h_tau / float(f[-1])) if float(f[-1]) > 0 else h  # dτ/dσ = g, this system's own
+            if kind == "ros34pw2" and self.stiff_switch and h_tau > 0:
+                stepping.start_stiff()
         prev: tuple[Tensor, Tensor] | None = None  # (norms, rates) at the previous accepted step
         window: deque[tuple[float, float, Tensor, Tensor, Tensor]] = deque(maxlen=_STALL_STEPS)
         # (τ, ln‖u‖, token errors, norms, rates) of the last accepted steps
@@ -322,6 +335,7 @@ class _Integrator:
                 y_old, f_old, h_old = y, f, h
                 y, f = step.y, (step.f if step.f is not None else sys(step.y))
                 h = stepping.accepted(err, h)
+                self.carry = (h * float(f[-1]), stepping.kind)
                 t_now = self.t_of(float(y[-1]))
                 if float(y[-1]) >= self.tau_max:  # land with the method that took this step
                     self._finish_horizon(sys, stepping, y_old, f_old, y, f, h_old)  # replaces this step

@@ -57,20 +57,21 @@ def jvp(F: Callable[[Tensor], Tensor], y: Tensor, f0: Tensor, v: Tensor, ynorm: 
 
 
 def _orth(X: Tensor, rel: float = 1e-10) -> Tensor:
-    """An orthonormal basis (n, q) of X's columns, dropping those dependent on the others (QR, diagonal test)."""
+    """An orthonormal basis (n, q) of the span of X's columns, q its numerical rank (SVD: a QR without pivoting
+    would put an arbitrary vector in the slot of a repeated column and drop a new direction with it)."""
     if X.shape[1] == 0:
         return X
-    Q, R = torch.linalg.qr(X)
-    d = R.diagonal().abs()
-    return Q[:, d > rel * float(d.max())] if float(d.max()) > 0 else Q[:, :0]
+    U, sv, _ = torch.linalg.svd(X, full_matrices=False)
+    return U[:, sv > rel * float(sv.max())] if float(sv.max()) > 0 else U[:, :0]
 
 
-def _real_span(Y: Tensor) -> Tensor:
-    """The real columns spanning complex Ritz vectors Y (n, q): real and imaginary parts."""
-    if not Y.is_complex():
-        return Y
-    imag = Y.imag[:, Y.imag.abs().amax(0) > 0]
-    return torch.cat([Y.real, imag], 1)
+def _ritz_span(basis: Tensor, S: Tensor, mu: Tensor, keep: Tensor) -> Tensor:
+    """Real columns (n, q) spanning the Ritz vectors ``basis @ S[:, i]`` for ``keep[i]``: one vector per real
+    Ritz value, the real and imaginary parts of one member of each conjugate pair (μ.imag > 0)."""
+    keep = keep & (mu.imag >= 0)
+    Sk, B = S[:, keep], basis.double()
+    re, im = B @ Sk.real, B @ Sk.imag
+    return torch.cat([re, im[:, mu.imag[keep] > 0]], 1).to(basis.dtype)
 
 
 class StiffSubspace:
@@ -111,9 +112,10 @@ class StiffSubspace:
         beta = float(torch.linalg.vector_norm(v))
         if not (math.isfinite(beta) and beta > 0):
             return False
-        basis, H = [v / beta], torch.zeros(self.arnoldi_steps + 1, self.arnoldi_steps, dtype=torch.float64)
+        steps = min(self.arnoldi_steps, v.numel())  # a Krylov space of an n-vector has at most n dimensions
+        basis, H = [v / beta], torch.zeros(steps + 1, steps, dtype=torch.float64)
         k = 0
-        for k in range(1, self.arnoldi_steps + 1):
+        for k in range(1, steps + 1):
             w = op(basis[-1])
             for i, b in enumerate(basis):  # modified Gram–Schmidt
                 H[i, k - 1] = float(torch.dot(w, b))
@@ -121,16 +123,14 @@ class StiffSubspace:
             H[k, k - 1] = float(torch.linalg.vector_norm(w))
             if not bool(torch.isfinite(H[: k + 1, k - 1]).all()):
                 return False
-            if float(H[k, k - 1]) <= 1e-12 * beta:
+            if float(H[k, k - 1]) <= 1e-10 * float(torch.linalg.matrix_norm(H[: k + 1, :k])):  # an invariant space
                 break
             basis.append(w / float(H[k, k - 1]))
         mu, S = torch.linalg.eig(H[:k, :k])
         keep = h * mu.abs() >= _KEEP
         if not bool(keep.any()):
             return False
-        Sk = S[:, keep]
-        Vb = torch.stack(basis[:k], 1).double()
-        new = _real_span(torch.complex(Vb @ Sk.real, Vb @ Sk.imag)).to(y.dtype)
+        new = _ritz_span(torch.stack(basis[:k], 1), S, mu, keep).to(y.dtype)
         before = 0 if self.V is None else self.V.shape[1]
         V = _orth(new if self.V is None else torch.cat([self.V, new], 1))
         if V.shape[1] > self.max_dim:
@@ -150,8 +150,10 @@ class StiffSubspace:
         systems is far from normal (its left eigenvector leans on many other directions), and a one-sided
         ``J V Vᵀ`` would leave that stiff coupling to the explicit part. ``W = P_D − γh A Bᵀ``, ``P_D = I − γhD``,
         ``A = [Z − VH, V]``, ``B = [V, Y]``, inverted by the Woodbury identity with a 2p×2p solve. A non-finite
-        product, or a singular reduced matrix (a growing mode with ``γhμ = 1``), makes every solve NaN (the
-        step is rejected). Drops the tracked modes that are no longer stiff (``h·|μ| < 0.05``).
+        product, or an exactly singular reduced matrix (a growing mode with ``γhμ = 1``), makes every solve NaN
+        (the step is rejected; a nearly singular one gives large stages, which its error estimate rejects). None
+        also when ``VᵀZ`` and ``YᵀV``, both ``Vᵀ(J − D)V``, differ by more than 1e-3: reverse mode did not see
+        the whole field. Drops the tracked modes that are no longer stiff (``h·|μ| < 0.05``).
         """
         if self.V is None:
             return None
@@ -168,8 +170,7 @@ class StiffSubspace:
         if V.shape[1] and not self.fresh and bool((h * mu.abs() < _DROP).any()) and bool(torch.isfinite(mu).all()):
             M, S_ = torch.linalg.eig((V.T @ Z).double())
             keep = h * M.abs() >= _DROP
-            Sk, Vd = S_[:, keep], V.double()
-            Vk = _orth(_real_span(torch.complex(Vd @ Sk.real, Vd @ Sk.imag)).to(V.dtype))
+            Vk = _orth(_ritz_span(V, S_, M, keep))
             # Z on the kept span: Z Vᵀ Vk, exact since Vk lies in span(V)
             V, Z = Vk, Z @ (V.T @ Vk)
         self.V, self.Z, self.fresh = V, Z, False
@@ -181,6 +182,10 @@ class StiffSubspace:
             return None
         if d is not None:
             Y = Y - d[:, None] * V
+        H1, H2 = (V.T @ Z).double(), (Y.T @ V).double()  # Vᵀ(J − D)V twice: forward differences, reverse mode
+        if float(torch.linalg.matrix_norm(H1 - H2)) > 1e-3 * max(float(torch.linalg.matrix_norm(H1)),
+                                                                 float(torch.linalg.matrix_norm(H2)), 1e-300):
+            return None  # reverse mode disagrees (a field that detaches part of its computation): GMRES
         A = torch.cat([Z - V @ (V.T @ Z), V], 1)
         B = torch.cat([V, Y], 1)
         if not bool(torch.isfinite(A).all() and torch.isfinite(B).all()):
