@@ -50,7 +50,6 @@ class Stepping:
         jd, sub, solve = sys.jdiag(y), self.subspace, None
         if sub is not None:
             if sub.V is None:  # the first stiff step: look for the stiff modes from F(y)
-                sub.V = y.new_zeros(y.numel(), 0)
                 if sub.search(sys, y, f, h, jd, f) is None:
                     sub = self.subspace = None
         if sub is not None:

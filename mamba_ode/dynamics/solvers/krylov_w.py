@@ -89,10 +89,6 @@ class StiffSubspace:
         self.h_lambda = 0.0  # h·|λ|max over the subspace's Ritz values and the diagonal, at the last prepare
         self.fresh = False  # modes just found by a search are not dropped before a step has used them
 
-    def reset(self) -> None:
-        """Forget the subspace (a new run of stiff steps searches afresh)."""
-        self.V = self.Z = None
-
     def _op(self, F: Callable[[Tensor], Tensor], y: Tensor, f0: Tensor, d: Tensor | None,
             ynorm: float) -> Callable[[Tensor], Tensor]:
         def op(v: Tensor) -> Tensor:  # (J − D) v
@@ -105,9 +101,11 @@ class StiffSubspace:
         """Arnoldi on ``J − D`` at y from ``start``; add the real span of the Ritz vectors with ``h·|μ| ≥ 1/2``
         to V. Returns True when V grew, False when that Krylov space holds no stiff mode, None when V would
         exceed ``max_dim`` (V is then left as it was)."""
+        if self.V is None:  # the first search: from here on V is a basis, empty if no stiff mode is found
+            self.V = y.new_zeros(y.numel(), 0)
         op = self._op(F, y, f0, d, float(torch.linalg.vector_norm(y)))
         v = start.reshape(-1).to(y.dtype)
-        if self.V is not None and self.V.shape[1]:
+        if self.V.shape[1]:
             v = v - self.V @ (self.V.T @ v)
         beta = float(torch.linalg.vector_norm(v))
         if not (math.isfinite(beta) and beta > 0):
@@ -131,8 +129,8 @@ class StiffSubspace:
         if not bool(keep.any()):
             return False
         new = _ritz_span(torch.stack(basis[:k], 1), S, mu, keep).to(y.dtype)
-        before = 0 if self.V is None else self.V.shape[1]
-        V = _orth(new if self.V is None else torch.cat([self.V, new], 1))
+        before = self.V.shape[1]
+        V = _orth(torch.cat([self.V, new], 1))
         if V.shape[1] > self.max_dim:
             return None
         if V.shape[1] <= before:  # nothing new: those modes are held already
